@@ -1,0 +1,135 @@
+"""The ``resnet-explorer`` command line: ``info`` and ``tables`` (more commands join later)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .count import CONVENTION, Count, count
+from .spec import ArchSpec, SpecError
+from .zoo import get_spec, published
+from .tables import table1, table6
+
+
+def spec_from_args(arch: str, args: argparse.Namespace) -> ArchSpec:
+    """A named net with the command line's overrides, or a spec read from a JSON file."""
+    overrides = {
+        "residual": False if getattr(args, "plain", False) else None,
+        "shortcut": getattr(args, "shortcut", None),
+        "stride_at": getattr(args, "stride_at", None),
+        "input_size": getattr(args, "input", None),
+        "num_classes": getattr(args, "classes", None),
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if arch.endswith(".json"):
+        path = Path(arch)
+        if not path.is_file():
+            raise SpecError(f"spec file {arch} not found: give a name (resnet50 …) or a spec JSON file")
+        spec = ArchSpec.from_json(path.read_text())
+        return spec.replace(**overrides).validate() if overrides else spec.validate()
+    return get_spec(arch, **overrides)
+
+
+def _g(n: float) -> str:
+    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def format_info(c: Count, spec: ArchSpec, layers: bool = False) -> str:
+    kind = "residual" if spec.residual else "plain"
+    desc = f"{kind}"
+    if any(s.block != "conv" for s in spec.stages):
+        desc += f", shortcut {spec.shortcut}" if spec.residual else ""
+        if any(s.block == "bottleneck" for s in spec.stages):
+            desc += f", stride at {spec.stride_at} ({'paper v1' if spec.stride_at == '1x1' else 'v1.5'})"
+    lines = [
+        f"{spec.name}: {spec.depth} weighted layers, {desc}; "
+        f"input {spec.input_size}x{spec.input_size}, {spec.num_classes} classes",
+        f"  params          {c.params:>16,}",
+        f"  multiply-adds   {c.macs:>16,}  ({_g(c.macs)})",
+        f"  other ops       {c.other_ops:>16,}  (BN, pooling, shortcut additions; not in the FLOPs)",
+        f"  convention: {CONVENTION}",
+    ]
+    ref = published(spec)
+    if ref and ref.macs and spec.input_size == 224:
+        lines.append(f"  paper: {ref.macs / 1e9:g} G multiply-adds ({ref.source})")
+    lines.append("")
+    lines.append(f"  {'stage':<10} {'output':>14} {'params':>14} {'multiply-adds':>16}")
+    for name, s in c.by_stage().items():
+        shape = "x".join(map(str, s["out"]))
+        lines.append(f"  {name:<10} {shape:>14} {s['params']:>14,} {s['macs']:>16,}")
+    if layers:
+        lines.append("")
+        lines.append(
+            f"  {'layer':<28} {'kind':<8} {'output':>14} {'params':>12} {'multiply-adds':>15} {'other ops':>12}"
+        )
+        for r in c.rows:
+            shape = "x".join(map(str, r.out_shape))
+            lines.append(
+                f"  {r.name:<28} {r.kind:<8} {shape:>14} {r.params:>12,} {r.macs:>15,} {r.other_ops:>12,}"
+            )
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args.arch, args)
+    c = count(spec)
+    if args.json:
+        d = c.to_dict(layers=args.layers)
+        d["spec"] = spec.to_dict()
+        print(json.dumps(d, indent=2))
+    else:
+        print(format_info(c, spec, layers=args.layers))
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    print(table1())
+    print()
+    print(table6())
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="resnet-explorer",
+        description="Build, count, train and see the deep residual networks of He et al. 2015.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    info = sub.add_parser("info", help="parameters and multiply-adds of a network")
+    info.add_argument("arch", help="resnet18…152, plain18…152, cifar-resnetD, cifar-plainD, "
+                      "vgg-a…vgg-e, vgg11…vgg19, alexnet, or a spec .json file")
+    info.add_argument("--plain", action="store_true", help="the plain twin (no shortcuts)")
+    info.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option")
+    info.add_argument("--stride-at", choices=["1x1", "3x3"], help="bottleneck stride placement")
+    info.add_argument("--input", type=int, help="input size (default: the net's own)")
+    info.add_argument("--classes", type=int, help="number of classes")
+    info.add_argument("--layers", action="store_true", help="one row per layer")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=cmd_info)
+
+    tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, ours beside published")
+    tables.set_defaults(func=cmd_tables)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as e:
+        print(f"resnet-explorer: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Analytic parameter and multiply-add counting, straight from an `ArchSpec`.
+
+No forward pass, no module: the spec is walked once, shapes are propagated, and every
+layer gets a row named like its module in the built model (``conv3_x.0.conv1``).
+
+Convention (the paper's): one multiply-add = one FLOP, and only conv and fc layers are
+counted (biases not). ``other_ops`` is a separate, optional column for the rest:
+BN one multiply-add per element (scale and shift folded), the shortcut addition one
+op per element, max-pool k² comparisons and global average pool one add per input
+element; ReLU, LRN and dropout are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .spec import ArchSpec, ConvLayer, SpecError, Stage, hidden_fc_names, needs_projection
+
+Shape = tuple[int, int, int]  # (channels, height, width)
+CONVENTION = "1 multiply-add = 1 FLOP; conv and fc layers counted (the paper's convention)"
+
+
+@dataclass
+class LayerCount:
+    """One layer: its shapes, parameters, multiply-adds and (separately) other ops."""
+
+    name: str
+    kind: str  # conv | bn | fc | pool | avgpool | add | shortcut
+    in_shape: Shape
+    out_shape: Shape
+    params: int = 0
+    macs: int = 0
+    other_ops: int = 0
+
+    @property
+    def stage(self) -> str:
+        return self.name.split(".")[0]
+
+
+@dataclass
+class Count:
+    """Per-layer counts of one spec, with totals and per-stage sums."""
+
+    arch: str
+    input_size: int
+    rows: list[LayerCount] = field(default_factory=list)
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def macs(self) -> int:
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def other_ops(self) -> int:
+        return sum(r.other_ops for r in self.rows)
+
+    def row(self, name: str) -> LayerCount:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def by_stage(self) -> dict[str, dict[str, int]]:
+        """{stage: {"params", "macs", "other_ops", "out": output shape}} in network order."""
+        out: dict[str, dict] = {}
+        for r in self.rows:
+            s = out.setdefault(r.stage, {"params": 0, "macs": 0, "other_ops": 0})
+            s["params"] += r.params
+            s["macs"] += r.macs
+            s["other_ops"] += r.other_ops
+            s["out"] = r.out_shape
+        return out
+
+    def to_dict(self, layers: bool = False) -> dict:
+        d = {
+            "arch": self.arch,
+            "input_size": self.input_size,
+            "params": self.params,
+            "macs": self.macs,
+            "other_ops": self.other_ops,
+            "convention": CONVENTION,
+            "stages": self.by_stage(),
+        }
+        if layers:
+            d["layers"] = [asdict(r) for r in self.rows]
+        return d
+
+
+def _out(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+class _Walker:
+    """Propagates (C, H, W) through the spec, appending one row per layer."""
+
+    def __init__(self, spec: ArchSpec):
+        self.spec = spec
+        self.result = Count(spec.name, spec.input_size)
+        self.shape: Shape = (spec.in_channels, spec.input_size, spec.input_size)
+
+    def _add(self, name: str, kind: str, out: Shape, params: int = 0, macs: int = 0,
+             other: int = 0, shape_in: Shape | None = None) -> None:
+        if out[1] < 1 or out[2] < 1:
+            raise _TooSmall(name)
+        self.result.rows.append(
+            LayerCount(name, kind, shape_in or self.shape, out, params, macs, other)
+        )
+
+    def conv(self, name: str, x: Shape, out_ch: int, k: int, stride: int, pad: int,
+             groups: int = 1, bias: bool = False) -> Shape:
+        c, h, w = x
+        if c % groups or out_ch % groups:
+            raise SpecError(
+                f"{name}: groups={groups} must divide both {c} input and {out_ch} output channels"
+            )
+        out = (out_ch, _out(h, k, stride, pad), _out(w, k, stride, pad))
+        per_out = (c // groups) * k * k
+        params = out_ch * per_out + (out_ch if bias else 0)
+        self._add(name, "conv", out, params, out[0] * out[1] * out[2] * per_out, shape_in=x)
+        return out
+
+    def bn(self, name: str, x: Shape) -> Shape:
+        self._add(name, "bn", x, 2 * x[0], 0, x[0] * x[1] * x[2], shape_in=x)
+        return x
+
+    def pool(self, name: str, x: Shape, k: int, stride: int, pad: int) -> Shape:
+        out = (x[0], _out(x[1], k, stride, pad), _out(x[2], k, stride, pad))
+        self._add(name, "pool", out, other=out[0] * out[1] * out[2] * k * k, shape_in=x)
+        return out
+
+    def conv_layer(self, prefix: str, layer: ConvLayer) -> None:
+        x = self.conv(f"{prefix}.conv", self.shape, layer.out_channels, layer.kernel,
+                      layer.stride, layer.pad, layer.groups, layer.bias)
+        if layer.bn:
+            x = self.bn(f"{prefix}.bn", x)
+        if layer.pool:
+            p = layer.pool
+            x = self.pool(f"{prefix}.pool", x, p.kernel, p.stride, p.padding)
+        self.shape = x
+
+    def block(self, prefix: str, stage: Stage, stride: int) -> None:
+        spec, x = self.spec, self.shape
+        width, out_ch = stage.width, stage.out_channels
+        if stage.block == "basic":
+            y = self.bn(f"{prefix}.bn1", self.conv(f"{prefix}.conv1", x, width, 3, stride, 1))
+            y = self.bn(f"{prefix}.bn2", self.conv(f"{prefix}.conv2", y, width, 3, 1, 1))
+        else:
+            s1, s3 = (stride, 1) if spec.stride_at == "1x1" else (1, stride)
+            y = self.bn(f"{prefix}.bn1", self.conv(f"{prefix}.conv1", x, width, 1, s1, 0))
+            y = self.bn(f"{prefix}.bn2", self.conv(f"{prefix}.conv2", y, width, 3, s3, 1))
+            y = self.bn(f"{prefix}.bn3", self.conv(f"{prefix}.conv3", y, out_ch, 1, 1, 0))
+        if spec.residual:
+            if needs_projection(spec.shortcut, x[0], out_ch, stride):
+                self.bn(f"{prefix}.shortcut.bn",
+                        self.conv(f"{prefix}.shortcut.conv", x, out_ch, 1, stride, 0))
+            elif stride != 1 or x[0] != out_ch:
+                sub = (out_ch, -(-x[1] // stride), -(-x[2] // stride))
+                self._add(f"{prefix}.shortcut", "shortcut", sub, shape_in=x)
+            self._add(f"{prefix}.add", "add", y, other=y[0] * y[1] * y[2], shape_in=y)
+        self.shape = y
+
+    def walk(self) -> Count:
+        spec = self.spec
+        for stage in spec.stages:
+            if stage.block == "conv":
+                for i, layer in enumerate(stage.layers):
+                    self.conv_layer(f"{stage.name}.{i}", layer)
+            else:
+                for i in range(stage.num_blocks):
+                    self.block(f"{stage.name}.{i}", stage, stage.stride if i == 0 else 1)
+        c, h, w = self.shape
+        if spec.head.kind == "avgpool-fc":
+            self._add("avgpool", "avgpool", (c, 1, 1), other=c * h * w)
+            width = c
+        else:
+            self._add("avgpool", "flatten", (c * h * w, 1, 1))
+            width = c * h * w
+        for name, hidden in zip(hidden_fc_names(spec), spec.head.hidden):
+            self._add(name, "fc", (hidden, 1, 1), width * hidden + hidden, width * hidden,
+                      shape_in=(width, 1, 1))
+            width = hidden
+        n = spec.num_classes
+        self._add("fc", "fc", (n, 1, 1), width * n + n, width * n, shape_in=(width, 1, 1))
+        return self.result
+
+
+class _TooSmall(Exception):
+    def __init__(self, layer: str):
+        self.layer = layer
+
+
+def _fits(spec: ArchSpec, size: int) -> bool:
+    try:
+        _Walker(spec.replace(input_size=size)).walk()
+        return True
+    except _TooSmall:
+        return False
+
+
+def count(spec: ArchSpec) -> Count:
+    """Count parameters and multiply-adds of every layer of ``spec`` at its input size.
+
+    Raises `SpecError` for an invalid spec, or an input too small for the net (the message
+    names the smallest input size that works).
+    """
+    spec.validate()
+    try:
+        return _Walker(spec).walk()
+    except _TooSmall as e:
+        lo, hi = spec.input_size, max(2 * spec.input_size, 8)
+        while not _fits(spec, hi):
+            lo, hi = hi, hi * 2
+            if hi > 1 << 16:
+                raise SpecError(f"{spec.name}: no input size fits this net") from None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if _fits(spec, mid) else (mid, hi)
+        raise SpecError(
+            f"input size {spec.input_size} is too small for {spec.name}: {e.layer} would "
+            f"output an empty map; use input_size >= {hi}"
+        ) from None

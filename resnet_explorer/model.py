@@ -1,0 +1,222 @@
+"""Build a `torch.nn.Module` from an `ArchSpec`.
+
+The module is an `nn.Sequential` whose children carry the paper's names, so
+``model.conv3_x[0]`` is the first block of conv3_x (the paper's ``conv3_1``)::
+
+    conv1      the stem (a conv stage: conv → bn → relu [→ pool])
+    conv2_x …  stages of blocks (basic or bottleneck), each an nn.Sequential of blocks
+    avgpool    global average pool + flatten (ResNets)   | flatten (VGG, AlexNet)
+    fc6, fc7   hidden FC layers, each followed by relu6/drop6 … (VGG, AlexNet only)
+    fc         the classifier
+
+CIFAR nets use the same names: conv1 (3×3, 16), then conv2_x / conv3_x / conv4_x on
+32² / 16² / 8² maps. Inside a block: conv1, bn1, conv2, bn2 (, conv3, bn3) and
+``shortcut`` (absent in plain nets).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .count import count
+from .spec import ArchSpec, ConvLayer, Stage, hidden_fc_names, needs_projection
+
+# AlexNet's LRN (k=2, n=5, α=1e-4, β=0.75). PyTorch divides α by n, the paper does not.
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+
+class ShortcutA(nn.Module):
+    """Option A: identity, subsampled by taking every ``stride``-th pixel, extra channels zero."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        extra = self.out_channels - self.in_channels
+        if extra:
+            x = nn.functional.pad(x, (0, 0, 0, 0, 0, extra))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}->{self.out_channels}, stride={self.stride}"
+
+
+class Projection(nn.Sequential):
+    """Options B/C: W_s·x as a 1×1 conv (strided where the map shrinks) + BN."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__(
+            OrderedDict(
+                conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                bn=nn.BatchNorm2d(out_channels),
+            )
+        )
+
+
+def make_shortcut(shortcut: str, in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    if needs_projection(shortcut, in_ch, out_ch, stride):
+        return Projection(in_ch, out_ch, stride)
+    if stride != 1 or in_ch != out_ch:
+        return ShortcutA(in_ch, out_ch, stride)
+    return nn.Identity()
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convs: y = relu(F(x) + shortcut(x)); plain when ``residual`` is False."""
+
+    def __init__(self, in_ch: int, width: int, stride: int, residual: bool, shortcut: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = make_shortcut(shortcut, in_ch, width, stride) if residual else None
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.shortcut is not None:
+            out += self.shortcut(x)
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1×1 reduce → 3×3 → 1×1 expand (×4); the stride sits on the 1×1 ("v1") or the 3×3 ("v1.5")."""
+
+    def __init__(
+        self, in_ch: int, width: int, stride: int, residual: bool, shortcut: str, stride_at: str
+    ):
+        super().__init__()
+        out_ch = width * 4
+        s1, s3 = (stride, 1) if stride_at == "1x1" else (1, stride)
+        self.conv1 = nn.Conv2d(in_ch, width, 1, s1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, s3, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = make_shortcut(shortcut, in_ch, out_ch, stride) if residual else None
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.shortcut is not None:
+            out += self.shortcut(x)
+        return self.relu(out)
+
+
+class ConvUnit(nn.Sequential):
+    """One `ConvLayer`: conv [→ bn] [→ relu] [→ lrn] [→ pool]."""
+
+    def __init__(self, in_ch: int, layer: ConvLayer):
+        parts: OrderedDict[str, nn.Module] = OrderedDict()
+        parts["conv"] = nn.Conv2d(
+            in_ch, layer.out_channels, layer.kernel, layer.stride, layer.pad,
+            groups=layer.groups, bias=layer.bias,
+        )
+        if layer.bn:
+            parts["bn"] = nn.BatchNorm2d(layer.out_channels)
+        if layer.relu:
+            parts["relu"] = nn.ReLU(inplace=True)
+        if layer.lrn:
+            parts["lrn"] = nn.LocalResponseNorm(LRN_SIZE, LRN_ALPHA * LRN_SIZE, LRN_BETA, LRN_K)
+        if layer.pool:
+            parts["pool"] = nn.MaxPool2d(layer.pool.kernel, layer.pool.stride, layer.pool.padding)
+        super().__init__(parts)
+
+
+def build_stage(stage: Stage, in_ch: int, spec: ArchSpec) -> nn.Sequential:
+    if stage.block == "conv":
+        units = []
+        for layer in stage.layers:
+            units.append(ConvUnit(in_ch, layer))
+            in_ch = layer.out_channels
+        return nn.Sequential(*units)
+    blocks = []
+    for i in range(stage.num_blocks):
+        stride = stage.stride if i == 0 else 1
+        if stage.block == "basic":
+            block = BasicBlock(in_ch, stage.width, stride, spec.residual, spec.shortcut)
+        else:
+            block = Bottleneck(
+                in_ch, stage.width, stride, spec.residual, spec.shortcut, spec.stride_at
+            )
+        blocks.append(block)
+        in_ch = stage.out_channels
+    return nn.Sequential(*blocks)
+
+
+class Net(nn.Sequential):
+    """A network built from an `ArchSpec`; ``net.spec`` is the spec it was built from."""
+
+    def __init__(self, spec: ArchSpec):
+        counted = count(spec)  # validates the spec and walks the shapes once
+        parts: OrderedDict[str, nn.Module] = OrderedDict()
+        in_ch = spec.in_channels
+        for stage in spec.stages:
+            parts[stage.name] = build_stage(stage, in_ch, spec)
+            in_ch = stage.out_channels
+        features = counted.row("avgpool").in_shape
+        if spec.head.kind == "avgpool-fc":
+            parts["avgpool"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            width = features[0]
+        else:
+            parts["avgpool"] = nn.Flatten()
+            width = features[0] * features[1] * features[2]
+        for name, hidden in zip(hidden_fc_names(spec), spec.head.hidden):
+            n = name[2:]
+            parts[name] = nn.Linear(width, hidden)
+            parts[f"relu{n}"] = nn.ReLU(inplace=True)
+            if spec.head.dropout:
+                parts[f"drop{n}"] = nn.Dropout(spec.head.dropout)
+            width = hidden
+        parts["fc"] = nn.Linear(width, spec.num_classes)
+        super().__init__(parts)
+        self.spec = spec
+        init_weights(self, spec)
+
+
+def init_weights(model: nn.Module, spec: ArchSpec) -> None:
+    """He initialisation (He et al. 2015, [13] in the paper) for convs, BN γ=1 β=0.
+
+    With ``zero_init_residual`` the last BN of each residual block starts at γ=0, so
+    every residual block starts as the identity.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if spec.zero_init_residual:
+        for m in model.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)) and m.shortcut is not None:
+                nn.init.zeros_(m.last_bn().weight)
+
+
+def build(spec: ArchSpec | str, **overrides) -> Net:
+    """Build the module of a spec, or of a named net (``build("resnet50", shortcut="A")``)."""
+    if isinstance(spec, str):
+        from .zoo import get_spec
+
+        spec = get_spec(spec, **overrides)
+    elif overrides:
+        spec = spec.replace(**overrides)
+    return Net(spec)

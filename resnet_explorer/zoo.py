@@ -1,0 +1,237 @@
+"""Every named network of the paper as an `ArchSpec`, each carrying the published numbers.
+
+Names: ``resnet18`` … ``resnet152``, ``plain18`` … ``plain152`` (ImageNet, Table 1),
+``cifar-resnetD`` / ``cifar-plainD`` for any depth D = 6n+2 (Sec. 4.2), ``vgg-a``,
+``vgg-a-lrn``, ``vgg-b`` … ``vgg-e`` (aliases ``vgg11/13/16/19``), ``alexnet`` (the two-GPU
+split as groups=2) and ``alexnet-groups1``. `PUBLISHED` holds, next to each name, the numbers
+the papers print (Table 1 FLOPs, Table 2–4 / 6 errors), so every table and widget can
+show "paper vs ours" from one place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .spec import ArchSpec, ConvLayer, Head, Pool, SpecError, Stage
+
+IMAGENET_BLOCKS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+
+# VGG Table 1: per stage, the kernel size of each conv ("1" = the 1×1 convs of config C).
+VGG_CONFIGS = {
+    "a": ((3,), (3,), (3, 3), (3, 3), (3, 3)),
+    "a-lrn": ((3,), (3,), (3, 3), (3, 3), (3, 3)),
+    "b": ((3, 3), (3, 3), (3, 3), (3, 3), (3, 3)),
+    "c": ((3, 3), (3, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1)),
+    "d": ((3, 3), (3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)),
+    "e": ((3, 3), (3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3)),
+}
+VGG_WIDTHS = (64, 128, 256, 512, 512)
+VGG_ALIASES = {"vgg11": "vgg-a", "vgg13": "vgg-b", "vgg16": "vgg-d", "vgg19": "vgg-e"}
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a paper prints for a net. Errors are percentages; FLOPs are multiply-adds."""
+
+    macs: float | None = None  # Table 1 of the ResNet paper (VGG: as quoted there)
+    params: int | None = None
+    top1: float | None = None  # ImageNet val, 10-crop (ResNet Table 3) unless noted
+    top5: float | None = None
+    cifar10_error: float | None = None  # ResNet Table 6, CIFAR-10 test error
+    source: str = ""
+
+
+PUBLISHED: dict[str, Published] = {
+    "resnet18": Published(1.8e9, 11_689_512, 27.88, None, source="ResNet Table 1, 2"),
+    "resnet34": Published(3.6e9, 21_797_672, 25.03, 7.76, source="ResNet Table 1, 3 (option A)"),
+    "resnet50": Published(3.8e9, 25_557_032, 22.85, 6.71, source="ResNet Table 1, 3"),
+    "resnet101": Published(7.6e9, 44_549_160, 21.75, 6.05, source="ResNet Table 1, 3"),
+    "resnet152": Published(11.3e9, 60_192_808, 21.43, 5.71, source="ResNet Table 1, 3"),
+    "plain18": Published(1.8e9, None, 27.94, None, source="ResNet Table 2"),
+    "plain34": Published(3.6e9, None, 28.54, 10.02, source="ResNet Table 2, 3"),
+    "vgg-d": Published(15.3e9, 138_357_544, 28.07, 9.33, source="ResNet Table 3 (VGG-16)"),
+    "vgg-e": Published(19.6e9, 143_667_240, 24.8, 7.5, source="VGG Table 3 (multi-scale)"),
+    "alexnet": Published(None, 60_000_000, 37.5, 17.0, source="AlexNet (ILSVRC-2010 test)"),
+    "cifar-resnet20": Published(params=269_722, cifar10_error=8.75, source="ResNet Table 6"),
+    "cifar-resnet32": Published(params=464_154, cifar10_error=7.51, source="ResNet Table 6"),
+    "cifar-resnet44": Published(params=658_586, cifar10_error=7.17, source="ResNet Table 6"),
+    "cifar-resnet56": Published(params=853_018, cifar10_error=6.97, source="ResNet Table 6"),
+    "cifar-resnet110": Published(params=1_727_962, cifar10_error=6.43, source="ResNet Table 6"),
+    "cifar-resnet1202": Published(params=19_421_274, cifar10_error=7.93, source="ResNet Table 6"),
+}
+
+# Table 1's multiply-adds for the two stride placements, as issue #2 states them.
+TABLE1_MACS = {
+    "1x1": {18: 1.8e9, 34: 3.6e9, 50: 3.86e9, 101: 7.57e9, 152: 11.28e9},
+    "3x3": {18: 1.81e9, 34: 3.66e9, 50: 4.09e9, 101: 7.80e9, 152: 11.51e9},
+}
+# Table 3's shortcut comparison for ResNet-34 (top-1, top-5, 10-crop val).
+TABLE3_RESNET34 = {"A": (25.03, 7.76), "B": (24.52, 7.46), "C": (24.19, 7.40)}
+
+
+def imagenet_resnet(
+    depth: int,
+    residual: bool = True,
+    shortcut: str = "B",
+    stride_at: str = "1x1",
+    input_size: int = 224,
+    num_classes: int = 1000,
+    width: int = 64,
+    zero_init_residual: bool = False,
+) -> ArchSpec:
+    """Table 1: ResNet / plain-N for N in 18, 34, 50, 101, 152 (stride at 1×1 = the paper)."""
+    if depth not in IMAGENET_BLOCKS:
+        raise SpecError(
+            f"ImageNet depth {depth} is invalid: use one of {', '.join(map(str, IMAGENET_BLOCKS))}"
+        )
+    block, counts = IMAGENET_BLOCKS[depth]
+    stem = ConvLayer(width, kernel=7, stride=2, padding=3, pool=Pool(3, 2, 1))
+    stages = [Stage("conv1", "conv", layers=[stem])]
+    for i, n in enumerate(counts):
+        stages.append(Stage(f"conv{i + 2}_x", block, n, width * 2**i, 1 if i == 0 else 2))
+    return ArchSpec(
+        name=f"{'resnet' if residual else 'plain'}{depth}",
+        stages=stages,
+        residual=residual,
+        shortcut=shortcut,
+        stride_at=stride_at,
+        input_size=input_size,
+        num_classes=num_classes,
+        zero_init_residual=zero_init_residual,
+    )
+
+
+def cifar_resnet(
+    depth: int,
+    residual: bool = True,
+    shortcut: str = "A",
+    input_size: int = 32,
+    num_classes: int = 10,
+    width: int = 16,
+    zero_init_residual: bool = False,
+) -> ArchSpec:
+    """Sec. 4.2: depth 6n+2 — a 3×3 conv, then 3 stages of n basic blocks (16/32/64 wide)."""
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise SpecError(
+            f"CIFAR depth {depth} is invalid: use 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110 …)"
+        )
+    n = (depth - 2) // 6
+    stages = [Stage("conv1", "conv", layers=[ConvLayer(width)])]
+    for i in range(3):
+        stages.append(Stage(f"conv{i + 2}_x", "basic", n, width * 2**i, 1 if i == 0 else 2))
+    return ArchSpec(
+        name=f"cifar-{'resnet' if residual else 'plain'}{depth}",
+        stages=stages,
+        residual=residual,
+        shortcut=shortcut,
+        input_size=input_size,
+        num_classes=num_classes,
+        zero_init_residual=zero_init_residual,
+    )
+
+
+def vgg(config: str, input_size: int = 224, num_classes: int = 1000, dropout: float = 0.5) -> ArchSpec:
+    """VGG Table 1: configs A, A-LRN, B, C, D, E (3×3 convs with bias, no BN, 2×2 max-pools)."""
+    key = config.lower()
+    if key not in VGG_CONFIGS:
+        raise SpecError(
+            f"VGG config {config!r} is invalid: use one of {', '.join(c.upper() for c in VGG_CONFIGS)}"
+        )
+    stages = []
+    for i, (kernels, width) in enumerate(zip(VGG_CONFIGS[key], VGG_WIDTHS)):
+        layers = [ConvLayer(width, k, bias=True, bn=False) for k in kernels]
+        layers[-1].pool = Pool(2, 2)
+        if key == "a-lrn" and i == 0:
+            layers[0].lrn = True
+        stages.append(Stage(f"conv{i + 1}", "conv", layers=layers))
+    return ArchSpec(
+        name=f"vgg-{key}",
+        stages=stages,
+        head=Head("flatten-fc", [4096, 4096], dropout),
+        residual=False,
+        input_size=input_size,
+        num_classes=num_classes,
+    )
+
+
+def alexnet(groups: int = 2, input_size: int = 227, num_classes: int = 1000, dropout: float = 0.5) -> ArchSpec:
+    """AlexNet as in its paper: 96 11×11/4 filters, LRN after conv1/2, overlapping 3×3/2 pools.
+
+    The two-GPU split is ``groups=2`` on conv2, conv4 and conv5 (each half sees only its
+    own GPU's maps). The input is 227×227, the size that gives the paper's 55×55 conv1 maps.
+    """
+    if groups not in (1, 2):
+        raise SpecError(f"AlexNet groups={groups} is invalid: use 1 or 2")
+    overlap = Pool(3, 2)
+
+    def conv(out: int, k: int, stride: int = 1, pad: int | None = None, g: int = 1, lrn=False, pool=None):
+        return ConvLayer(out, k, stride, pad, g, bias=True, bn=False, lrn=lrn, pool=pool)
+
+    layers = [
+        conv(96, 11, 4, 0, lrn=True, pool=overlap),
+        conv(256, 5, 1, 2, groups, lrn=True, pool=Pool(3, 2)),
+        conv(384, 3),
+        conv(384, 3, g=groups),
+        conv(256, 3, g=groups, pool=Pool(3, 2)),
+    ]
+    return ArchSpec(
+        name="alexnet" if groups == 2 else "alexnet-groups1",
+        stages=[Stage(f"conv{i + 1}", "conv", layers=[layer]) for i, layer in enumerate(layers)],
+        head=Head("flatten-fc", [4096, 4096], dropout),
+        residual=False,
+        input_size=input_size,
+        num_classes=num_classes,
+    )
+
+
+_IMAGENET = re.compile(r"(resnet|plain)(\d+)")
+_CIFAR = re.compile(r"cifar-(resnet|plain)(\d+)")
+
+
+def get_spec(name: str, **overrides: Any) -> ArchSpec:
+    """The spec of a named net; keyword overrides go to its builder (``shortcut="A"`` …)."""
+    key = name.lower().strip()
+    key = VGG_ALIASES.get(key, key)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if m := _CIFAR.fullmatch(key):
+            residual = overrides.pop("residual", True) and m[1] == "resnet"
+            return cifar_resnet(int(m[2]), residual=residual, **overrides).validate()
+        if m := _IMAGENET.fullmatch(key):
+            residual = overrides.pop("residual", True) and m[1] == "resnet"
+            return imagenet_resnet(int(m[2]), residual=residual, **overrides).validate()
+        if overrides.pop("residual", False):
+            raise SpecError(f"{name} has no residual version: residual nets are resnetN / cifar-resnetN")
+        if key.startswith("vgg-") and key[4:] in VGG_CONFIGS:
+            return vgg(key[4:], **overrides).validate()
+        if key in ("alexnet", "alexnet-groups1"):
+            return alexnet(groups=1 if key.endswith("groups1") else 2, **overrides).validate()
+    except TypeError:
+        raise SpecError(
+            f"{name} does not take option(s) {', '.join(sorted(overrides))}: shortcut applies "
+            "to ResNets and plain nets, stride_at to the ImageNet ones"
+        ) from None
+    raise SpecError(f"unknown architecture {name!r}: use one of {', '.join(arch_names())}")
+
+
+def arch_names() -> list[str]:
+    """The names `get_spec` knows (CIFAR depths stand for any 6n+2)."""
+    names = [f"{k}{d}" for k in ("resnet", "plain") for d in IMAGENET_BLOCKS]
+    names += ["cifar-resnetD", "cifar-plainD (D = 6n+2)"]
+    names += [f"vgg-{c}" for c in VGG_CONFIGS] + list(VGG_ALIASES)
+    return names + ["alexnet", "alexnet-groups1"]
+
+
+def published(spec_or_name: ArchSpec | str) -> Published | None:
+    """The published numbers for a named net (or a spec built from one), if any."""
+    name = spec_or_name if isinstance(spec_or_name, str) else spec_or_name.name
+    name = VGG_ALIASES.get(name, name)
+    return PUBLISHED.get(name)

@@ -1,0 +1,44 @@
+"""Shared helpers: random architecture specs for cross-checks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from resnet_explorer import ArchSpec, ConvLayer, Head, Pool, Stage
+
+
+def random_spec(seed: int) -> ArchSpec:
+    """A random but valid spec mixing every kind of stage and option."""
+    rng = random.Random(seed)
+    stem = ConvLayer(
+        rng.choice([8, 12, 16]), kernel=rng.choice([3, 5, 7]), stride=rng.choice([1, 2]),
+        groups=1, bias=rng.random() < 0.5, bn=rng.random() < 0.7, lrn=rng.random() < 0.2,
+        pool=Pool(3, 2, 1) if rng.random() < 0.5 else None,
+    )
+    stages = [Stage("conv1", "conv", layers=[stem])]
+    for i in range(rng.randint(1, 3)):
+        kind = rng.choice(["basic", "bottleneck", "conv"])
+        name = f"conv{i + 2}_x"
+        if kind == "conv":
+            layers = [
+                ConvLayer(rng.choice([8, 16, 24]), kernel=rng.choice([1, 3]), groups=rng.choice([1, 2]),
+                          bias=True, bn=rng.random() < 0.5)
+                for _ in range(rng.randint(1, 2))
+            ]
+            stages.append(Stage(name, "conv", layers=layers))
+        else:
+            stages.append(Stage(name, kind, rng.randint(1, 2), rng.choice([4, 8, 12]), rng.choice([1, 2])))
+    head = Head("avgpool-fc") if rng.random() < 0.6 else Head("flatten-fc", [rng.choice([16, 32])], 0.5)
+    return ArchSpec(
+        name=f"random{seed}", stages=stages, head=head,
+        residual=rng.random() < 0.7, shortcut=rng.choice("ABC"),
+        stride_at=rng.choice(["1x1", "3x3"]), input_size=rng.choice([17, 24, 32, 33]),
+        num_classes=rng.choice([3, 10]),
+    )
+
+
+@pytest.fixture
+def make_random_spec():
+    return random_spec

@@ -1,0 +1,92 @@
+"""The command line and the benchmark scripts, run as a user runs them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from resnet_explorer import get_spec
+from resnet_explorer.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_json_has_integer_params_and_macs(capsys):
+    code, out, _ = run_cli(capsys, "info", "cifar-resnet56", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["arch"] == "cifar-resnet56"
+    assert d["params"] == 853_018 and isinstance(d["macs"], int)
+    assert d["spec"]["shortcut"] == "A" and "1 multiply-add = 1 FLOP" in d["convention"]
+
+
+def test_info_options(capsys):
+    _, out, _ = run_cli(capsys, "info", "resnet50", "--stride-at", "3x3", "--shortcut", "B", "--json")
+    assert json.loads(out)["macs"] == pytest.approx(4.09e9, rel=0.005)
+    _, out, _ = run_cli(capsys, "info", "resnet34", "--plain", "--json")
+    d = json.loads(out)
+    assert d["spec"]["residual"] is False and d["spec"]["name"] == "plain34"
+    _, out, _ = run_cli(capsys, "info", "resnet18", "--input", "448", "--classes", "10", "--json")
+    d = json.loads(out)
+    assert d["input_size"] == 448 and d["stages"]["fc"]["out"] == [10, 1, 1]
+
+
+def test_info_text_and_layers(capsys):
+    code, out, _ = run_cli(capsys, "info", "resnet50", "--layers")
+    assert code == 0
+    assert "25,557,032" in out and "3.86 G" in out and "conv and fc layers counted" in out
+    assert "paper: 3.8 G" in out
+    assert "conv3_x.0.conv1" in out and "conv3_x.0.shortcut.conv" in out
+
+
+def test_info_reads_a_spec_file(tmp_path, capsys):
+    path = tmp_path / "net.json"
+    path.write_text(get_spec("cifar-resnet20", width=8).to_json())
+    _, out, _ = run_cli(capsys, "info", str(path), "--json")
+    assert json.loads(out)["params"] < 269_722 / 3
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["info", "cifar-resnet21"], "6n+2"),
+        (["info", "resnet50", "--input", "0"], "input_size=0 is invalid"),
+        (["info", "vgg16", "--input", "16"], "use input_size >= 32"),
+        (["info", "resnet9000"], "use one of 18, 34"),
+        (["info", "missing.json"], "spec file missing.json not found"),
+    ],
+)
+def test_bad_input_one_line_exit_2(capsys, args, fragment):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and out == ""
+    assert fragment in err and err.count("\n") == 1
+
+
+def test_console_script_and_argparse_errors_are_one_line():
+    exe = Path(sys.executable).parent / "resnet-explorer"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "resnet_explorer.cli"]
+    r = subprocess.run(cmd + ["info", "resnet50", "--shortcut", "D"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "invalid choice: 'D'" in r.stderr
+    r = subprocess.run(cmd + ["tables"], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert "Table 1" in r.stdout and "Table 6" in r.stdout and "plain-34 / VGG-19 = 18.6%" in r.stdout
+    row = next(line for line in r.stdout.splitlines() if line.startswith("resnet50"))
+    assert row.split()[1:6] == ["3.8", "3.86", "3.86", "4.09", "4.09"]
+    row6 = next(line for line in r.stdout.splitlines() if line.startswith("ResNet-110"))
+    assert "1,727,962" in row6 and row6.rstrip().endswith("6.43")
+
+
+def test_count_benchmark_runs_and_agrees_with_fvcore():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "count_speed.py"), "--repeat", "10"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "True" in r.stdout.splitlines()[1]  # same MACs
