@@ -98,6 +98,85 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _parse_sets(pairs: list[str]) -> dict:
+    """``--set lr=0.05 --set milestones=[100,150]``: recipe fields, values as JSON (or text)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SpecError(f"--set {pair!r} is invalid: use --set FIELD=VALUE (e.g. --set lr=0.05)")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import DataError
+    from .recipes import get_recipe
+    from .train import TrainingError, train
+
+    try:
+        if args.resume:
+            if not args.out:
+                raise SpecError("--resume needs --out RUN_DIR, the run to continue")
+            spec = spec_from_args(args.arch, args) if args.arch else None
+            recipe = None
+        else:
+            if not args.arch or not args.data:
+                raise SpecError("a new run needs --arch and --data (e.g. --arch cifar-resnet20 --data synthetic)")
+            spec = spec_from_args(args.arch, args)
+            overrides = _parse_sets(args.set)
+            if args.iters is not None:
+                overrides["iters"] = args.iters
+            recipe = get_recipe(args.recipe, **overrides)
+        out = args.out or f"runs/{spec.name}-{args.recipe}"
+        result = train(
+            spec, args.data, recipe, out, device=args.device, amp=args.amp,
+            channels_last=args.channels_last, compile=args.compile, resume=args.resume,
+            seed=args.seed, progress=not args.quiet,
+        )
+    except (DataError, TrainingError) as e:
+        print(f"resnet-explorer: error: {e}", file=sys.stderr)
+        return 2
+    ev = result.last_eval or {}
+    summary = f"{result.run_dir}: {result.iteration} iterations"
+    if ev:
+        summary += f", test error {ev['error']:.2%}"
+        if "top5_error" in ev:
+            summary += f", top-5 {ev['top5_error']:.2%}"
+    print(summary)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import DataError
+    from .evaluate import EvalError, evaluate_paths
+    from .train import TrainingError
+
+    try:
+        scales = [int(s) for s in args.scales.split(",")] if args.scales else None
+    except ValueError:
+        raise SpecError(f"--scales {args.scales!r} is invalid: use sizes like 224,256,384,480,640") from None
+    try:
+        result = evaluate_paths(args.runs, args.data, ten_crop=args.ten_crop, scales=scales,
+                                device=args.device, batch_size=args.batch_size, workers=args.workers)
+    except (DataError, EvalError, TrainingError) as e:
+        print(f"resnet-explorer: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['data']}: {result['images']} images, {result['views']}")
+    rows = result["models"] + ([{"path": "ensemble (averaged softmax)", **result["ensemble"]}]
+                               if "ensemble" in result else [])
+    for r in rows:
+        top5 = f"  top-5 error {r['top5_error']:.2%}" if "top5_error" in r else ""
+        print(f"  {r['path']}: top-1 error {r['error']:.2%}{top5}  loss {r['loss']:.4f}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="resnet-explorer",
@@ -116,6 +195,42 @@ def make_parser() -> argparse.ArgumentParser:
     info.add_argument("--layers", action="store_true", help="one row per layer")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=cmd_info)
+
+    tr = sub.add_parser("train", help="train a network (a run directory, resumable)")
+    tr.add_argument("--arch", help="a net name (cifar-resnet56 …) or a spec .json file")
+    tr.add_argument("--plain", action="store_true", help="the plain twin (no shortcuts)")
+    tr.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option")
+    tr.add_argument("--stride-at", choices=["1x1", "3x3"], help="bottleneck stride placement")
+    tr.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR | imagenet:DIR")
+    tr.add_argument("--recipe", default="cifar-paper",
+                    help="cifar-paper, imagenet-paper, cifar-short, cpu-demo, test")
+    tr.add_argument("--iters", type=int, help="iterations (the lr milestones scale with it)")
+    tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a recipe field, e.g. --set lr=0.05 --set batch_size=64")
+    tr.add_argument("--out", help="run directory (default runs/ARCH-RECIPE)")
+    tr.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
+    tr.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                    help="mixed precision (auto: bf16 on a GPU, off on the CPU)")
+    tr.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                    help="NHWC memory format (default: on for GPUs)")
+    tr.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
+                    help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), "
+                         "max-autotune")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train, input=None, classes=None)
+
+    ev = sub.add_parser("eval", help="test error of runs or checkpoints (several: an ensemble)")
+    ev.add_argument("runs", nargs="+", metavar="RUN_OR_CKPT", help="run directories or .pt checkpoints")
+    ev.add_argument("--data", help="the dataset (default: the one the first run trained on)")
+    ev.add_argument("--ten-crop", action="store_true", help="ImageNet 10-crop testing")
+    ev.add_argument("--scales", help="ImageNet multi-scale testing, e.g. 224,256,384,480,640")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--batch-size", type=int, default=500)
+    ev.add_argument("--workers", type=int, default=8, help="ImageNet decoding processes")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
 
     tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, ours beside published")
     tables.set_defaults(func=cmd_tables)

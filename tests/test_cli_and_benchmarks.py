@@ -90,3 +90,16 @@ def test_count_benchmark_runs_and_agrees_with_fvcore():
     )
     assert r.returncode == 0, r.stderr
     assert "True" in r.stdout.splitlines()[1]  # same MACs
+
+
+def test_train_throughput_benchmark_runs():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--archs", "cifar-resnet8",
+         "--iters", "2", "--warmup", "1", "--images", "600", "--workers", "0", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[2].startswith("cifar-resnet8") and "reference" in lines[2]
+    assert any("ours fp32" in line and "x" in line for line in lines[3:])
+    assert "failed" not in r.stdout

@@ -1,0 +1,167 @@
+"""Evaluation: top-1/top-5 error, the paper's 10-crop and multi-scale testing, ensembles.
+
+Everything goes through `predict`, which returns softmax probabilities averaged over
+the views of each image (one view, 10 crops, or several scales and their flips); an
+ensemble (Table 5) averages the probabilities of several models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .model import Net, build
+from .spec import ArchSpec
+
+
+class EvalError(ValueError):
+    """A checkpoint or run directory that cannot be evaluated; one clear line."""
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Iterable, device: torch.device, accel=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities (N×K, on the CPU) and labels over a loader.
+
+    A batch may be B×C×H×W (one view), B×V×C×H×W (V views: 10-crop), or a list of
+    B×C×H×W tensors of different sizes (scales): views of an image are averaged.
+    """
+    from .train import Accel
+
+    accel = accel or Accel()
+    was_training = model.training
+    model.eval()
+    probs, labels = [], []
+    for x, y in loader:
+        views = x if isinstance(x, (list, tuple)) else (x.unbind(1) if x.dim() == 5 else [x])
+        total = None
+        for v in views:
+            v = v.to(device, non_blocking=True)
+            if accel.channels_last:
+                v = v.contiguous(memory_format=torch.channels_last)
+            with accel.autocast(device):
+                p = model(v).float().softmax(1)
+            total = p if total is None else total + p
+        probs.append((total / len(views)).cpu())
+        labels.append(y.cpu())
+    model.train(was_training)
+    if not probs:
+        raise EvalError("the evaluation set is empty")
+    return torch.cat(probs), torch.cat(labels)
+
+
+def errors(probs: torch.Tensor, labels: torch.Tensor, topk: int = 5) -> dict[str, float]:
+    """Mean loss (of the averaged probabilities), top-1 error, and top-k error where K > 2k."""
+    n = labels.numel()
+    loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
+    top = probs.topk(min(topk, probs.shape[1]), dim=1).indices
+    out = {"loss": loss, "error": (top[:, 0] != labels).sum().item() / n}
+    if probs.shape[1] > 2 * topk:
+        out[f"top{topk}_error"] = (~(top == labels[:, None]).any(1)).sum().item() / n
+    return out
+
+
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, accel=None) -> dict[str, float]:
+    """Loss, top-1 (and top-5) error of one model over a loader."""
+    return errors(*predict(model, loader, device, accel))
+
+
+# -- loading what was trained ------------------------------------------------------------------
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Net:
+    """The model of a run directory (its last checkpoint) or of a checkpoint file."""
+    path = Path(path)
+    ckpt = path / "checkpoints" / "last.pt" if path.is_dir() else path
+    if not ckpt.is_file():
+        raise EvalError(f"{path}: not a run directory or checkpoint (expected {ckpt})")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        spec = ArchSpec.from_dict(state["spec"])
+        model = build(spec)
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise EvalError(f"{ckpt}: not a resnet-explorer checkpoint ({type(e).__name__})") from None
+    return model.to(device).eval()
+
+
+def _run_data_arg(path: str | Path) -> str | None:
+    """The --data a run was trained on, if the path is a run directory."""
+    f = Path(path) / "data.json"
+    return json.loads(f.read_text()).get("arg") if f.is_file() else None
+
+
+def multi_scale_loader(root: str, scales: Sequence[int], workers: int = 8):
+    """ImageNet val for fully-convolutional testing: each image at every scale, and flipped."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    from .data import IMAGENET_MEAN, SubtractMean, multi_scale
+
+    norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), SubtractMean(IMAGENET_MEAN)])
+
+    def views(img) -> list[torch.Tensor]:
+        out = []
+        for s in multi_scale(img, scales):
+            s = norm(s)
+            out += [s, s.flip(-1)]
+        return out
+
+    dataset = ImageFolder(os.path.join(root, "val"), transform=views)
+
+    def collate(batch):  # batch size 1: scales differ in size
+        (imgs, label), = batch
+        return [i[None] for i in imgs], torch.tensor([label])
+
+    return torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate)
+
+
+def evaluate_paths(
+    paths: Sequence[str | Path],
+    data: str | None = None,
+    ten_crop: bool = False,
+    scales: Sequence[int] | None = None,
+    device: str = "auto",
+    batch_size: int = 500,
+    workers: int = 8,
+) -> dict[str, Any]:
+    """Evaluate one model, or an ensemble of several (averaged softmax), on ``data``'s
+    test split (CIFAR-style) or val split (ImageNet, optionally 10-crop or multi-scale)."""
+    from .data import make_imagenet_loader, make_loaders, parse_data
+    from .train import pick_device
+
+    if not paths:
+        raise EvalError("give at least one run directory or checkpoint")
+    dev = pick_device(device)
+    models = [load_model(p, dev) for p in paths]
+    data = data or _run_data_arg(paths[0])
+    if data is None:
+        raise EvalError(f"{paths[0]}: say which data to evaluate on with --data")
+    source = parse_data(data)
+    if (ten_crop or scales) and source.in_memory:
+        raise EvalError("--ten-crop and --scales are ImageNet testing: use them with --data imagenet:DIR")
+    if ten_crop and scales:
+        raise EvalError("use either --ten-crop or --scales, not both")
+    if scales:
+        loader = multi_scale_loader(source.path, scales, workers)
+    elif not source.in_memory:
+        loader = make_imagenet_loader(source.path, "val", batch_size, dev, False, workers=workers,
+                                      ten_crops=ten_crop)
+    else:
+        loader = make_loaders(source, batch_size, dev, seed=0, augment=False)[1]
+    total, labels, per_model = None, None, []
+    for p, model in zip(paths, models):
+        if model.spec.num_classes != source.num_classes:
+            raise EvalError(f"{p} predicts {model.spec.num_classes} classes but {data} has "
+                            f"{source.num_classes}")
+        probs, labels = predict(model, loader, dev)
+        per_model.append({"path": str(p), **errors(probs, labels)})
+        total = probs if total is None else total + probs
+    result = {"data": data, "views": "10-crop" if ten_crop else (f"scales {list(scales)} + flips" if scales else "1 view (the original image)"),
+              "images": labels.numel(), "models": per_model}
+    if len(paths) > 1:
+        result["ensemble"] = errors(total / len(paths), labels)
+    return result

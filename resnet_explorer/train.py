@@ -1,0 +1,465 @@
+"""The training engine: one run = one directory, resumable, the same on a CPU and a GPU.
+
+A run directory holds::
+
+    spec.json      the architecture (the single source of truth, see spec.py)
+    recipe.json    the training recipe
+    data.json      the dataset
+    env.json       versions, device, helpers used, command line
+    metrics.jsonl  one JSON object a line: train lines every log_every iterations, eval
+                   lines every eval_every (the one source for every plot)
+    checkpoints/last.pt   written atomically (write, then rename) every checkpoint_every
+
+`train()` continues a run from ``checkpoints/last.pt`` when ``resume=True``; model,
+optimizer, schedule, RNG and the position in the data order are restored, so an interrupted
+CPU run resumed gives the same metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .evaluate import evaluate
+from .model import build
+from .recipes import Recipe
+from .spec import ArchSpec, SpecError
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (divergence, a run directory in the way); one clear line."""
+
+
+# -- the learning-rate schedule -------------------------------------------------------------
+class LRSchedule:
+    """The paper's schedules: lr x gamma at fixed milestones, or when the eval error plateaus;
+    optionally a warm-up lr until the training error falls below a threshold (ResNet-110)."""
+
+    def __init__(self, recipe: Recipe, warmup: bool):
+        self.recipe = recipe
+        self.warming = warmup and recipe.warmup_lr is not None
+        self.drops = 0  # plateau schedule: how many times the lr was divided
+        self.best = math.inf
+        self.bad_evals = 0
+
+    def lr(self, iteration: int) -> float:
+        r = self.recipe
+        if self.warming:
+            return r.warmup_lr
+        if r.schedule == "multistep":
+            return r.lr * r.gamma ** sum(iteration >= m for m in r.milestones)
+        return r.lr * r.gamma**self.drops
+
+    def observe_train_error(self, error: float) -> None:
+        if self.warming and error < self.recipe.warmup_until_error:
+            self.warming = False
+
+    def observe_eval_error(self, error: float) -> None:
+        if self.recipe.schedule != "plateau":
+            return
+        if error < self.best - 1e-4:
+            self.best, self.bad_evals = error, 0
+        else:
+            self.bad_evals += 1
+            if self.bad_evals >= self.recipe.plateau_patience:
+                self.drops, self.bad_evals = self.drops + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"warming": self.warming, "drops": self.drops, "best": self.best, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.warming, self.drops, self.best, self.bad_evals = d["warming"], d["drops"], d["best"], d["bad_evals"]
+
+
+# -- devices and helpers ----------------------------------------------------------------------
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto``: the GPU if there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingError("--device cuda asked for, but PyTorch sees no GPU: use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise TrainingError(f"device {device!r} is invalid: use auto, cpu or cuda") from None
+
+
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass
+class Accel:
+    """The GPU helpers: mixed precision, memory format, compilation."""
+
+    amp: str = "off"  # off | bf16 | fp16
+    channels_last: bool = False
+    compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune
+
+    @classmethod
+    def resolve(cls, device: torch.device, amp: str = "auto", channels_last: bool | None = None,
+                compile: str | bool = "off") -> Accel:
+        compile = {True: "default", False: "off", None: "off"}.get(compile, compile)
+        if compile not in COMPILE_MODES:
+            raise TrainingError(f"--compile {compile!r} is invalid: use one of {', '.join(COMPILE_MODES)}")
+        if amp == "auto":
+            amp = "bf16" if device.type == "cuda" else "off"
+        if amp not in ("off", "bf16", "fp16"):
+            raise TrainingError(f"--amp {amp!r} is invalid: use bf16, fp16 or off")
+        if amp == "fp16" and device.type != "cuda":
+            raise TrainingError("--amp fp16 needs a GPU: use bf16 or off on the CPU")
+        if channels_last is None:
+            channels_last = device.type == "cuda"
+        return cls(amp, channels_last, compile)
+
+    def autocast(self, device: torch.device):
+        if self.amp == "off":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+
+    def prepare(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """Move ``model`` to the device in the chosen memory format; cuDNN autotuning on GPUs."""
+        model = model.to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        return model
+
+
+class Stepper:
+    """One SGD step with the chosen helpers: autocast, grad scaling (fp16), compiled model.
+
+    Returns the loss and logits still on the device, so the loop never waits for the GPU.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, accel: Accel,
+                 device: torch.device):
+        self.model, self.optimizer, self.accel, self.device = model, optimizer, accel, device
+        self.scaler = torch.amp.GradScaler("cuda", enabled=accel.amp == "fp16")
+        self.compiled = model if accel.compile == "off" else torch.compile(
+            model, mode=None if accel.compile == "default" else accel.compile)
+        self.criterion = nn.CrossEntropyLoss()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        with self.accel.autocast(self.device):
+            logits = self.compiled(x)
+            loss = self.criterion(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), logits.detach()
+
+
+# -- the run directory --------------------------------------------------------------------------
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to ``path`` via a temporary file and a rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Every line of a run's metrics.jsonl (a torn last line, from a crash, is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def environment(device: torch.device, accel: Accel) -> dict:
+    import torchvision
+
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cuda": torch.version.cuda,
+        "cpu_threads": torch.get_num_threads(),
+        "amp": accel.amp,
+        "channels_last": accel.channels_last,
+        "compile": accel.compile,
+        "argv": sys.argv,
+    }
+    return env
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- training -------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    run_dir: Path
+    iteration: int
+    finished: bool
+    last_eval: dict | None
+
+
+def load_run_config(run_dir: str | Path) -> tuple[ArchSpec, Recipe, dict, int]:
+    """The spec, recipe, data record and seed a run directory was started with."""
+    run_dir = Path(run_dir)
+    try:
+        spec = ArchSpec.from_json((run_dir / "spec.json").read_text())
+        recipe = Recipe.from_dict(json.loads((run_dir / "recipe.json").read_text()))
+        data = json.loads((run_dir / "data.json").read_text())
+        seed = json.loads((run_dir / "env.json").read_text()).get("seed", 0)
+    except FileNotFoundError as e:
+        raise TrainingError(f"{run_dir} is not a run directory: {Path(e.filename).name} is missing") from None
+    return spec, recipe, data, seed
+
+
+def train(
+    spec: ArchSpec | None,
+    data: Any,
+    recipe: Recipe | None,
+    out: str | Path,
+    device: str = "auto",
+    amp: str = "auto",
+    channels_last: bool | None = None,
+    compile: str | bool = "off",
+    resume: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    should_stop: Callable[[int], bool] | None = None,
+    on_metrics: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Train ``spec`` on ``data`` (a `DataSource` or a ``--data`` string) with ``recipe``.
+
+    With ``resume=True`` the run in ``out`` continues from its last checkpoint; spec,
+    recipe, data and seed then come from the run directory (any given must match).
+    ``should_stop(iteration)`` is asked after each iteration: when it says yes, a
+    checkpoint is written and the run returns unfinished. ``on_metrics`` receives every
+    metrics line as it is written (for live plots).
+    """
+    from .data import DataSource, make_loaders, parse_data
+
+    run_dir = Path(out)
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    state = None
+    if resume:
+        if not ckpt_path.exists():
+            raise TrainingError(f"{run_dir}: no checkpoint to resume from (expected {ckpt_path})")
+        saved_spec, saved_recipe, saved_data, seed = load_run_config(run_dir)
+        if spec is not None and spec.replace(num_classes=saved_spec.num_classes) != saved_spec:
+            raise TrainingError(f"{run_dir} trains {saved_spec.name}, not {spec.name}: resume with "
+                                "the same architecture, or start a new --out")
+        if recipe is not None and recipe != saved_recipe:
+            raise TrainingError(f"{run_dir} was started with recipe {saved_recipe.name} "
+                                f"({saved_recipe.max_iters} iterations): resume without changing it")
+        spec, recipe = saved_spec, saved_recipe
+        data = data if data is not None else saved_data["arg"]
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    elif (run_dir / "metrics.jsonl").exists() or ckpt_path.exists():
+        raise TrainingError(f"{run_dir} already holds a run: continue it with --resume, "
+                            "or choose a new --out directory")
+    if spec is None or recipe is None or data is None:
+        raise TrainingError("a new run needs an architecture, a dataset and a recipe")
+    spec.validate()
+    recipe.validate()
+    dev = pick_device(device)
+    accel = Accel.resolve(dev, amp, channels_last, compile)
+    source: DataSource = parse_data(data) if isinstance(data, str) else data
+    if source.num_classes != spec.num_classes:
+        spec = spec.replace(num_classes=source.num_classes)
+
+    torch.manual_seed(seed)
+    model = accel.prepare(build(spec), dev)
+    train_loader, eval_loader, data_info = make_loaders(
+        source, recipe.batch_size, dev, seed, val_split=recipe.val_split,
+        augment=recipe.augment, channels_last=accel.channels_last,
+        eval_batch_size=max(recipe.batch_size, 500),
+    )
+    if len(train_loader) == 0:
+        raise TrainingError(f"the training set has {data_info['train_size']} images, fewer than one "
+                            f"batch of {recipe.batch_size}: use more data or --set batch_size=N")
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    schedule = LRSchedule(recipe, warmup=spec.depth >= recipe.warmup_min_depth)
+    step = Stepper(model, optimizer, accel, dev)
+
+    loss_acc = torch.zeros((), device=dev)  # summed on the device: no sync per iteration
+    wrong_acc = torch.zeros((), device=dev, dtype=torch.long)
+    pos = {"iteration": 0, "epoch": 0, "batch_in_epoch": 0}
+    window = {"loss": 0.0, "wrong": 0, "seen": 0, "time": 0.0}
+    last_eval = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step.scaler.load_state_dict(state["scaler"])
+        pos = {k: state[k] for k in pos}
+        window, last_eval = state["window"], state["last_eval"]
+        loss_acc.copy_(state["acc"][0])
+        wrong_acc.copy_(state["acc"][1])
+        _set_rng_state(state["rng"])
+        _truncate_metrics(run_dir, pos["iteration"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "spec.json", spec.to_dict())
+        write_json(run_dir / "recipe.json", recipe.to_dict())
+        write_json(run_dir / "data.json", {**data_info, "arg": data if isinstance(data, str) else None})
+    write_json(run_dir / "env.json", {**environment(dev, accel), "seed": seed})
+    start_wall = time.perf_counter() - (state or {}).get("wall_time", 0.0)
+    batches = len(train_loader)
+    clock = {"t0": time.perf_counter()}
+
+    def emit(row: dict) -> None:
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()
+        if on_metrics:
+            on_metrics(row)
+
+    def flush() -> None:
+        """Move the device-side accumulators into the window; stop on a NaN/inf loss."""
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        window["time"] += now - clock["t0"]
+        clock["t0"] = now
+        window["loss"] += loss_acc.item()
+        window["wrong"] += int(wrong_acc.item())
+        loss_acc.zero_()
+        wrong_acc.zero_()
+        if not math.isfinite(window["loss"]):
+            kept = f"its last good checkpoint is kept in {ckpt_path}" if ckpt_path.exists() else "no checkpoint had been written yet"
+            raise TrainingError(f"{spec.name}: the loss became {window['loss']} by iteration "
+                                f"{pos['iteration']}; the run is stopped and {kept}: lower the lr or warm up")
+
+    def epoch_now() -> float:
+        return pos["epoch"] + pos["batch_in_epoch"] / batches
+
+    def log_train(lr: float) -> None:
+        nonlocal window
+        seen = window["seen"]
+        err = window["wrong"] / seen
+        schedule.observe_train_error(err)
+        speed = seen / max(window["time"], 1e-9)
+        emit({"kind": "train", "iter": pos["iteration"], "epoch": epoch_now(), "lr": lr,
+              "train_loss": window["loss"] / seen, "train_error": err, "images_per_s": speed,
+              "wall_time": time.perf_counter() - start_wall})
+        bar.set_postfix(loss=f"{window['loss'] / seen:.3f}", err=f"{err:.3f}", img_s=f"{speed:.0f}")
+        window = {"loss": 0.0, "wrong": 0, "seen": 0, "time": 0.0}
+
+    def log_eval(lr: float) -> None:
+        nonlocal last_eval
+        t = time.perf_counter()
+        ev = evaluate(model, eval_loader, dev, accel)
+        schedule.observe_eval_error(ev["error"])
+        last_eval = {"iter": pos["iteration"], **ev}
+        emit({"kind": "eval", "iter": pos["iteration"], "epoch": epoch_now(), "lr": lr,
+              **{f"test_{k}": v for k, v in ev.items()}, "wall_time": time.perf_counter() - start_wall})
+        clock["t0"] += time.perf_counter() - t  # evaluation is not training time
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "scaler": step.scaler.state_dict(), **pos,
+            "window": window, "acc": (loss_acc.cpu(), wrong_acc.cpu()), "rng": _rng_state(),
+            "last_eval": last_eval,
+            "wall_time": time.perf_counter() - start_wall, "spec": spec.to_dict(),
+            "recipe": recipe.to_dict(), "seed": seed,
+        })
+
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    bar = _progress(progress, recipe.max_iters, pos["iteration"], spec.name)
+    model.train()
+    try:
+        while pos["iteration"] < recipe.max_iters:
+            train_loader.set_epoch(pos["epoch"], start_batch=pos["batch_in_epoch"])
+            clock["t0"] = time.perf_counter()
+            for x, y in train_loader:
+                lr = schedule.lr(pos["iteration"])
+                loss, logits = step(x, y, lr)
+                loss_acc += loss * y.numel()
+                wrong_acc += (logits.argmax(1) != y).sum()
+                window["seen"] += y.numel()
+                pos["iteration"] += 1
+                pos["batch_in_epoch"] += 1
+                if pos["batch_in_epoch"] == batches:
+                    pos["epoch"], pos["batch_in_epoch"] = pos["epoch"] + 1, 0
+                it, last = pos["iteration"], pos["iteration"] == recipe.max_iters
+                if it % recipe.log_every == 0 or last:
+                    flush()
+                    log_train(lr)
+                if it % recipe.eval_every == 0 or last:
+                    log_eval(lr)
+                stop = not last and should_stop is not None and should_stop(it)
+                if stop and not torch.isfinite(loss_acc):
+                    flush()  # raises: never checkpoint a diverged model
+                if it % recipe.checkpoint_every == 0 or last or stop:
+                    checkpoint()
+                bar.update(1)
+                if stop:
+                    return RunResult(run_dir, it, False, last_eval)
+                if last or pos["batch_in_epoch"] == 0:
+                    break
+    except KeyboardInterrupt:
+        raise TrainingError(
+            f"interrupted at iteration {pos['iteration']}; the last checkpoint is kept in {ckpt_path} "
+            f"(continue with: resnet-explorer train --resume --out {run_dir})"
+        ) from None
+    finally:
+        bar.close()
+        metrics_file.close()
+    return RunResult(run_dir, pos["iteration"], True, last_eval)
+
+
+def _truncate_metrics(run_dir: Path, iteration: int) -> None:
+    """Drop metrics written after the checkpoint we resume from (they will be redone)."""
+    path = run_dir / "metrics.jsonl"
+    keep = [json.dumps(r) for r in read_metrics(run_dir) if r.get("iter", 0) <= iteration]
+    _atomic_write_bytes(path, lambda f: f.write("".join(k + "\n" for k in keep).encode()))
+
+
+def _progress(enabled: bool, total: int, initial: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, unit="it",
+                dynamic_ncols=True, leave=False)
