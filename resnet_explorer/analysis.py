@@ -1,0 +1,88 @@
+"""What the paper looks at inside a network: layer responses (Fig. 7) and gradient flow.
+
+Both work on any model built from a spec, freshly initialised or loaded from a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .model import BasicBlock, Bottleneck, ConvUnit
+
+
+@dataclass
+class LayerResponse:
+    name: str  # the BN whose output is measured, e.g. conv3_x.0.bn2
+    std: float
+
+
+def conv_bn_pairs(model: nn.Module, kernel: int | None = 3) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
+    """(name of the BN, its conv, the BN) in network order, for convs of ``kernel`` size."""
+    pairs = []
+    for name, m in model.named_modules():
+        if isinstance(m, (BasicBlock, Bottleneck)):
+            for i in (1, 2, 3):
+                conv, bn = getattr(m, f"conv{i}", None), getattr(m, f"bn{i}", None)
+                if conv is not None:
+                    pairs.append((f"{name}.bn{i}", conv, bn))
+        elif isinstance(m, ConvUnit) and hasattr(m, "bn"):
+            pairs.append((f"{name}.bn", m.conv, m.bn))
+    return [p for p in pairs if kernel is None or p[1].kernel_size == (kernel, kernel)]
+
+
+def response_std(t: torch.Tensor) -> float:
+    """The std of a layer's responses: each channel's std over the batch and positions,
+    averaged over channels (BN normalises per channel, so this is what it scales)."""
+    return t.detach().float().transpose(0, 1).flatten(1).std(1).mean().item()
+
+
+@torch.no_grad()
+def layer_responses(model: nn.Module, images: torch.Tensor) -> list[LayerResponse]:
+    """Fig. 7: the std of each 3×3 layer's output after its BN, before the ReLU / addition.
+
+    Measured inside a forward hook on the BN: the ReLU (in place) and the shortcut
+    addition (``+=``) overwrite that tensor later in the forward pass.
+    """
+    pairs = conv_bn_pairs(model)
+    found: dict[str, float] = {}
+    handles = [
+        bn.register_forward_hook(lambda mod, inp, out, name=name: found.__setitem__(name, response_std(out)))
+        for name, _, bn in pairs
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model(images.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [LayerResponse(name, found[name]) for name, _, _ in pairs]
+
+
+def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, float]]:
+    """The L2 norm of the loss gradient for each conv and fc weight, input to output.
+
+    In plain nets these shrink toward the input; the shortcuts carry gradient straight
+    back (∂E/∂x_l = ∂E/∂x_L · (1 + ∂/∂x_l Σ F)). Computed in training mode (batch
+    statistics), as during training; the model's gradients are left untouched.
+    """
+    device = next(model.parameters()).device
+    named = [(n, p) for n, p in model.named_parameters()
+             if n.endswith("weight") and p.dim() in (2, 4)]
+    was_training = model.training
+    buffers = {k: v.clone() for k, v in model.named_buffers()}  # BN statistics stay as they were
+    model.train()
+    try:
+        loss = nn.functional.cross_entropy(model(images.to(device)), labels.to(device))
+        grads = torch.autograd.grad(loss, [p for _, p in named])
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+    return [(n.removesuffix(".weight"), g.norm().item()) for (n, _), g in zip(named, grads)]
