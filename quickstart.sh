@@ -26,7 +26,7 @@ case "${1:-}" in
     demo)
         setup
         shift
-        exec "$VENV/bin/resnet-explorer" tables "$@"
+        exec "$VENV/bin/resnet-explorer" demo "$@"
         ;;
     test)
         setup

@@ -21,6 +21,7 @@ def spec_from_args(arch: str, args: argparse.Namespace) -> ArchSpec:
         "stride_at": getattr(args, "stride_at", None),
         "input_size": getattr(args, "input", None),
         "num_classes": getattr(args, "classes", None),
+        "width": getattr(args, "width", None),
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if arch.endswith(".json"):
@@ -177,6 +178,100 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str | None, what: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise SpecError(f"{what} {text!r} is invalid: use numbers separated by commas, e.g. 20,56") from None
+
+
+def _run_experiment_and_report(args, name, plans, notes) -> int:
+    from .data import DataError
+    from .experiments import run_experiment
+    from .report import degradation_summary, summary_text, write_report
+    from .train import TrainingError
+
+    try:
+        exp_dir = run_experiment(name, plans, args.data, args.out, device=args.device, amp=args.amp,
+                                 channels_last=args.channels_last, compile=args.compile,
+                                 seed=args.seed, progress=not args.quiet, log=lambda m: print(m, flush=True))
+    except (DataError, TrainingError) as e:
+        print(f"resnet-explorer: error: {e}", file=sys.stderr)
+        return 2
+    from .experiments import experiment_runs
+
+    runs = experiment_runs(exp_dir)
+    print()
+    print(summary_text(degradation_summary(runs)))
+    report = write_report(exp_dir, notes=notes)
+    print(f"\nreport: {report}")
+    return 0
+
+
+def _experiment_recipe(args, default: str, **defaults):
+    from .recipes import get_recipe
+
+    overrides = {**defaults, **_parse_sets(args.set)}
+    if args.iters is not None:
+        overrides["iters"] = args.iters
+    return get_recipe(args.recipe or default, **overrides)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiments import EXPERIMENTS, degradation, load_plans, shortcuts
+
+    if not args.data:
+        raise SpecError("an experiment needs --data (synthetic, cifar10:DIR, folder:DIR)")
+    recipe = _experiment_recipe(args, "cifar-paper")
+    width = args.width or 16
+    if args.name == "degradation":
+        plans = degradation(_ints(args.depths, "--depths") or (20, 32, 44, 56), recipe, width)
+    elif args.name == "shortcuts":
+        plans = shortcuts(args.depth, recipe, width)
+    elif args.name.endswith(".json"):
+        plans = load_plans(args.name)
+    else:
+        raise SpecError(f"unknown experiment {args.name!r}: use {', '.join(EXPERIMENTS)} or a .json file")
+    args.out = args.out or f"runs/{Path(args.name).stem}"
+    notes = [f"recipe {recipe.name}: {recipe.max_iters} iterations, batch {recipe.batch_size}, width {width}"]
+    return _run_experiment_and_report(args, Path(args.name).stem, plans, notes)
+
+
+# The demo's CPU settings: 8-wide nets (the paper's are 16) and 500 iterations of batch 64
+# (the paper: 64k of 128) fit plain-20/56 and ResNet-20/56 in about 10 minutes on 2 cores.
+DEMO_CPU = {"width": 8, "iters": 500, "batch_size": 64}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .experiments import degradation
+    from .train import pick_device
+
+    gpu = pick_device(args.device).type == "cuda"
+    depths = _ints(args.depths, "--depths") or [20, 56]
+    if gpu:
+        recipe = _experiment_recipe(args, "cifar-paper")
+        width = args.width or 16
+        notes = [f"the paper's recipe ({recipe.name}): {recipe.max_iters} iterations of batch "
+                 f"{recipe.batch_size}, nets {width} wide"]
+        args.compile = args.compile if args.compile != "off" else "reduce-overhead"
+    else:
+        recipe = _experiment_recipe(args, "cpu-demo", batch_size=DEMO_CPU["batch_size"],
+                                    iters=args.iters or DEMO_CPU["iters"])
+        width = args.width or DEMO_CPU["width"]
+        notes = [f"a CPU demo: nets {width} wide (the paper's are 16), {recipe.max_iters} iterations of "
+                 f"batch {recipe.batch_size} (the paper: 64,000 of 128), lr {recipe.lr} divided by 10 at "
+                 f"{' and '.join(map(str, recipe.milestones))}"]
+    if args.data.startswith("synthetic"):
+        notes.append("data: the embedded synthetic CIFAR-shaped set (10 classes of generated patterns), "
+                     "not CIFAR-10: errors are not comparable with the paper's")
+    args.out = args.out or "runs/demo"
+    print(f"resnet-explorer demo: plain and residual nets of depth {', '.join(map(str, depths))} on "
+          f"{args.data}, {recipe.max_iters} iterations each -> {args.out}", flush=True)
+    return _run_experiment_and_report(args, "degradation", degradation(depths, recipe, width), notes)
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="resnet-explorer",
@@ -190,6 +285,7 @@ def make_parser() -> argparse.ArgumentParser:
     info.add_argument("--plain", action="store_true", help="the plain twin (no shortcuts)")
     info.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option")
     info.add_argument("--stride-at", choices=["1x1", "3x3"], help="bottleneck stride placement")
+    info.add_argument("--width", type=int, help="first stage's width (CIFAR: 16, ImageNet: 64); others scale")
     info.add_argument("--input", type=int, help="input size (default: the net's own)")
     info.add_argument("--classes", type=int, help="number of classes")
     info.add_argument("--layers", action="store_true", help="one row per layer")
@@ -201,6 +297,7 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--plain", action="store_true", help="the plain twin (no shortcuts)")
     tr.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option")
     tr.add_argument("--stride-at", choices=["1x1", "3x3"], help="bottleneck stride placement")
+    tr.add_argument("--width", type=int, help="first stage's width (CIFAR: 16, ImageNet: 64); others scale")
     tr.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR | imagenet:DIR")
     tr.add_argument("--recipe", default="cifar-paper",
                     help="cifar-paper, imagenet-paper, cifar-short, cpu-demo, test")
@@ -231,6 +328,32 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", type=int, default=8, help="ImageNet decoding processes")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--recipe", help="cifar-paper (default), cifar-short, cpu-demo, …")
+        p.add_argument("--iters", type=int, help="iterations per run (milestones scale with it)")
+        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field")
+        p.add_argument("--width", type=int, help="first stage's width (the paper: 16)")
+        p.add_argument("--depths", help="depths, e.g. 20,32,44,56")
+        p.add_argument("--out", help="the experiment's directory")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+        p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+        p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    exp = sub.add_parser("experiment", help="a named set of runs (degradation, shortcuts, or a .json)")
+    exp.add_argument("name", help="degradation, shortcuts, or a JSON file of runs")
+    exp.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR")
+    exp.add_argument("--depth", type=int, default=20, help="the depth of the shortcuts experiment")
+    run_options(exp)
+    exp.set_defaults(func=cmd_experiment)
+
+    demo = sub.add_parser("demo", help="the degradation problem, trained and reported (the main job)")
+    demo.add_argument("--data", default="synthetic", help="synthetic (default) | cifar10:DIR | folder:DIR")
+    run_options(demo)
+    demo.set_defaults(func=cmd_demo)
 
     tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, ours beside published")
     tables.set_defaults(func=cmd_tables)

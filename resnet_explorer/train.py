@@ -34,7 +34,7 @@ from torch import nn
 from .evaluate import evaluate
 from .model import build
 from .recipes import Recipe
-from .spec import ArchSpec, SpecError
+from .spec import ArchSpec
 
 
 class TrainingError(RuntimeError):

@@ -34,7 +34,8 @@ VGG_CONFIGS = {
     "e": ((3, 3), (3, 3), (3, 3, 3, 3), (3, 3, 3, 3), (3, 3, 3, 3)),
 }
 VGG_WIDTHS = (64, 128, 256, 512, 512)
-VGG_ALIASES = {"vgg11": "vgg-a", "vgg13": "vgg-b", "vgg16": "vgg-d", "vgg19": "vgg-e"}
+VGG_ALIASES = {"vgg11": "vgg-a", "vgg13": "vgg-b", "vgg16": "vgg-d", "vgg19": "vgg-e",
+               "vgg-11": "vgg-a", "vgg-13": "vgg-b", "vgg-16": "vgg-d", "vgg-19": "vgg-e"}
 
 
 @dataclass(frozen=True)
@@ -94,18 +95,10 @@ def imagenet_resnet(
         )
     block, counts = IMAGENET_BLOCKS[depth]
     stem = ConvLayer(width, kernel=7, stride=2, padding=3, pool=Pool(3, 2, 1))
-    stages = [Stage("conv1", "conv", layers=[stem])]
-    for i, n in enumerate(counts):
-        stages.append(Stage(f"conv{i + 2}_x", block, n, width * 2**i, 1 if i == 0 else 2))
-    return ArchSpec(
-        name=f"{'resnet' if residual else 'plain'}{depth}",
-        stages=stages,
-        residual=residual,
-        shortcut=shortcut,
-        stride_at=stride_at,
-        input_size=input_size,
-        num_classes=num_classes,
-        zero_init_residual=zero_init_residual,
+    return _residual_family(
+        f"{'resnet' if residual else 'plain'}{depth}", stem, block, counts, width,
+        residual=residual, shortcut=shortcut, stride_at=stride_at, input_size=input_size,
+        num_classes=num_classes, zero_init_residual=zero_init_residual,
     )
 
 
@@ -124,18 +117,21 @@ def cifar_resnet(
             f"CIFAR depth {depth} is invalid: use 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110 …)"
         )
     n = (depth - 2) // 6
-    stages = [Stage("conv1", "conv", layers=[ConvLayer(width)])]
-    for i in range(3):
-        stages.append(Stage(f"conv{i + 2}_x", "basic", n, width * 2**i, 1 if i == 0 else 2))
-    return ArchSpec(
-        name=f"cifar-{'resnet' if residual else 'plain'}{depth}",
-        stages=stages,
-        residual=residual,
-        shortcut=shortcut,
-        input_size=input_size,
-        num_classes=num_classes,
-        zero_init_residual=zero_init_residual,
+    return _residual_family(
+        f"cifar-{'resnet' if residual else 'plain'}{depth}", ConvLayer(width), "basic", (n, n, n),
+        width, residual=residual, shortcut=shortcut, input_size=input_size,
+        num_classes=num_classes, zero_init_residual=zero_init_residual,
     )
+
+
+def _residual_family(name: str, stem: ConvLayer, block: str, counts: tuple[int, ...], width: int,
+                     **fields: Any) -> ArchSpec:
+    """conv1 (the stem), then conv2_x, conv3_x … of ``counts`` blocks, widths doubling and
+    the map halving (stride 2 on each stage's first block) from conv3_x on."""
+    stages = [Stage("conv1", "conv", layers=[stem])]
+    for i, n in enumerate(counts):
+        stages.append(Stage(f"conv{i + 2}_x", block, n, width * 2**i, 1 if i == 0 else 2))
+    return ArchSpec(name=name, stages=stages, **fields)
 
 
 def vgg(config: str, input_size: int = 224, num_classes: int = 1000, dropout: float = 0.5) -> ArchSpec:
@@ -226,7 +222,7 @@ def arch_names() -> list[str]:
     """The names `get_spec` knows (CIFAR depths stand for any 6n+2)."""
     names = [f"{k}{d}" for k in ("resnet", "plain") for d in IMAGENET_BLOCKS]
     names += ["cifar-resnetD", "cifar-plainD (D = 6n+2)"]
-    names += [f"vgg-{c}" for c in VGG_CONFIGS] + list(VGG_ALIASES)
+    names += [f"vgg-{c}" for c in VGG_CONFIGS] + [a for a in VGG_ALIASES if "-" not in a]
     return names + ["alexnet", "alexnet-groups1"]
 
 

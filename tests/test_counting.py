@@ -5,7 +5,6 @@ import warnings
 import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
-from torch import nn
 from torchinfo import summary
 
 from resnet_explorer import PUBLISHED, build, count, get_spec

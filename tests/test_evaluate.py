@@ -9,7 +9,7 @@ from PIL import Image
 
 from resnet_explorer import get_spec
 from resnet_explorer.cli import main
-from resnet_explorer.evaluate import EvalError, errors, evaluate_paths, load_model, predict
+from resnet_explorer.evaluate import errors, evaluate_paths, load_model, predict
 from resnet_explorer.model import build
 from resnet_explorer.train import save_checkpoint
 

@@ -1,0 +1,187 @@
+"""Experiments: a named set of runs (spec + recipe each) on one dataset, in one directory.
+
+``degradation`` trains plain and residual nets of several depths (Fig. 1, 6);
+``shortcuts`` trains one depth with options A, B and C (Table 3). Runs go one after the
+other into ``<out>/<run name>/``; ``manifest.json`` lists them with their status, so
+running the experiment again skips finished runs and resumes a partial one. After each
+run, ``analysis.json`` records its layer responses (Fig. 7) and gradient norms at
+initialisation and at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .analysis import gradient_norms, layer_responses
+from .evaluate import load_model
+from .model import build
+from .recipes import Recipe, get_recipe
+from .spec import ArchSpec, SpecError
+from .train import TrainingError, read_metrics, train, write_json
+from .zoo import get_spec
+
+
+@dataclass
+class RunPlan:
+    """One run of an experiment: a name (its directory), an architecture, a recipe."""
+
+    name: str
+    spec: ArchSpec
+    recipe: Recipe
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dir": self.name, "spec": self.spec.to_dict(), "recipe": self.recipe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunPlan:
+        return cls(d["name"], ArchSpec.from_dict(d["spec"]), Recipe.from_dict(d["recipe"]))
+
+
+def degradation(depths: Sequence[int] = (20, 32, 44, 56), recipe: Recipe | None = None,
+                width: int = 16) -> list[RunPlan]:
+    """Plain and residual CIFAR nets at each depth (option A: same parameters)."""
+    recipe = recipe or get_recipe("cifar-paper")
+    plans = []
+    for residual in (False, True):
+        for d in depths:
+            spec = get_spec(f"cifar-{'resnet' if residual else 'plain'}{d}", width=width)
+            plans.append(RunPlan(f"{'resnet' if residual else 'plain'}-{d}", spec, recipe))
+    return plans
+
+
+def shortcuts(depth: int = 20, recipe: Recipe | None = None, width: int = 16) -> list[RunPlan]:
+    """One residual depth with shortcut options A, B and C (Table 3), and its plain twin."""
+    recipe = recipe or get_recipe("cifar-paper")
+    plans = [RunPlan(f"plain-{depth}", get_spec(f"cifar-plain{depth}", width=width), recipe)]
+    for option in "ABC":
+        spec = get_spec(f"cifar-resnet{depth}", width=width, shortcut=option)
+        plans.append(RunPlan(f"resnet-{depth}-{option}", spec, recipe))
+    return plans
+
+
+EXPERIMENTS: dict[str, Callable[..., list[RunPlan]]] = {"degradation": degradation, "shortcuts": shortcuts}
+
+
+def load_plans(path: str | Path) -> list[RunPlan]:
+    """A user-defined experiment: a JSON list of {"name", "arch" or "spec", "recipe", overrides}."""
+    try:
+        items = json.loads(Path(path).read_text())
+        plans = []
+        for item in items:
+            spec = ArchSpec.from_dict(item["spec"]) if "spec" in item else get_spec(item["arch"], **item.get("arch_options", {}))
+            recipe = get_recipe(item.get("recipe", "cifar-paper"), **item.get("recipe_options", {}))
+            plans.append(RunPlan(item.get("name", spec.name), spec, recipe))
+    except FileNotFoundError:
+        raise SpecError(f"experiment file {path} not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SpecError(f"experiment file {path} is invalid ({e}): expected a JSON list of "
+                        '{"name": ..., "arch": "cifar-resnet20", "recipe": "cifar-paper"}') from None
+    names = [p.name for p in plans]
+    if len(set(names)) != len(names):
+        raise SpecError(f"experiment file {path}: run names must be unique, got {names}")
+    return plans
+
+
+def _probe_batch(data: str, n: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed batch of test images (preprocessed as in training) for the analyses."""
+    from .data import make_loaders, parse_data
+
+    source = parse_data(data)
+    _, test, _ = make_loaders(source, n, "cpu", seed, augment=False, eval_batch_size=n)
+    return next(iter(test))
+
+
+def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
+    """Layer responses of the trained net, gradient norms at init (same seed) and at the end."""
+    run_dir = Path(run_dir)
+    x, y = _probe_batch(data)
+    model = load_model(run_dir).cpu()
+    env = json.loads((run_dir / "env.json").read_text())
+    torch.manual_seed(env.get("seed", seed))
+    init = build(model.spec)  # the run's initial weights: same seed, same build
+    result = {
+        "iteration": torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu",
+                                weights_only=False)["iteration"],
+        "images": int(y.numel()),
+        "layer_responses": [{"name": r.name, "std": r.std} for r in layer_responses(model, x)],
+        "gradient_norms": {"init": gradient_norms(init, x[:128], y[:128]),
+                           "final": gradient_norms(model, x[:128], y[:128])},
+    }
+    write_json(run_dir / "analysis.json", result)
+    return result
+
+
+def run_experiment(
+    name: str,
+    plans: Sequence[RunPlan],
+    data: str,
+    out: str | Path,
+    device: str = "auto",
+    amp: str = "auto",
+    channels_last: bool | None = None,
+    compile: str = "off",
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run every plan into ``out``; finished runs are skipped, a partial one resumed."""
+    out = Path(out)
+    manifest_path = out / "manifest.json"
+    planned = [p.to_dict() for p in plans]
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text())
+        old_plans = [{k: r[k] for k in ("name", "dir", "spec", "recipe")} for r in old["runs"]]
+        if old_plans != planned or old.get("data") != data:
+            raise TrainingError(f"{out} holds a different experiment ({old['name']} on {old['data']}): "
+                                "use another --out, or the same settings to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"name": name, "data": data, "seed": seed,
+                "runs": [{**p, "status": "pending"} for p in planned]}
+
+    def status_of(plan: RunPlan) -> str:
+        d = out / plan.name
+        rows = [r for r in read_metrics(d) if r.get("kind") == "train"]
+        if rows and rows[-1]["iter"] >= plan.recipe.max_iters and (d / "analysis.json").exists():
+            return "finished"
+        return "partial" if (d / "checkpoints" / "last.pt").exists() else "pending"
+
+    def save() -> None:
+        for r, p in zip(manifest["runs"], plans):
+            r["status"] = status_of(p)
+        write_json(manifest_path, manifest)
+
+    save()
+    for i, plan in enumerate(plans, 1):
+        state = status_of(plan)
+        if state == "finished":
+            log(f"[{i}/{len(plans)}] {plan.name}: finished earlier, skipped")
+            continue
+        log(f"[{i}/{len(plans)}] {plan.name}: {plan.spec.depth} layers, {plan.recipe.max_iters} iterations"
+            + (" (resumed)" if state == "partial" else ""))
+        run_dir = out / plan.name
+        ckpt = run_dir / "checkpoints" / "last.pt"
+        if state == "partial" and torch.load(ckpt, map_location="cpu", weights_only=False)["iteration"] >= plan.recipe.max_iters:
+            pass  # trained; only the analysis is missing
+        else:
+            train(None if state == "partial" else plan.spec, data, None if state == "partial" else plan.recipe,
+                  run_dir, device=device, amp=amp, channels_last=channels_last, compile=compile,
+                  resume=state == "partial", seed=seed, progress=progress)
+        analyze_run(run_dir, data, seed)
+        save()
+    return out
+
+
+def experiment_runs(exp_dir: str | Path) -> list[Path]:
+    """The run directories of an experiment, in its manifest's order."""
+    exp_dir = Path(exp_dir)
+    manifest = json.loads((exp_dir / "manifest.json").read_text())
+    return [exp_dir / r["dir"] for r in manifest["runs"]]
+
+
+def describe(plans: Sequence[RunPlan]) -> list[dict[str, Any]]:
+    return [{"name": p.name, "arch": p.spec.name, "iters": p.recipe.max_iters} for p in plans]

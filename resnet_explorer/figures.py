@@ -1,0 +1,306 @@
+"""Plotly figures of runs: Fig. 6 error curves, Fig. 7 layer responses, gradient norms, costs.
+
+Every figure is a function of run directories (written by `resnet_explorer.train`) and
+returns a ``plotly.graph_objects.Figure``, or a ``go.FigureWidget`` with ``widget=True``
+(for notebooks; `update_error_curves` refreshes one in place during training).
+
+Colours follow depth (20 / 32 / 44 / 56 / 110 have fixed colours) so that plain-56 and
+ResNet-56 match across panels; runs that share depth and plain/residual (the shortcut
+options A/B/C of one depth, say) get distinct colours, keyed by their run name.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .count import CONVENTION, count
+from .spec import ArchSpec
+from .train import read_metrics
+from .zoo import get_spec
+
+DEPTH_COLORS = {20: "#e69f00", 32: "#0099cc", 44: "#2ca02c", 56: "#d62728", 110: "#6a3d9a"}
+OTHER_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#1f77b4", "#ff7f0e",
+                "#9467bd", "#000000", "#a6761d"]
+X_TITLES = {"iter": "iterations", "epoch": "epochs", "wall_time": "wall time (s)"}
+PNG_HINT = ("PNG export needs kaleido: pip install kaleido==0.2.1 "
+            "(or kaleido>=1 with a local Chrome)")
+
+Fig = go.Figure | go.FigureWidget
+PathLike = str | os.PathLike
+
+
+# -- reading runs -----------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """What the figures need from one run directory."""
+
+    dir: Path
+    spec: ArchSpec
+    metrics: list[dict] = field(default_factory=list)
+    analysis: dict | None = None
+    env: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The run's name: its directory's name (``plain-20``, ``resnet-20-B`` …)."""
+        return self.dir.name
+
+    def rows(self, kind: str) -> list[dict]:
+        return [r for r in self.metrics if r.get("kind") == kind]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def load_run(run_dir: PathLike) -> Run | None:
+    """A run directory's spec, metrics, analysis and environment (None without a spec.json)."""
+    run_dir = Path(run_dir)
+    spec = _read_json(run_dir / "spec.json")
+    if spec is None:
+        return None
+    return Run(run_dir, ArchSpec.from_dict(spec), read_metrics(run_dir),
+               _read_json(run_dir / "analysis.json"), _read_json(run_dir / "env.json") or {})
+
+
+def load_runs(run_dirs: Iterable[PathLike]) -> list[Run]:
+    """The readable runs among ``run_dirs``, in order (directories without a spec are skipped)."""
+    return [r for r in (load_run(d) for d in run_dirs) if r is not None]
+
+
+# -- colours and styles -----------------------------------------------------------------------------
+def run_colors(runs: Sequence[Run]) -> dict[str, str]:
+    """A colour per run name: by depth; runs sharing depth and residual-ness vary by name."""
+    unusual = sorted({r.spec.depth for r in runs} - set(DEPTH_COLORS))
+    base = {**DEPTH_COLORS, **{d: OTHER_COLORS[i % len(OTHER_COLORS)] for i, d in enumerate(unusual)}}
+    used = {base[r.spec.depth] for r in runs}
+    spare = [c for c in OTHER_COLORS + list(DEPTH_COLORS.values()) if c not in used] or OTHER_COLORS
+    groups: dict[tuple[int, bool], list[str]] = {}
+    for r in runs:
+        groups.setdefault((r.spec.depth, r.spec.residual), []).append(r.name)
+    colors, n_spare = {}, 0
+    for (depth, _), names in groups.items():
+        for i, name in enumerate(sorted(set(names))):
+            if i == 0:
+                colors[name] = base[depth]
+            else:
+                colors[name] = spare[n_spare % len(spare)]
+                n_spare += 1
+    return colors
+
+
+def _dash(run: Run) -> str:
+    return "solid" if run.spec.residual else "dash"
+
+
+def _finish(fig: go.Figure, widget: bool) -> Fig:
+    return go.FigureWidget(fig) if widget else fig
+
+
+# -- Fig. 6: training and test error ---------------------------------------------------------------
+def _curve(run: Run, kind: str, x: str) -> tuple[list, list]:
+    """x values and error in percent of a run's train or eval lines."""
+    key = "train_error" if kind == "train" else "test_error"
+    rows = [r for r in run.rows("train" if kind == "train" else "eval") if r.get(key) is not None]
+    return [r.get(x) for r in rows], [100.0 * r[key] for r in rows]
+
+
+def _error_traces(run: Run, color: str, x: str) -> list[go.Scatter]:
+    traces = []
+    for kind, dash, width in (("train", "dash", 1), ("test", "solid", 3)):
+        xs, ys = _curve(run, kind, x)
+        traces.append(go.Scatter(
+            x=xs, y=ys, mode="lines", name=f"{run.name} {kind}", legendgroup=run.name,
+            line=dict(color=color, dash=dash, width=width),
+            meta={"run": run.name, "kind": kind},
+            hovertemplate=f"{run.name} {kind}<br>%{{x}}: %{{y:.2f}} %<extra></extra>",
+        ))
+    return traces
+
+
+def error_curves(run_dirs: Iterable[PathLike], x: str = "iter", widget: bool = False) -> Fig:
+    """Fig. 6: training (dashed, thin) and test (bold) error in %, plain left, ResNet right."""
+    if x not in X_TITLES:
+        raise ValueError(f"x must be one of {', '.join(X_TITLES)}, got {x!r}")
+    runs = load_runs(run_dirs)
+    colors = run_colors(runs)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("plain", "ResNet"), shared_yaxes=True,
+                        horizontal_spacing=0.06)
+    for run in runs:
+        for trace in _error_traces(run, colors[run.name], x):
+            fig.add_trace(trace, row=1, col=2 if run.spec.residual else 1)
+    fig.update_xaxes(title_text=X_TITLES[x])
+    fig.update_yaxes(title_text="error (%)", row=1, col=1)
+    fig.update_layout(title="Training (dashed) and test (bold) error", height=450,
+                      meta={"x": x}, legend=dict(groupclick="togglegroup"))
+    return _finish(fig, widget)
+
+
+def update_error_curves(fig: Fig, run_dirs: Iterable[PathLike]) -> Fig:
+    """Refresh the error curves of ``fig`` (made by `error_curves`) in place from the runs.
+
+    Traces of runs that are new to the figure are appended; a FigureWidget is updated in
+    one batch, so the notebook redraws once.
+    """
+    meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
+    x = meta.get("x", "iter")
+    runs = load_runs(run_dirs)
+    by_name = {t.name: t for t in fig.data}
+    colors = run_colors(runs)
+    new: list[tuple[go.Scatter, int]] = []
+    updates = []
+    for run in runs:
+        for trace in _error_traces(run, colors[run.name], x):
+            if trace.name in by_name:
+                updates.append((by_name[trace.name], trace.x, trace.y))
+            else:
+                new.append((trace, 2 if run.spec.residual else 1))
+    if isinstance(fig, go.FigureWidget):
+        with fig.batch_update():
+            _apply(updates)
+    else:
+        _apply(updates)
+    for trace, col in new:
+        fig.add_trace(trace, row=1, col=col)
+    return fig
+
+
+def _apply(updates: list) -> None:
+    for trace, xs, ys in updates:
+        trace.x, trace.y = xs, ys
+
+
+# -- Fig. 7: layer responses ------------------------------------------------------------------------
+def layer_responses_figure(run_dirs: Iterable[PathLike], widget: bool = False) -> Fig:
+    """Fig. 7: std of each 3×3 layer's response, in layer order (top) and sorted (bottom)."""
+    runs = [r for r in load_runs(run_dirs) if r.analysis and r.analysis.get("layer_responses")]
+    colors = run_colors(runs)
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.12,
+                        subplot_titles=("layer index (original order)",
+                                        "sorted by magnitude (descending)"))
+    for run in runs:
+        layers = run.analysis["layer_responses"]
+        ordered = sorted(layers, key=lambda l: l["std"], reverse=True)
+        for row, items in ((1, layers), (2, ordered)):
+            fig.add_trace(go.Scatter(
+                x=list(range(1, len(items) + 1)), y=[l["std"] for l in items],
+                text=[l["name"] for l in items], mode="lines+markers", marker=dict(size=4),
+                name=run.name, legendgroup=run.name, showlegend=row == 1,
+                line=dict(color=colors[run.name], dash=_dash(run), width=2),
+                hovertemplate=f"{run.name}<br>%{{text}}: std %{{y:.3f}}<extra></extra>",
+            ), row=row, col=1)
+    fig.update_xaxes(title_text="layer index", row=1, col=1)
+    fig.update_xaxes(title_text="layer index (sorted)", row=2, col=1)
+    fig.update_yaxes(title_text="std")
+    fig.update_layout(title="Layer responses: std of each 3×3 layer's output after BN "
+                            "(plain dashed, ResNet solid)", height=700)
+    return _finish(fig, widget)
+
+
+# -- gradient norms ---------------------------------------------------------------------------------
+def gradient_norms_figure(run_dirs: Iterable[PathLike], which: str = "init", widget: bool = False) -> Fig:
+    """The L2 norm of each conv / fc weight's gradient, input to output (log scale)."""
+    if which not in ("init", "final"):
+        raise ValueError(f"which must be 'init' or 'final', got {which!r}")
+    runs = [r for r in load_runs(run_dirs)
+            if r.analysis and r.analysis.get("gradient_norms", {}).get(which)]
+    colors = run_colors(runs)
+    fig = go.Figure()
+    for run in runs:
+        pairs = run.analysis["gradient_norms"][which]
+        fig.add_trace(go.Scatter(
+            x=list(range(1, len(pairs) + 1)), y=[v for _, v in pairs], text=[n for n, _ in pairs],
+            mode="lines+markers", marker=dict(size=4), name=run.name,
+            line=dict(color=colors[run.name], dash=_dash(run), width=2),
+            hovertemplate=f"{run.name}<br>%{{text}}: %{{y:.3g}}<extra></extra>",
+        ))
+    when = "at initialisation" if which == "init" else "after training"
+    fig.update_layout(title=f"Gradient norm per layer {when} (plain dashed, ResNet solid)",
+                      xaxis_title="layer index (conv layers, then fc)",
+                      yaxis_title="‖∂E/∂W‖", yaxis_type="log", height=450)
+    return _finish(fig, widget)
+
+
+# -- costs ------------------------------------------------------------------------------------------
+def cost_bars(specs_or_names: Sequence[ArchSpec | str], widget: bool = False,
+              labels: Sequence[str] | None = None) -> Fig:
+    """Grouped bars: parameters (millions, left axis) and multiply-adds (right axis) per net."""
+    specs = [get_spec(s) if isinstance(s, str) else s for s in specs_or_names]
+    names = list(labels) if labels is not None else [
+        s if isinstance(s, str) else s.name for s in specs_or_names]
+    counts = [count(s) for s in specs]
+    macs = [c.macs for c in counts]
+    scale, unit = (1e9, "G") if max(macs, default=0) >= 1e9 else (1e6, "M")
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    params_m = [c.params / 1e6 for c in counts]
+    macs_u = [m / scale for m in macs]
+    fig.add_trace(go.Bar(x=names, y=params_m, name="params (M)", offsetgroup="params",
+                         text=[f"{v:.3g}" for v in params_m], textposition="outside"),
+                  secondary_y=False)
+    fig.add_trace(go.Bar(x=names, y=macs_u, name=f"multiply-adds ({unit})", offsetgroup="macs",
+                         text=[f"{v:.3g}" for v in macs_u], textposition="outside"),
+                  secondary_y=True)
+    fig.update_yaxes(title_text="parameters (M)", secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title_text=f"multiply-adds ({unit})", secondary_y=True, rangemode="tozero")
+    fig.update_layout(barmode="group", height=450,
+                      title=f"Parameters and multiply-adds<br><sup>{CONVENTION}</sup>")
+    return _finish(fig, widget)
+
+
+# -- saving -----------------------------------------------------------------------------------------
+def save_figure(fig: Fig, path: PathLike, width: int = 1000, height: int | None = None) -> Path:
+    """Write ``fig`` as self-contained ``.html`` (plotly.js inlined) or ``.png`` (kaleido)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".html":
+        data = fig.to_html(include_plotlyjs=True, full_html=True).encode("utf-8")
+    elif suffix == ".png":
+        data = png_bytes(fig, width, height or fig.layout.height or 500)
+    else:
+        raise ValueError(f"save_figure writes .html or .png, not {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def png_bytes(fig: Fig, width: int = 1000, height: int = 500) -> bytes:
+    """A PNG of ``fig``: kaleido >= 1 through plotly, or kaleido 0.2.1 driven directly.
+
+    plotly 7 only talks to kaleido >= 1 (which needs Chrome); the self-contained
+    kaleido 0.2.1 still works when given plotly's own bundled plotly.js, offline.
+    """
+    try:
+        version = importlib.metadata.version("kaleido")
+    except importlib.metadata.PackageNotFoundError:
+        raise ValueError(PNG_HINT) from None
+    if int(version.split(".")[0]) >= 1:
+        return fig.to_image(format="png", width=width, height=height)
+    return _kaleido0_scope().transform(fig.to_dict(), format="png", width=width, height=height)
+
+
+_SCOPE = None
+
+
+def _kaleido0_scope():
+    """One kaleido 0.2.x scope per process (it keeps a headless Chromium running)."""
+    global _SCOPE
+    if _SCOPE is None:
+        import plotly
+        from kaleido.scopes.plotly import PlotlyScope
+
+        plotlyjs = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+        _SCOPE = PlotlyScope(plotlyjs=str(plotlyjs))
+    return _SCOPE

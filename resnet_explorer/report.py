@@ -1,0 +1,271 @@
+"""The degradation experiment in numbers and one HTML page.
+
+`degradation_summary` reads run directories into a table (costs, final and best errors)
+and checks the paper's orderings of Fig. 1 / Fig. 6 on final *training* error (and, as
+extra information, on test error); `summary_text` prints it; `write_report` writes one
+self-contained HTML file for an experiment directory (figures, table, orderings).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .count import CONVENTION, count
+from .figures import (
+    PathLike,
+    Run,
+    cost_bars,
+    error_curves,
+    gradient_norms_figure,
+    layer_responses_figure,
+    load_runs,
+)
+from .zoo import published
+
+HOLDS, FAILS, UNKNOWN = "✓ holds", "✗ FAILS", "? n/a"
+
+
+# -- the numbers ------------------------------------------------------------------------------------
+def _run_row(run: Run) -> dict:
+    """One run's costs and errors (fractions, as in metrics.jsonl; None where not logged yet)."""
+    train = [r["train_error"] for r in run.rows("train") if r.get("train_error") is not None]
+    test = [r["test_error"] for r in run.rows("eval") if r.get("test_error") is not None]
+    c = count(run.spec)
+    paper = published(run.spec)
+    return {
+        "name": run.name,
+        "arch": run.spec.name,
+        "depth": run.spec.depth,
+        "residual": run.spec.residual,
+        "shortcut": run.spec.shortcut,
+        "params": c.params,
+        "macs": c.macs,
+        "final_train_error": train[-1] if train else None,
+        "best_train_error": min(train) if train else None,
+        "final_test_error": test[-1] if test else None,
+        "best_test_error": min(test) if test else None,
+        "iterations": max((r.get("iter", 0) for r in run.metrics), default=0),
+        "wall_time": max((r.get("wall_time", 0.0) for r in run.metrics), default=0.0),
+        "paper_test_error": paper.cifar10_error if paper else None,  # percent (Table 6)
+    }
+
+
+def _label(row: dict) -> str:
+    return f"{'ResNet' if row['residual'] else 'plain'}-{row['depth']}"
+
+
+def _pick(rows: list[dict], residual: bool, key: str, deepest: bool) -> dict | None:
+    """The shallowest / deepest run of one kind with a value for ``key`` (first one on ties)."""
+    have = [r for r in rows if r["residual"] == residual and r[key] is not None]
+    if not have:
+        return None
+    depth = (max if deepest else min)(r["depth"] for r in have)
+    return next(r for r in have if r["depth"] == depth)
+
+
+def _claim(text: str, a: dict | None, b: dict | None, key: str,
+           test: Callable[[float, float], bool], fallback: str) -> dict:
+    """``{"claim", "holds", "values"}`` comparing run a with run b on ``key``."""
+    if a is None or b is None or (a["depth"], a["residual"]) == (b["depth"], b["residual"]):
+        return {"claim": fallback, "holds": None, "values": {}}
+    return {
+        "claim": text.format(a=_label(a), b=_label(b)),
+        "holds": bool(test(a[key], b[key])),
+        "values": {a["name"]: a[key], b["name"]: b[key]},
+    }
+
+
+def _deepest_pair(rows: list[dict], key: str) -> tuple[dict | None, dict | None]:
+    """The residual and plain run at the deepest depth where both have a value for ``key``."""
+    both = {r["depth"] for r in rows if r["residual"] and r[key] is not None} & {
+        r["depth"] for r in rows if not r["residual"] and r[key] is not None}
+    if not both:
+        return None, None
+    d = max(both)
+    pick = lambda res: next(r for r in rows if r["residual"] == res and r["depth"] == d and r[key] is not None)  # noqa: E731
+    return pick(True), pick(False)
+
+
+def orderings(rows: list[dict], key: str = "final_train_error") -> list[dict]:
+    """The paper's three orderings (Fig. 1 / 6) on ``key``; holds is None where runs are missing."""
+    deep_plain, shallow_plain = _pick(rows, False, key, True), _pick(rows, False, key, False)
+    deep_res, shallow_res = _pick(rows, True, key, True), _pick(rows, True, key, False)
+    res_at, plain_at = _deepest_pair(rows, key)
+    return [
+        _claim("{a} > {b}", deep_plain, shallow_plain, key, lambda a, b: a > b,
+               "deepest plain > shallowest plain (needs two plain depths)"),
+        _claim("{a} < {b}", res_at, plain_at, key, lambda a, b: a < b,
+               "deepest ResNet < plain net of the same depth (needs both)"),
+        _claim("{a} <= {b}", deep_res, shallow_res, key, lambda a, b: a <= b,
+               "deepest ResNet <= shallowest ResNet (needs two residual depths)"),
+    ]
+
+
+def degradation_summary(run_dirs: Iterable[PathLike]) -> dict:
+    """Per-run costs and errors, and the paper's orderings on final training (and test) error.
+
+    Returns ``{"runs": [...], "orderings": [...], "test_orderings": [...]}``; errors are
+    fractions (0..1); each ordering is ``{"claim", "holds": bool | None, "values"}``.
+    """
+    rows = [_run_row(r) for r in load_runs(run_dirs)]
+    return {
+        "runs": rows,
+        "orderings": orderings(rows, "final_train_error"),
+        "test_orderings": orderings(rows, "final_test_error"),
+    }
+
+
+# -- text ---------------------------------------------------------------------------------------------
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _verdict(holds: bool | None) -> str:
+    return UNKNOWN if holds is None else HOLDS if holds else FAILS
+
+
+def _ordering_lines(items: list[dict]) -> list[str]:
+    lines = []
+    for o in items:
+        values = ", ".join(f"{k} {_pct(v)} %" for k, v in o["values"].items())
+        lines.append(f"  {_verdict(o['holds']):9} {o['claim']}" + (f"   ({values})" if values else ""))
+    return lines
+
+
+def summary_text(summary: dict) -> str:
+    """A terminal table of the runs and the orderings, each marked holds / FAILS."""
+    header = ("run", "depth", "params", "M-adds", "train err %", "test err %", "best test %")
+    table = [header] + [
+        (r["name"], str(r["depth"]), f"{r['params'] / 1e6:.3f}M", f"{r['macs'] / 1e6:.1f}M",
+         _pct(r["final_train_error"]), _pct(r["final_test_error"]), _pct(r["best_test_error"]))
+        for r in summary["runs"]
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    lines += ["", "Orderings of Fig. 6 on final training error:"] + _ordering_lines(summary["orderings"])
+    lines += ["Same on final test error:"] + _ordering_lines(summary.get("test_orderings", []))
+    return "\n".join(lines)
+
+
+# -- HTML ---------------------------------------------------------------------------------------------
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+.holds { color: #1a7f37; font-weight: bold; } .fails { color: #c62828; font-weight: bold; }
+.na { color: #777; } .meta { color: #555; } figure { margin: 1.5em 0; }
+"""
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x))
+
+
+def _machine(runs: Sequence[Run]) -> str:
+    seen = []
+    for r in runs:
+        m = f"{r.env.get('device_name', '?')}, torch {r.env.get('torch', '?')}"
+        if m not in seen:
+            seen.append(m)
+    return "; ".join(seen) or "unknown"
+
+
+def _summary_table(summary: dict) -> str:
+    head = ("run", "arch", "depth", "params", "multiply-adds", "iterations", "final train err %",
+            "best train err %", "final test err %", "best test err %", "paper test err % (Table 6)")
+    body = []
+    for r in summary["runs"]:
+        paper = "-" if r["paper_test_error"] is None else f"{r['paper_test_error']:.2f}"
+        cells = (r["name"], r["arch"], r["depth"], f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M",
+                 r["iterations"], _pct(r["final_train_error"]), _pct(r["best_train_error"]),
+                 _pct(r["final_test_error"]), _pct(r["best_test_error"]), paper)
+        body.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    return ("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"
+            + "".join(body) + "</table>")
+
+
+def _orderings_html(items: list[dict]) -> str:
+    out = []
+    for o in items:
+        cls = "na" if o["holds"] is None else "holds" if o["holds"] else "fails"
+        values = ", ".join(f"{_e(k)}: {_pct(v)} %" for k, v in o["values"].items())
+        out.append(f'<li><span class="{cls}">{_e(_verdict(o["holds"]))}</span> {_e(o["claim"])}'
+                   + (f" <span class='meta'>({values})</span>" if values else "") + "</li>")
+    return "<ul>" + "".join(out) + "</ul>"
+
+
+def _figures_html(run_dirs: list[Path], runs: Sequence[Run]) -> str:
+    """Each figure as a div; plotly.js is inlined in the first one only."""
+    parts, first = [], True
+    has = lambda k: any(r.analysis and r.analysis.get(k) for r in runs)  # noqa: E731
+    figures = [("Fig. 6: training and test error", error_curves(run_dirs) if runs else None)]
+    figures.append(("Fig. 7: layer responses",
+                    layer_responses_figure(run_dirs) if has("layer_responses") else None))
+    for which in ("init", "final"):
+        figures.append((f"Gradient norms ({which})",
+                        gradient_norms_figure(run_dirs, which) if has("gradient_norms") else None))
+    figures.append(("Cost", cost_bars([r.spec for r in runs], labels=[r.name for r in runs]) if runs else None))
+    for title, fig in figures:
+        if fig is None:
+            parts.append(f"<h3>{_e(title)}</h3><p class='na'>no data yet</p>")
+            continue
+        div = fig.to_html(full_html=False, include_plotlyjs=first, default_width="100%")
+        parts.append(f"<figure><h3>{_e(title)}</h3>{div}</figure>")
+        first = False
+    return "\n".join(parts)
+
+
+def _manifest(exp_dir: Path) -> dict:
+    try:
+        return json.loads((exp_dir / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{exp_dir} is not an experiment directory: manifest.json is missing") from None
+
+
+def write_report(exp_dir: PathLike, out_path: PathLike | None = None, title: str | None = None,
+                 notes: Sequence[str] = ()) -> Path:
+    """One self-contained HTML report of an experiment (default ``<exp_dir>/report.html``)."""
+    exp_dir = Path(exp_dir)
+    manifest = _manifest(exp_dir)
+    run_dirs = [exp_dir / r["dir"] for r in manifest["runs"]]
+    runs = load_runs(run_dirs)
+    summary = degradation_summary(run_dirs)
+    title = title or f"{manifest.get('name', exp_dir.name)} experiment"
+    unfinished = [f"{r['name']} ({r.get('status', '?')})" for r in manifest["runs"]
+                  if r.get("status") != "finished"]
+    body = [
+        f"<h1>{_e(title)}</h1>",
+        "<p class='meta'>"
+        f"data: {_e(manifest.get('data', '?'))} &middot; "
+        f"date: {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} &middot; "
+        f"machine: {_e(_machine(runs))}</p>",
+    ]
+    if notes:
+        body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    if unfinished:
+        body.append(f"<p class='na'>not finished: {_e(', '.join(unfinished))}</p>")
+    body += [
+        "<h2>Orderings of Fig. 6 (final training error)</h2>", _orderings_html(summary["orderings"]),
+        "<h3>The same on final test error</h3>", _orderings_html(summary["test_orderings"]),
+        "<h2>Runs</h2>", _summary_table(summary),
+        f"<p class='meta'>Multiply-adds: {_e(CONVENTION)}. The paper's Table 6 errors are for the "
+        "full-width nets trained 64k iterations on CIFAR-10.</p>",
+        "<h2>Figures</h2>", _figures_html(run_dirs, runs),
+    ]
+    page = ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+    out = Path(out_path) if out_path is not None else exp_dir / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)
+    return out

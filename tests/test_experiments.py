@@ -1,0 +1,103 @@
+"""Experiments: named sets of runs, resumable, analysed; the demo command end to end."""
+
+import json
+
+import pytest
+
+from resnet_explorer import count
+from resnet_explorer.cli import main
+from resnet_explorer.experiments import degradation, load_plans, run_experiment, shortcuts
+from resnet_explorer.recipes import get_recipe
+from resnet_explorer.spec import SpecError
+from resnet_explorer.train import TrainingError, read_metrics, train
+
+TINY = get_recipe("test", iters=10, batch_size=32)
+
+
+def test_degradation_and_shortcut_plans():
+    plans = degradation((20, 56))
+    assert [p.name for p in plans] == ["plain-20", "plain-56", "resnet-20", "resnet-56"]
+    assert [p.spec.residual for p in plans] == [False, False, True, True]
+    assert count(plans[1].spec).params == count(plans[3].spec).params == 853_018
+    assert plans[0].recipe.name == "cifar-paper"
+    s = shortcuts(20)
+    assert [p.name for p in s] == ["plain-20", "resnet-20-A", "resnet-20-B", "resnet-20-C"]
+    assert [p.spec.shortcut for p in s[1:]] == ["A", "B", "C"]
+
+
+def test_experiment_runs_analyses_and_skips_finished_runs(tmp_path):
+    plans = degradation((8, 14), TINY, width=4)
+    logs = []
+    out = run_experiment("degradation", plans, "synthetic:256", tmp_path / "exp", progress=False, log=logs.append)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["finished"] * 4
+    assert manifest["data"] == "synthetic:256" and manifest["runs"][3]["spec"]["name"] == "cifar-resnet14"
+    a = json.loads((out / "resnet-14" / "analysis.json").read_text())
+    assert a["iteration"] == 10
+    assert len(a["layer_responses"]) == 13  # every 3x3 layer: depth - 1 (the fc is not one)
+    assert a["layer_responses"][0]["name"] == "conv1.0.bn"
+    assert [n for n, _ in a["gradient_norms"]["init"]][-1] == "fc"
+    assert a["gradient_norms"]["init"] != a["gradient_norms"]["final"]
+    before = (out / "plain-8" / "metrics.jsonl").read_text()
+    logs.clear()
+    run_experiment("degradation", plans, "synthetic:256", out, progress=False, log=logs.append)
+    assert all("skipped" in line for line in logs)
+    assert (out / "plain-8" / "metrics.jsonl").read_text() == before
+
+
+def test_experiment_resumes_a_partial_run(tmp_path):
+    plans = degradation((8,), TINY, width=4)
+    out = tmp_path / "exp"
+    full = train(plans[0].spec, "synthetic:256", TINY, tmp_path / "full", progress=False)
+    train(plans[0].spec, "synthetic:256", TINY, out / "plain-8", progress=False, should_stop=lambda it: it == 4)
+    logs = []
+    run_experiment("degradation", plans, "synthetic:256", out, progress=False, log=logs.append)
+    assert "(resumed)" in logs[0]
+    keys = ("iter", "train_loss", "test_error")
+    strip = lambda rows: [{k: r.get(k) for k in keys} for r in rows]  # noqa: E731
+    assert strip(read_metrics(out / "plain-8")) == strip(read_metrics(full.run_dir))
+
+
+def test_a_different_experiment_in_the_same_directory_is_refused(tmp_path):
+    out = run_experiment("degradation", degradation((8,), TINY, width=4)[:1], "synthetic:256",
+                         tmp_path / "exp", progress=False, log=lambda m: None)
+    with pytest.raises(TrainingError, match="holds a different experiment"):
+        run_experiment("degradation", degradation((14,), TINY, width=4)[:1], "synthetic:256", out,
+                       progress=False, log=lambda m: None)
+
+
+def test_user_defined_experiment_file(tmp_path):
+    f = tmp_path / "mine.json"
+    f.write_text(json.dumps([
+        {"name": "wide", "arch": "cifar-resnet8", "arch_options": {"width": 6}, "recipe": "test",
+         "recipe_options": {"iters": 4}},
+        {"name": "plain", "arch": "cifar-plain8", "recipe": "test"},
+    ]))
+    plans = load_plans(f)
+    assert [p.name for p in plans] == ["wide", "plain"]
+    assert plans[0].spec.stages[1].width == 6 and plans[0].recipe.max_iters == 4
+    f.write_text("[{}]")
+    with pytest.raises(SpecError, match="is invalid"):
+        load_plans(f)
+
+
+def test_experiment_cli_bad_inputs(tmp_path, capsys):
+    assert main(["experiment", "nothing", "--data", "synthetic"]) == 2
+    assert "unknown experiment 'nothing'" in capsys.readouterr().err
+    assert main(["experiment", "degradation"]) == 2
+    assert "needs --data" in capsys.readouterr().err
+    assert main(["experiment", "degradation", "--data", "synthetic", "--depths", "20,x"]) == 2
+    assert "--depths '20,x' is invalid" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_small(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--data", "synthetic:256", "--width", "4", "--iters", "10", "--depths", "8,14",
+                 "--set", "batch_size=32", "--out", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert (out / "report.html").exists()
+    html = (out / "report.html").read_text()
+    assert "nets 4 wide" in html and "plain-14" in html and "resnet-14" in html
+    assert "plain-8" in text and "resnet-14" in text and "report:" in text
+    assert json.loads((out / "manifest.json").read_text())["name"] == "degradation"

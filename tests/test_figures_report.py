@@ -1,0 +1,292 @@
+"""Figures and the HTML report, on hand-made run directories (no training)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+
+import plotly
+import plotly.graph_objects as go
+import pytest
+
+from resnet_explorer import get_spec
+from resnet_explorer.count import CONVENTION, count
+from resnet_explorer.figures import (
+    DEPTH_COLORS,
+    cost_bars,
+    error_curves,
+    gradient_norms_figure,
+    layer_responses_figure,
+    save_figure,
+    update_error_curves,
+)
+from resnet_explorer.report import degradation_summary, summary_text, write_report
+
+PLOTLYJS_MARK = f"plotly.js v{plotly.offline.get_plotlyjs_version()}"
+
+
+# -- fake runs --------------------------------------------------------------------------------------
+def make_run(root: Path, name: str, arch: str, train: list[float], test: list[float],
+             analysis: bool = True, **spec_over) -> Path:
+    """A run directory with spec, env, metrics (errors as fractions) and analysis."""
+    d = root / name
+    d.mkdir(parents=True)
+    spec = get_spec(arch, width=4, **spec_over)
+    (d / "spec.json").write_text(spec.to_json())
+    (d / "env.json").write_text(json.dumps({"device_name": "cpu", "torch": "x", "seed": 0}))
+    (d / "data.json").write_text(json.dumps({"arg": "synthetic"}))
+    lines = []
+    for i, e in enumerate(train, 1):
+        lines.append({"kind": "train", "iter": 10 * i, "epoch": i / 4, "lr": 0.1, "train_loss": 1.0,
+                      "train_error": e, "images_per_s": 100.0, "wall_time": 1.5 * i})
+    for i, e in enumerate(test, 1):
+        lines.append({"kind": "eval", "iter": 10 * i, "epoch": i / 4, "lr": 0.1, "test_loss": 1.0,
+                      "test_error": e, "wall_time": 1.5 * i + 0.1})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if analysis:
+        n = spec.depth - 2
+        stds = [1.0 + ((7 * i) % 5) / (2 if spec.residual else 1) for i in range(n)]
+        grads = [[f"layer{i}", 10.0 ** (-i / 4)] for i in range(n)] + [["fc", 0.5]]
+        (d / "analysis.json").write_text(json.dumps({
+            "iteration": 10 * len(train),
+            "layer_responses": [{"name": f"conv{i}.bn1", "std": s} for i, s in enumerate(stds)],
+            "gradient_norms": {"init": grads, "final": [[k, v * 2] for k, v in grads]},
+        }))
+    return d
+
+
+RUNS = {  # name: (arch, train errors, test errors) — the paper's picture: plain degrades
+    "plain-20": ("cifar-plain20", [0.5, 0.2, 0.10], [0.55, 0.25, 0.15]),
+    "plain-56": ("cifar-plain56", [0.6, 0.3, 0.20], [0.65, 0.35, 0.25]),
+    "resnet-20": ("cifar-resnet20", [0.5, 0.2, 0.08], [0.55, 0.25, 0.12]),
+    "resnet-56": ("cifar-resnet56", [0.5, 0.1, 0.05], [0.55, 0.15, 0.10]),
+}
+
+
+def make_experiment(root: Path, runs: dict = RUNS, name: str = "degradation") -> Path:
+    entries = []
+    for run, (arch, train, test) in runs.items():
+        make_run(root, run, arch, train, test)
+        spec = get_spec(arch, width=4)
+        entries.append({"name": run, "dir": run, "status": "finished", "spec": spec.to_dict(), "recipe": {}})
+    (root / "manifest.json").write_text(json.dumps({"name": name, "data": "synthetic", "runs": entries}))
+    return root
+
+
+@pytest.fixture
+def exp(tmp_path) -> Path:
+    return make_experiment(tmp_path / "exp")
+
+
+def dirs(exp: Path) -> list[Path]:
+    return [exp / n for n in RUNS]
+
+
+def by_name(fig) -> dict:
+    return {t.name: t for t in fig.data}
+
+
+# -- Fig. 6 ---------------------------------------------------------------------------------------
+def test_error_curves_styles_and_values(exp):
+    fig = error_curves(dirs(exp))
+    assert isinstance(fig, go.Figure)
+    traces = by_name(fig)
+    assert set(traces) == {f"{n} {k}" for n in RUNS for k in ("train", "test")}
+    train, test = traces["plain-56 train"], traces["plain-56 test"]
+    assert train.line.dash == "dash" and test.line.dash == "solid"
+    assert test.line.width > train.line.width
+    assert list(train.y) == pytest.approx([60.0, 30.0, 20.0])
+    assert list(test.y) == pytest.approx([65.0, 35.0, 25.0])
+    assert list(train.x) == [10, 20, 30]
+    # plain on the left panel, ResNet on the right; same colour for the same depth
+    assert train.xaxis == "x" and traces["resnet-56 train"].xaxis == "x2"
+    assert train.line.color == traces["resnet-56 test"].line.color == DEPTH_COLORS[56]
+    assert traces["plain-20 test"].line.color == DEPTH_COLORS[20]
+    assert [a.text for a in fig.layout.annotations] == ["plain", "ResNet"]
+
+
+def test_error_curves_x_epoch_and_bad_x(exp):
+    fig = error_curves(dirs(exp), x="epoch")
+    assert list(by_name(fig)["plain-20 train"].x) == [0.25, 0.5, 0.75]
+    with pytest.raises(ValueError, match="x must be one of"):
+        error_curves(dirs(exp), x="loss")
+
+
+def test_same_depth_runs_get_distinct_colours(tmp_path):
+    for option in "ABC":
+        make_run(tmp_path, f"resnet-20-{option}", "cifar-resnet20", [0.3], [0.4], shortcut=option)
+    make_run(tmp_path, "plain-20", "cifar-plain20", [0.3], [0.4])
+    fig = error_curves([tmp_path / n for n in ("plain-20", "resnet-20-A", "resnet-20-B", "resnet-20-C")])
+    colours = {t.name.split()[0]: t.line.color for t in fig.data}
+    assert len({colours[f"resnet-20-{o}"] for o in "ABC"}) == 3
+    assert colours["plain-20"] == colours["resnet-20-A"] == DEPTH_COLORS[20]
+
+
+def test_widget_and_live_update(exp):
+    run_dirs = dirs(exp)
+    w = error_curves(run_dirs, widget=True)
+    assert isinstance(w, go.FigureWidget)
+    with open(exp / "plain-20" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "train", "iter": 40, "epoch": 1.0, "train_error": 0.05,
+                            "wall_time": 6.0}) + "\n")
+    make_run(exp, "plain-32", "cifar-plain32", [0.4], [0.45])
+    update_error_curves(w, run_dirs + [exp / "plain-32"])
+    traces = by_name(w)
+    assert list(traces["plain-20 train"].y) == pytest.approx([50.0, 20.0, 10.0, 5.0])
+    assert list(traces["plain-32 test"].y) == pytest.approx([45.0])
+    assert traces["plain-32 test"].line.color == DEPTH_COLORS[32]
+    fig = error_curves(run_dirs)  # a plain Figure updates too
+    update_error_curves(fig, run_dirs)
+    assert list(by_name(fig)["plain-20 train"].x)[-1] == 40
+
+
+# -- Fig. 7 and gradients ----------------------------------------------------------------------------
+def test_layer_responses(exp):
+    (exp / "plain-56" / "analysis.json").unlink()  # skipped, not an error
+    fig = layer_responses_figure(dirs(exp))
+    names = {t.name for t in fig.data}
+    assert names == {"plain-20", "resnet-20", "resnet-56"}
+    stds = json.loads((exp / "resnet-20" / "analysis.json").read_text())["layer_responses"]
+    top, bottom = [t for t in fig.data if t.name == "resnet-20"]
+    assert top.yaxis == "y" and bottom.yaxis == "y2"
+    assert list(top.x) == list(range(1, len(stds) + 1))
+    assert list(top.y) == [s["std"] for s in stds]
+    assert list(bottom.y) == sorted(top.y, reverse=True)
+    assert top.showlegend and not bottom.showlegend
+    assert [t.line.dash for t in fig.data if t.name == "plain-20"] == ["dash", "dash"]
+    assert isinstance(layer_responses_figure(dirs(exp), widget=True), go.FigureWidget)
+
+
+@pytest.mark.parametrize("which,factor", [("init", 1), ("final", 2)])
+def test_gradient_norms(exp, which, factor):
+    fig = gradient_norms_figure(dirs(exp), which)
+    assert fig.layout.yaxis.type == "log"
+    t = by_name(fig)["plain-20"]
+    assert t.line.dash == "dash" and by_name(fig)["resnet-20"].line.dash == "solid"
+    assert len(t.y) == 19 and t.text[-1] == "fc" and list(t.x)[0] == 1
+    assert t.y[1] == pytest.approx(factor * 10 ** -0.25)
+    with pytest.raises(ValueError):
+        gradient_norms_figure(dirs(exp), "middle")
+
+
+def test_cost_bars():
+    fig = cost_bars(["vgg-19", "plain34", get_spec("resnet34")])
+    params, macs = fig.data
+    assert list(params.x) == ["vgg-19", "plain34", "resnet34"]
+    assert params.name == "params (M)" and macs.name == "multiply-adds (G)"
+    assert params.y[2] == pytest.approx(count(get_spec("resnet34")).params / 1e6)
+    assert macs.y[0] > macs.y[1] > 3
+    assert CONVENTION in fig.layout.title.text
+    small = cost_bars([get_spec("cifar-resnet20")], widget=True)
+    assert isinstance(small, go.FigureWidget) and small.data[1].name == "multiply-adds (M)"
+
+
+# -- saving ----------------------------------------------------------------------------------------
+def test_save_html(exp, tmp_path):
+    out = save_figure(error_curves(dirs(exp)), tmp_path / "f" / "curves.html")
+    text = out.read_text()
+    assert text.count(PLOTLYJS_MARK) == 1 and "plain-56 train" in text
+    with pytest.raises(ValueError, match="html or .png"):
+        save_figure(go.Figure(), tmp_path / "x.svg")
+
+
+def test_save_png(exp, tmp_path):
+    out = save_figure(error_curves(dirs(exp)), tmp_path / "curves.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_png_without_kaleido_is_a_clear_error(monkeypatch, tmp_path):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(ValueError, match="PNG export needs kaleido: pip install"):
+        save_figure(go.Figure(), tmp_path / "x.png")
+
+
+# -- the summary -------------------------------------------------------------------------------------
+def test_summary_numbers_and_orderings_hold(exp):
+    s = degradation_summary(dirs(exp))
+    rows = {r["name"]: r for r in s["runs"]}
+    p56 = rows["plain-56"]
+    assert p56["depth"] == 56 and p56["residual"] is False
+    assert p56["params"] == count(get_spec("cifar-plain56", width=4)).params
+    assert p56["macs"] == count(get_spec("cifar-plain56", width=4)).macs
+    assert p56["final_train_error"] == 0.20 and p56["best_train_error"] == 0.20
+    assert p56["final_test_error"] == 0.25 and p56["best_test_error"] == 0.25
+    assert p56["iterations"] == 30 and p56["wall_time"] == pytest.approx(4.6)
+    assert rows["resnet-56"]["paper_test_error"] == 6.97 and p56["paper_test_error"] is None
+    claims = [o["claim"] for o in s["orderings"]]
+    assert claims == ["plain-56 > plain-20", "ResNet-56 < plain-56", "ResNet-56 <= ResNet-20"]
+    assert [o["holds"] for o in s["orderings"]] == [True, True, True]
+    assert s["orderings"][0]["values"] == {"plain-56": 0.20, "plain-20": 0.10}
+    assert [o["holds"] for o in s["test_orderings"]] == [True, True, True]
+
+
+def test_orderings_fail(tmp_path):
+    runs = {  # no degradation, and a deeper ResNet that trains worse
+        "plain-20": ("cifar-plain20", [0.5, 0.30], [0.5, 0.3]),
+        "plain-56": ("cifar-plain56", [0.5, 0.10], [0.5, 0.1]),
+        "resnet-20": ("cifar-resnet20", [0.5, 0.05], [0.5, 0.05]),
+        "resnet-56": ("cifar-resnet56", [0.05, 0.20], [0.5, 0.2]),
+    }
+    exp = make_experiment(tmp_path, runs)
+    s = degradation_summary([exp / n for n in runs])
+    assert [o["holds"] for o in s["orderings"]] == [False, False, False]
+    assert {r["name"]: r["best_train_error"] for r in s["runs"]}["resnet-56"] == 0.05  # min, not last
+    text = summary_text(s)
+    assert text.count("FAILS") >= 3 and "plain-56" in text
+
+
+def test_orderings_with_missing_runs(tmp_path):
+    runs = {"plain-20": RUNS["plain-20"], "resnet-20": RUNS["resnet-20"], "resnet-56": RUNS["resnet-56"]}
+    exp = make_experiment(tmp_path, runs)
+    (exp / "resnet-56" / "metrics.jsonl").write_text("")  # pending: no lines yet
+    s = degradation_summary([exp / n for n in runs] + [tmp_path / "never-started"])
+    assert [r["name"] for r in s["runs"]] == ["plain-20", "resnet-20", "resnet-56"]
+    assert s["runs"][2]["final_train_error"] is None
+    # one plain depth; ResNet-20 vs plain-20 is the deepest pair; one residual depth with data
+    assert [o["holds"] for o in s["orderings"]] == [None, True, None]
+    assert s["orderings"][1]["claim"] == "ResNet-20 < plain-20"
+    assert "n/a" in summary_text(s)
+
+
+def test_summary_text_table(exp):
+    text = summary_text(degradation_summary(dirs(exp)))
+    lines = text.splitlines()
+    assert lines[0].split()[:2] == ["run", "depth"]
+    row = next(l for l in lines if l.startswith("plain-56"))
+    assert "20.00" in row and "25.00" in row
+    assert text.count("holds") == 6
+
+
+# -- the HTML report ---------------------------------------------------------------------------------
+def test_write_report(exp):
+    notes = ["nets are 4 wide instead of 16", "30 iterations instead of 64k <fast>"]
+    out = write_report(exp, notes=notes)
+    assert out == exp / "report.html" and not (exp / "report.html.tmp").exists()
+    text = out.read_text(encoding="utf-8")
+    assert text.count(PLOTLYJS_MARK) == 1
+    assert "nets are 4 wide instead of 16" in text and "&lt;fast&gt;" in text
+    assert "degradation experiment" in text and "synthetic" in text and "cpu, torch x" in text
+    for value in ("20.00", "25.00", "6.97", f"{count(get_spec('cifar-plain56', width=4)).params:,}"):
+        assert value in text
+    assert "plain-56 &gt; plain-20" in text and "holds" in text and "FAILS" not in text
+    for fig_marker in ("plain-56 train", "layer index (original order)", "Gradient norm per layer",
+                       "multiply-adds"):
+        assert fig_marker in text
+
+
+def test_write_report_marks_failures_and_pending(tmp_path):
+    runs = {"plain-20": ("cifar-plain20", [0.1], [0.1]), "plain-56": ("cifar-plain56", [0.05], [0.05])}
+    exp = make_experiment(tmp_path / "e", runs)
+    manifest = json.loads((exp / "manifest.json").read_text())
+    spec = get_spec("cifar-resnet20", width=4)
+    manifest["runs"].append({"name": "resnet-20", "dir": "resnet-20", "status": "pending",
+                             "spec": spec.to_dict(), "recipe": {}})
+    (exp / "manifest.json").write_text(json.dumps(manifest))
+    out = write_report(exp, out_path=tmp_path / "r" / "out.html", title="My title")
+    text = out.read_text(encoding="utf-8")
+    assert "My title" in text and "FAILS" in text and "resnet-20 (pending)" in text
+    assert text.count(PLOTLYJS_MARK) == 1
