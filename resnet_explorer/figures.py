@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,7 +187,7 @@ def layer_responses_figure(run_dirs: Iterable[PathLike], widget: bool = False) -
     """Fig. 7: std of each 3×3 layer's response, in layer order (top) and sorted (bottom)."""
     runs = [r for r in load_runs(run_dirs) if r.analysis and r.analysis.get("layer_responses")]
     colors = run_colors(runs)
-    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.12,
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16,
                         subplot_titles=("layer index (original order)",
                                         "sorted by magnitude (descending)"))
     for run in runs:
@@ -228,7 +229,32 @@ def gradient_norms_figure(run_dirs: Iterable[PathLike], which: str = "init", wid
     when = "at initialisation" if which == "init" else "after training"
     fig.update_layout(title=f"Gradient norm per layer {when} (plain dashed, ResNet solid)",
                       xaxis_title="layer index (conv layers, then fc)",
-                      yaxis_title="‖∂E/∂W‖", yaxis_type="log", height=450)
+                      yaxis_title="‖∂E/∂W‖", yaxis_type="log",
+                      yaxis_exponentformat="power", height=450)
+    return _finish(fig, widget)
+
+
+def gradient_history_figure(run_dirs: Iterable[PathLike], widget: bool = False) -> Fig:
+    """Gradient norms during training: one heatmap per run, layer (input at the bottom) by
+    iteration, coloured by log10 of the norm on one scale for all runs."""
+    runs = [r for r in load_runs(run_dirs) if r.rows("grad")]
+    cols = min(2, max(1, len(runs)))
+    rows = max(1, -(-len(runs) // cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[r.name for r in runs] or [""],
+                        horizontal_spacing=0.08, vertical_spacing=0.2)
+    for i, run in enumerate(runs):
+        lines = run.rows("grad")
+        layers = list(lines[0]["norms"])
+        z = [[math.log10(max(line["norms"].get(n, 0.0), 1e-12)) for line in lines] for n in layers]
+        fig.add_trace(go.Heatmap(
+            x=[line["iter"] for line in lines], y=list(range(1, len(layers) + 1)), z=z,
+            coloraxis="coloraxis", customdata=[[n] * len(lines) for n in layers],
+            hovertemplate="%{customdata}<br>iteration %{x}<br>log10 norm %{z:.2f}<extra></extra>",
+        ), row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": "log10 ‖∂E/∂W‖"}},
+                      height=320 * rows, title="Gradient norm per layer during training")
+    fig.update_xaxes(title_text="iterations")
+    fig.update_yaxes(title_text="layer (input → output)")
     return _finish(fig, widget)
 
 

@@ -36,6 +36,7 @@ class Recipe:
     log_every: int = 100  # iterations between train-metric lines
     eval_every: int = 1000  # iterations between evaluations on the test (or val) set
     checkpoint_every: int = 1000
+    log_grad_norms: bool = True  # a "grad" line of per-layer gradient norms with each train line
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

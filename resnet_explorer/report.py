@@ -21,6 +21,7 @@ from .figures import (
     Run,
     cost_bars,
     error_curves,
+    gradient_history_figure,
     gradient_norms_figure,
     layer_responses_figure,
     load_runs,
@@ -212,6 +213,8 @@ def _figures_html(run_dirs: list[Path], runs: Sequence[Run]) -> str:
     for which in ("init", "final"):
         figures.append((f"Gradient norms ({which})",
                         gradient_norms_figure(run_dirs, which) if has("gradient_norms") else None))
+    if any(r.rows("grad") for r in runs):
+        figures.append(("Gradient norms during training", gradient_history_figure(run_dirs)))
     figures.append(("Cost", cost_bars([r.spec for r in runs], labels=[r.name for r in runs]) if runs else None))
     for title, fig in figures:
         if fig is None:

@@ -154,6 +154,16 @@ class Stepper:
             model, mode=None if accel.compile == "default" else accel.compile)
         self.criterion = nn.CrossEntropyLoss()
 
+    def grad_norms(self) -> dict[str, float]:
+        """The L2 norm of the last step's gradient for each conv and fc weight, in order."""
+        named = [(n, p.grad) for n, p in self.model.named_parameters()
+                 if n.endswith("weight") and p.dim() in (2, 4) and p.grad is not None]
+        if not named:
+            return {}
+        norms = torch.stack(torch._foreach_norm([g for _, g in named])).float().cpu().tolist()
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        return {n.removesuffix(".weight"): v / scale for (n, _), v in zip(named, norms)}
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -428,6 +438,8 @@ def train(
                 if it % recipe.log_every == 0 or last:
                     flush()
                     log_train(lr)
+                    if recipe.log_grad_norms:
+                        emit({"kind": "grad", "iter": it, "norms": step.grad_norms()})
                 if it % recipe.eval_every == 0 or last:
                     log_eval(lr)
                 stop = not last and should_stop is not None and should_stop(it)

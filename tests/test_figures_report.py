@@ -290,3 +290,24 @@ def test_write_report_marks_failures_and_pending(tmp_path):
     text = out.read_text(encoding="utf-8")
     assert "My title" in text and "FAILS" in text and "resnet-20 (pending)" in text
     assert text.count(PLOTLYJS_MARK) == 1
+
+
+def test_gradient_norms_during_training_are_recorded_and_drawn(tmp_path):
+    """The engine writes a "grad" line with each train line; the heatmap reads them."""
+    from resnet_explorer.figures import gradient_history_figure
+    from resnet_explorer.recipes import get_recipe
+    from resnet_explorer.train import read_metrics, train
+
+    spec = get_spec("cifar-plain8", width=4)
+    run = train(spec, "synthetic:256", get_recipe("test", iters=10), tmp_path / "plain-8", progress=False)
+    grads = [r for r in read_metrics(run.run_dir) if r["kind"] == "grad"]
+    assert [g["iter"] for g in grads] == [5, 10]
+    assert list(grads[0]["norms"])[:2] == ["conv1.0.conv", "conv2_x.0.conv1"]
+    assert list(grads[0]["norms"])[-1] == "fc" and len(grads[0]["norms"]) == 8
+    assert all(v > 0 for v in grads[0]["norms"].values())
+    fig = gradient_history_figure([run.run_dir, tmp_path / "missing"])
+    heat = fig.data[0]
+    assert len(fig.data) == 1 and list(heat.x) == [5, 10] and len(heat.z) == 8
+    import math
+
+    assert heat.z[-1][1] == pytest.approx(math.log10(grads[1]["norms"]["fc"]))
