@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +45,25 @@ def random_spec(seed: int) -> ArchSpec:
 @pytest.fixture
 def make_random_spec():
     return random_spec
+
+
+# The project's shared data sits beside the checkout (../shared/data), unless told otherwise.
+SHARED_DATA = Path(
+    os.environ.get("RESNET_EXPLORER_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+MINI_TAR = SHARED_DATA / "cifar10-jpeg-mini.tar.gz"
+
+
+def extract_mini(dest: Path) -> Path:
+    """The mini CIFAR-10 JPEG copy (1,000 train / 200 test images) unpacked into ``dest``."""
+    if not MINI_TAR.is_file():
+        pytest.fail(f"{MINI_TAR} is missing: the folder tests need the project's shared data "
+                    "(set RESNET_EXPLORER_SHARED_DATA to the folder holding cifar10-jpeg-mini.tar.gz)")
+    with tarfile.open(MINI_TAR) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory) -> Path:
+    return extract_mini(tmp_path_factory.mktemp("mini"))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import extract_mini
 from resnet_explorer import data as D
-
-# The project's shared data sits beside the checkout (../shared/data), unless told otherwise.
-SHARED_DATA = Path(
-    os.environ.get("RESNET_EXPLORER_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
-MINI_TAR = SHARED_DATA / "cifar10-jpeg-mini.tar.gz"
 
 
 @pytest.fixture(autouse=True)
@@ -30,20 +23,6 @@ def user_cache(tmp_path, monkeypatch):
     path = tmp_path / "user-cache"
     monkeypatch.setenv("RESNET_EXPLORER_CACHE", str(path))
     return path
-
-
-def extract_mini(dest: Path) -> Path:
-    if not MINI_TAR.is_file():
-        pytest.fail(f"{MINI_TAR} is missing: the folder tests need the project's shared data "
-                    "(set RESNET_EXPLORER_SHARED_DATA to the folder holding cifar10-jpeg-mini.tar.gz)")
-    with tarfile.open(MINI_TAR) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
-
-
-@pytest.fixture(scope="module")
-def mini(tmp_path_factory) -> Path:
-    return extract_mini(tmp_path_factory.mktemp("mini"))
 
 
 def write_jpeg(path: Path, size: tuple[int, int], seed: int) -> None:

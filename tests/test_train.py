@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,7 @@ from resnet_explorer.cli import main
 from resnet_explorer.recipes import get_recipe
 from resnet_explorer.train import TrainingError, read_metrics, train
 
-MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg-mini.tar.gz"
 DETERMINISTIC = ("kind", "iter", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error")
-
-
-@pytest.fixture(scope="module")
-def mini_cifar(tmp_path_factory):
-    assert MINI.exists(), f"the mini CIFAR-10 copy is missing: expected {MINI}"
-    root = tmp_path_factory.mktemp("mini")
-    with tarfile.open(MINI) as t:
-        t.extractall(root, filter="data")
-    found = [p.parent for p in root.rglob("train") if p.is_dir()]
-    return found[0]
 
 
 def small(**over):
@@ -40,9 +28,9 @@ def strip(rows):
     return [{k: r[k] for k in DETERMINISTIC if k in r} for r in rows]
 
 
-def test_loss_falls_on_mini_cifar(mini_cifar, tmp_path):
+def test_loss_falls_on_mini_cifar(mini, tmp_path):
     recipe = small(iters=120, batch_size=64, lr=0.05, log_every=40, eval_every=120, checkpoint_every=120)
-    result = train(tiny_net(14), f"folder:{mini_cifar}", recipe, tmp_path / "run", progress=False)
+    result = train(tiny_net(14), f"folder:{mini}", recipe, tmp_path / "run", progress=False)
     rows = read_metrics(result.run_dir)
     losses = [r["train_loss"] for r in rows if r["kind"] == "train"]
     assert result.finished and result.iteration == 120
