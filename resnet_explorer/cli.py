@@ -309,7 +309,7 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
                     help="mixed precision (auto: bf16 on a GPU, off on the CPU)")
     tr.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                    help="NHWC memory format (default: on for GPUs)")
+                    help="NHWC memory format (default: on; faster on GPUs and CPUs alike)")
     tr.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
                     help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), "
                          "max-autotune")

@@ -119,7 +119,7 @@ class Accel:
         if amp == "fp16" and device.type != "cuda":
             raise TrainingError("--amp fp16 needs a GPU: use bf16 or off on the CPU")
         if channels_last is None:
-            channels_last = device.type == "cuda"
+            channels_last = True  # faster on GPUs and, measured, on the CPU too (benchmarks/)
         return cls(amp, channels_last, compile)
 
     def autocast(self, device: torch.device):
