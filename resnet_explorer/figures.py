@@ -24,7 +24,7 @@ from plotly.subplots import make_subplots
 
 from .count import CONVENTION, count
 from .spec import ArchSpec
-from .train import read_metrics
+from .train import atomic_write, read_metrics
 from .zoo import get_spec
 
 DEPTH_COLORS = {20: "#e69f00", 32: "#0099cc", 44: "#2ca02c", 56: "#d62728", 110: "#6a3d9a"}
@@ -296,10 +296,7 @@ def save_figure(fig: Fig, path: PathLike, width: int = 1000, height: int | None 
     else:
         raise ValueError(f"save_figure writes .html or .png, not {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, data)
 
 
 def png_bytes(fig: Fig, width: int = 1000, height: int = 500) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -26,6 +25,7 @@ from .figures import (
     layer_responses_figure,
     load_runs,
 )
+from .train import atomic_write
 from .zoo import published
 
 HOLDS, FAILS, UNKNOWN = "✓ holds", "✗ FAILS", "? n/a"
@@ -268,7 +268,4 @@ def write_report(exp_dir: PathLike, out_path: PathLike | None = None, title: str
             + "\n".join(body) + "\n</body></html>\n")
     out = Path(out_path) if out_path is not None else exp_dir / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return atomic_write(out, page.encode("utf-8"))

@@ -178,23 +178,27 @@ class Stepper:
 
 
 # -- the run directory --------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+def atomic_write(path: Path, content: bytes | Callable[[Any], None]) -> Path:
+    """Write ``content`` (bytes, or a function writing to a binary file) to a temporary file,
+    then rename it over ``path``: readers never see a half-written file."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        write(f)
+        content(f) if callable(content) else f.write(content)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    return path
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to ``path`` via a temporary file and a rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -467,7 +471,7 @@ def _truncate_metrics(run_dir: Path, iteration: int) -> None:
     """Drop metrics written after the checkpoint we resume from (they will be redone)."""
     path = run_dir / "metrics.jsonl"
     keep = [json.dumps(r) for r in read_metrics(run_dir) if r.get("iter", 0) <= iteration]
-    _atomic_write_bytes(path, lambda f: f.write("".join(k + "\n" for k in keep).encode()))
+    atomic_write(path, "".join(k + "\n" for k in keep).encode())
 
 
 def _progress(enabled: bool, total: int, initial: int, desc: str):
