@@ -114,33 +114,28 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .data import DataError
     from .recipes import get_recipe
-    from .train import TrainingError, train
+    from .train import train
 
-    try:
-        if args.resume:
-            if not args.out:
-                raise SpecError("--resume needs --out RUN_DIR, the run to continue")
-            spec = spec_from_args(args.arch, args) if args.arch else None
-            recipe = None
-        else:
-            if not args.arch or not args.data:
-                raise SpecError("a new run needs --arch and --data (e.g. --arch cifar-resnet20 --data synthetic)")
-            spec = spec_from_args(args.arch, args)
-            overrides = _parse_sets(args.set)
-            if args.iters is not None:
-                overrides["iters"] = args.iters
-            recipe = get_recipe(args.recipe, **overrides)
-        out = args.out or f"runs/{spec.name}-{args.recipe}"
-        result = train(
-            spec, args.data, recipe, out, device=args.device, amp=args.amp,
-            channels_last=args.channels_last, compile=args.compile, resume=args.resume,
-            seed=args.seed, progress=not args.quiet,
-        )
-    except (DataError, TrainingError) as e:
-        print(f"resnet-explorer: error: {e}", file=sys.stderr)
-        return 2
+    if args.resume:
+        if not args.out:
+            raise SpecError("--resume needs --out RUN_DIR, the run to continue")
+        spec = spec_from_args(args.arch, args) if args.arch else None
+        recipe = None
+    else:
+        if not args.arch or not args.data:
+            raise SpecError("a new run needs --arch and --data (e.g. --arch cifar-resnet20 --data synthetic)")
+        spec = spec_from_args(args.arch, args)
+        overrides = _parse_sets(args.set)
+        if args.iters is not None:
+            overrides["iters"] = args.iters
+        recipe = get_recipe(args.recipe, **overrides)
+    out = args.out or f"runs/{spec.name}-{args.recipe}"
+    result = train(
+        spec, args.data, recipe, out, device=args.device, amp=args.amp,
+        channels_last=args.channels_last, compile=args.compile, resume=args.resume,
+        seed=args.seed, progress=not args.quiet,
+    )
     ev = result.last_eval or {}
     summary = f"{result.run_dir}: {result.iteration} iterations"
     if ev:
@@ -152,20 +147,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .data import DataError
-    from .evaluate import EvalError, evaluate_paths
-    from .train import TrainingError
+    from .evaluate import evaluate_paths
 
-    try:
-        scales = [int(s) for s in args.scales.split(",")] if args.scales else None
-    except ValueError:
-        raise SpecError(f"--scales {args.scales!r} is invalid: use sizes like 224,256,384,480,640") from None
-    try:
-        result = evaluate_paths(args.runs, args.data, ten_crop=args.ten_crop, scales=scales,
-                                device=args.device, batch_size=args.batch_size, workers=args.workers)
-    except (DataError, EvalError, TrainingError) as e:
-        print(f"resnet-explorer: error: {e}", file=sys.stderr)
-        return 2
+    scales = _ints(args.scales, "--scales", example="224,256,384,480,640")
+    result = evaluate_paths(args.runs, args.data, ten_crop=args.ten_crop, scales=scales,
+                            device=args.device, batch_size=args.batch_size, workers=args.workers)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -178,30 +164,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ints(text: str | None, what: str) -> list[int] | None:
+def _ints(text: str | None, what: str, example: str = "20,56") -> list[int] | None:
     if not text:
         return None
     try:
         return [int(t) for t in text.split(",")]
     except ValueError:
-        raise SpecError(f"{what} {text!r} is invalid: use numbers separated by commas, e.g. 20,56") from None
+        raise SpecError(f"{what} {text!r} is invalid: use numbers separated by commas, e.g. {example}") from None
 
 
 def _run_experiment_and_report(args, name, plans, notes) -> int:
-    from .data import DataError
-    from .experiments import run_experiment
+    from .experiments import experiment_runs, run_experiment
     from .report import degradation_summary, summary_text, write_report
-    from .train import TrainingError
 
-    try:
-        exp_dir = run_experiment(name, plans, args.data, args.out, device=args.device, amp=args.amp,
-                                 channels_last=args.channels_last, compile=args.compile,
-                                 seed=args.seed, progress=not args.quiet, log=lambda m: print(m, flush=True))
-    except (DataError, TrainingError) as e:
-        print(f"resnet-explorer: error: {e}", file=sys.stderr)
-        return 2
-    from .experiments import experiment_runs
-
+    exp_dir = run_experiment(name, plans, args.data, args.out, device=args.device, amp=args.amp,
+                             channels_last=args.channels_last, compile=args.compile,
+                             seed=args.seed, progress=not args.quiet, log=lambda m: print(m, flush=True))
     runs = experiment_runs(exp_dir)
     print()
     print(summary_text(degradation_summary(runs)))
@@ -360,11 +338,22 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input or a run that cannot go on: one line, exit 2."""
+    from .data import DataError
+    from .evaluate import EvalError
+    from .train import TrainingError
+
+    return SpecError, DataError, EvalError, TrainingError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SpecError as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"resnet-explorer: error: {e}", file=sys.stderr)
         return 2
 
