@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -22,7 +22,7 @@ from .evaluate import load_model
 from .model import build
 from .recipes import Recipe, get_recipe
 from .spec import ArchSpec, SpecError
-from .train import TrainingError, read_metrics, train, write_json
+from .train import TrainingError, train, write_json
 from .zoo import get_spec
 
 
@@ -87,6 +87,14 @@ def load_plans(path: str | Path) -> list[RunPlan]:
     return plans
 
 
+def _checkpoint_iteration(run_dir: Path) -> int:
+    """The iteration of a run's last checkpoint (0 if none), without reading its tensors."""
+    ckpt = Path(run_dir) / "checkpoints" / "last.pt"
+    if not ckpt.exists():
+        return 0
+    return torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["iteration"]
+
+
 def _probe_batch(data: str, n: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed batch of test images (preprocessed as in training) for the analyses."""
     from .data import make_loaders, parse_data
@@ -105,8 +113,7 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
     torch.manual_seed(env.get("seed", seed))
     init = build(model.spec)  # the run's initial weights: same seed, same build
     result = {
-        "iteration": torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu",
-                                weights_only=False)["iteration"],
+        "iteration": _checkpoint_iteration(run_dir),
         "images": int(y.numel()),
         "layer_responses": [{"name": r.name, "std": r.std} for r in layer_responses(model, x)],
         "gradient_norms": {"init": gradient_norms(init, x[:128], y[:128]),
@@ -144,10 +151,10 @@ def run_experiment(
                 "runs": [{**p, "status": "pending"} for p in planned]}
 
     def status_of(plan: RunPlan) -> str:
+        """finished, trained (the analysis is missing), partial or pending."""
         d = out / plan.name
-        rows = [r for r in read_metrics(d) if r.get("kind") == "train"]
-        if rows and rows[-1]["iter"] >= plan.recipe.max_iters and (d / "analysis.json").exists():
-            return "finished"
+        if _checkpoint_iteration(d) >= plan.recipe.max_iters:
+            return "finished" if (d / "analysis.json").exists() else "trained"
         return "partial" if (d / "checkpoints" / "last.pt").exists() else "pending"
 
     def save() -> None:
@@ -162,15 +169,13 @@ def run_experiment(
             log(f"[{i}/{len(plans)}] {plan.name}: finished earlier, skipped")
             continue
         log(f"[{i}/{len(plans)}] {plan.name}: {plan.spec.depth} layers, {plan.recipe.max_iters} iterations"
-            + (" (resumed)" if state == "partial" else ""))
+            + {"partial": " (resumed)", "trained": " (trained; analysing)"}.get(state, ""))
         run_dir = out / plan.name
-        ckpt = run_dir / "checkpoints" / "last.pt"
-        if state == "partial" and torch.load(ckpt, map_location="cpu", weights_only=False)["iteration"] >= plan.recipe.max_iters:
-            pass  # trained; only the analysis is missing
-        else:
-            train(None if state == "partial" else plan.spec, data, None if state == "partial" else plan.recipe,
-                  run_dir, device=device, amp=amp, channels_last=channels_last, compile=compile,
-                  resume=state == "partial", seed=seed, progress=progress)
+        if state != "trained":
+            resume = state == "partial"
+            train(None if resume else plan.spec, data, None if resume else plan.recipe, run_dir,
+                  device=device, amp=amp, channels_last=channels_last, compile=compile,
+                  resume=resume, seed=seed, progress=progress)
         analyze_run(run_dir, data, seed)
         save()
     return out
@@ -181,7 +186,3 @@ def experiment_runs(exp_dir: str | Path) -> list[Path]:
     exp_dir = Path(exp_dir)
     manifest = json.loads((exp_dir / "manifest.json").read_text())
     return [exp_dir / r["dir"] for r in manifest["runs"]]
-
-
-def describe(plans: Sequence[RunPlan]) -> list[dict[str, Any]]:
-    return [{"name": p.name, "arch": p.spec.name, "iters": p.recipe.max_iters} for p in plans]

@@ -43,6 +43,13 @@ def test_experiment_runs_analyses_and_skips_finished_runs(tmp_path):
     run_experiment("degradation", plans, "synthetic:256", out, progress=False, log=logs.append)
     assert all("skipped" in line for line in logs)
     assert (out / "plain-8" / "metrics.jsonl").read_text() == before
+    # trained but not analysed (e.g. stopped during the analysis): analysed, not retrained
+    (out / "plain-8" / "analysis.json").unlink()
+    logs.clear()
+    run_experiment("degradation", plans, "synthetic:256", out, progress=False, log=logs.append)
+    assert "(trained; analysing)" in logs[0] and all("skipped" in line for line in logs[1:])
+    assert (out / "plain-8" / "metrics.jsonl").read_text() == before
+    assert json.loads((out / "plain-8" / "analysis.json").read_text())["iteration"] == 10
 
 
 def test_experiment_resumes_a_partial_run(tmp_path):
