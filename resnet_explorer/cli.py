@@ -114,7 +114,6 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .recipes import get_recipe
     from .train import train
 
     if args.resume:
@@ -126,10 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.arch or not args.data:
             raise SpecError("a new run needs --arch and --data (e.g. --arch cifar-resnet20 --data synthetic)")
         spec = spec_from_args(args.arch, args)
-        overrides = _parse_sets(args.set)
-        if args.iters is not None:
-            overrides["iters"] = args.iters
-        recipe = get_recipe(args.recipe, **overrides)
+        recipe = _recipe_from_args(args, args.recipe)
     out = args.out or f"runs/{spec.name}-{args.recipe}"
     result = train(
         spec, args.data, recipe, out, device=args.device, amp=args.amp,
@@ -188,7 +184,8 @@ def _run_experiment_and_report(args, name, plans, notes) -> int:
     return 0
 
 
-def _experiment_recipe(args, default: str, **defaults):
+def _recipe_from_args(args, default: str, **defaults):
+    """``--recipe`` (or ``default``) with ``defaults``, then ``--set`` and ``--iters`` on top."""
     from .recipes import get_recipe
 
     overrides = {**defaults, **_parse_sets(args.set)}
@@ -202,7 +199,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     if not args.data:
         raise SpecError("an experiment needs --data (synthetic, cifar10:DIR, folder:DIR)")
-    recipe = _experiment_recipe(args, "cifar-paper")
+    recipe = _recipe_from_args(args, "cifar-paper")
     width = args.width or 16
     if args.name == "degradation":
         plans = degradation(_ints(args.depths, "--depths") or (20, 32, 44, 56), recipe, width)
@@ -229,13 +226,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     gpu = pick_device(args.device).type == "cuda"
     depths = _ints(args.depths, "--depths") or [20, 56]
     if gpu:
-        recipe = _experiment_recipe(args, "cifar-paper")
+        recipe = _recipe_from_args(args, "cifar-paper")
         width = args.width or 16
         notes = [f"the paper's recipe ({recipe.name}): {recipe.max_iters} iterations of batch "
                  f"{recipe.batch_size}, nets {width} wide"]
         args.compile = args.compile if args.compile != "off" else "reduce-overhead"
     else:
-        recipe = _experiment_recipe(args, "cpu-demo", batch_size=DEMO_CPU["batch_size"],
+        recipe = _recipe_from_args(args, "cpu-demo", batch_size=DEMO_CPU["batch_size"],
                                     iters=args.iters or DEMO_CPU["iters"])
         width = args.width or DEMO_CPU["width"]
         notes = [f"a CPU demo: nets {width} wide (the paper's are 16), {recipe.max_iters} iterations of "

@@ -82,7 +82,7 @@ RECIPES: dict[str, Recipe] = {
         warmup_lr=None, eval_every=5000, checkpoint_every=5000, log_every=100,
     ),
     # The paper's CIFAR recipe, shortened for a CPU: 2,000 iterations, /10 at 50 % and 75 %.
-    "cifar-short": Recipe("cifar-paper").with_iters(2000),
+    "cifar-short": Recipe("cifar-short").with_iters(2000),
     # A few minutes on a 2-core CPU for the demo nets.
     "cpu-demo": dataclasses.replace(
         Recipe("cpu-demo").with_iters(600), log_every=20, eval_every=100, checkpoint_every=100,
@@ -92,8 +92,6 @@ RECIPES: dict[str, Recipe] = {
         Recipe("test", batch_size=32).with_iters(40), log_every=5, eval_every=10, checkpoint_every=10,
     ),
 }
-for _name, _r in list(RECIPES.items()):
-    RECIPES[_name] = dataclasses.replace(_r, name=_name)
 
 
 def get_recipe(name: str, **overrides: Any) -> Recipe:
