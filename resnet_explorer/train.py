@@ -341,7 +341,7 @@ def train(
     loss_acc = torch.zeros((), device=dev)  # summed on the device: no sync per iteration
     wrong_acc = torch.zeros((), device=dev, dtype=torch.long)
     pos = {"iteration": 0, "epoch": 0, "batch_in_epoch": 0}
-    window = {"loss": 0.0, "wrong": 0, "seen": 0, "time": 0.0}
+    window = _empty_window()
     last_eval = None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -399,7 +399,7 @@ def train(
               "train_loss": window["loss"] / seen, "train_error": err, "images_per_s": speed,
               "wall_time": time.perf_counter() - start_wall})
         bar.set_postfix(loss=f"{window['loss'] / seen:.3f}", err=f"{err:.3f}", img_s=f"{speed:.0f}")
-        window = {"loss": 0.0, "wrong": 0, "seen": 0, "time": 0.0}
+        window = _empty_window()
 
     def log_eval(lr: float) -> None:
         nonlocal last_eval
@@ -465,6 +465,11 @@ def train(
         bar.close()
         metrics_file.close()
     return RunResult(run_dir, pos["iteration"], True, last_eval)
+
+
+def _empty_window() -> dict:
+    """Sums over the iterations since the last train line."""
+    return {"loss": 0.0, "wrong": 0, "seen": 0, "time": 0.0}
 
 
 def _truncate_metrics(run_dir: Path, iteration: int) -> None:
