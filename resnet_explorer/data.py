@@ -343,6 +343,33 @@ def synthetic_cifar(
     return _synthetic(n_train, n_test, seed)
 
 
+def write_synthetic_imagenet(
+    root: str | os.PathLike, classes: int = 4, train_per_class: int = 16, val_per_class: int = 4,
+    sizes: Sequence[tuple[int, int]] = ((320, 256), (256, 288), (288, 288)), seed: int = 0,
+) -> str:
+    """Write a tiny ILSVRC-style tree made from the embedded synthetic images, for trying the
+    ImageNet pipeline without ImageNet: ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG``
+    (``classes`` of the 10 synthetic classes, wnids ``n00000000`` …), each 32×32 image
+    upscaled to one of ``sizes`` (width, height). Returns ``root`` for ``imagenet:root``;
+    the same arguments write the same files."""
+    if not 1 <= classes <= len(SYNTHETIC_CLASSES):
+        raise DataError(f"classes={classes} is invalid: use 1..{len(SYNTHETIC_CLASSES)}")
+    k = len(SYNTHETIC_CLASSES)
+    # enough images that every class gets its share (the synthetic set is balanced)
+    train_x, train_y, val_x, val_y = _synthetic(k * (train_per_class + 2), k * (val_per_class + 2), seed)
+    i = 0
+    for split, xs, ys, per in (("train", train_x, train_y, train_per_class), ("val", val_x, val_y, val_per_class)):
+        for c in range(classes):
+            folder = os.path.join(str(root), split, f"n{c:08d}")
+            os.makedirs(folder, exist_ok=True)
+            for j, img in enumerate(xs[ys == c][:per]):
+                w, h = sizes[i % len(sizes)]
+                i += 1
+                pil = Image.fromarray(img.permute(1, 2, 0).numpy()).resize((w, h), Image.BILINEAR)
+                pil.save(os.path.join(folder, f"{split}_{c}_{j:04d}.JPEG"), quality=90)
+    return str(root)
+
+
 # --------------------------------------------------------------------------------------
 # CIFAR-10 (torchvision's pickled batches)
 # --------------------------------------------------------------------------------------
@@ -532,10 +559,23 @@ def load_image_folder(
     return blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], classes
 
 
+_SYNTHETIC_CACHE: dict[tuple[int, int, int], tuple[torch.Tensor, ...]] = {}
+
+
+def _synthetic_cached(n_train: int, n_test: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """The synthetic set, generated once per process (the last one asked for is kept) and
+    handed out as copies: the runs of an experiment, and their analyses, share it."""
+    key = (n_train, n_test, seed)
+    if key not in _SYNTHETIC_CACHE:
+        _SYNTHETIC_CACHE.clear()
+        _SYNTHETIC_CACHE[key] = _synthetic(*key)
+    return tuple(t.clone() for t in _SYNTHETIC_CACHE[key])
+
+
 def load_tensors(source: DataSource) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """An in-memory source as ``(train_x, train_y, test_x, test_y)`` (uint8 NCHW, int64)."""
     if source.kind == "synthetic":
-        return _synthetic(source.n_train or SYNTHETIC_TRAIN, source.n_test or SYNTHETIC_TEST, source.seed or 0)
+        return _synthetic_cached(source.n_train or SYNTHETIC_TRAIN, source.n_test or SYNTHETIC_TEST, source.seed or 0)
     if source.kind == "cifar10":
         return read_cifar10(source.path)
     if source.kind == "folder":

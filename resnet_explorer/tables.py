@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .count import CONVENTION, count
-from .zoo import IMAGENET_BLOCKS, PUBLISHED, TABLE1_MACS, get_spec
+from .zoo import IMAGENET_BLOCKS, PUBLISHED, TABLE1_MACS, TABLE3_RESNET34, get_spec
 
 
 def table1_rows() -> list[dict]:
@@ -83,5 +83,68 @@ def table6() -> str:
         lines.append(
             f"{r['net']:<14}{r['params_ours']:>13,}{r['params_plain_ours']:>12,}{r['params_paper']:>12,}"
             f"{r['macs_ours'] / 1e6:>9.1f}{r['test_error_paper']:>20.2f}"
+        )
+    return "\n".join(lines)
+
+
+def table3_rows() -> list[dict]:
+    """Table 3's shortcut options for ResNet-34: our parameters and multiply-adds per
+    option, beside the published 10-crop top-1 / top-5 errors."""
+    rows = []
+    for option, (top1, top5) in TABLE3_RESNET34.items():
+        c = count(get_spec("resnet34", shortcut=option))
+        shortcut_params = sum(r.params for r in c.rows if ".shortcut" in r.name)
+        rows.append({"net": f"ResNet-34 {option}", "option": option, "params": c.params, "macs": c.macs,
+                     "shortcut_params": shortcut_params, "top1_paper": top1, "top5_paper": top5})
+    return rows
+
+
+def table3() -> str:
+    lines = [
+        "Table 3 - ResNet-34 with shortcut options A/B/C (errors: ImageNet val, 10-crop, the paper's)",
+        f"{'net':<14}{'params':>13}{'in shortcuts':>14}{'G M-adds':>10}{'top-1 %':>9}{'top-5 %':>9}",
+    ]
+    for r in table3_rows():
+        lines.append(f"{r['net']:<14}{r['params']:>13,}{r['shortcut_params']:>14,}{r['macs'] / 1e9:>10.2f}"
+                     f"{r['top1_paper']:>9.2f}{r['top5_paper']:>9.2f}")
+    return "\n".join(lines)
+
+
+BASELINES = ("alexnet", "vgg-a", "vgg-d", "vgg-e", "plain34", "resnet18", "resnet34", "resnet50", "resnet101",
+             "resnet152")
+
+
+def baseline_rows(names: tuple[str, ...] = BASELINES) -> list[dict]:
+    """AlexNet, VGG and the ResNets side by side: our parameters and multiply-adds, the share
+    of parameters in fc layers, and the published numbers (`PUBLISHED`) where there are any."""
+    rows = []
+    for name in names:
+        c = count(get_spec(name))
+        ref = PUBLISHED.get(name)
+        fc = sum(r.params for r in c.rows if r.kind == "fc")
+        rows.append({
+            "net": name, "depth": get_spec(name).depth, "params": c.params, "macs": c.macs,
+            "fc_params": fc, "fc_share": fc / c.params,
+            "params_paper": ref.params if ref else None, "macs_paper": ref.macs if ref else None,
+            "top1_paper": ref.top1 if ref else None, "top5_paper": ref.top5 if ref else None,
+            "source": ref.source if ref else "",
+        })
+    return rows
+
+
+def baselines(names: tuple[str, ...] = BASELINES) -> str:
+    """The baselines table as text (224×224 input, 227×227 for AlexNet)."""
+    def opt(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    lines = [
+        "AlexNet, VGG and ResNet: ours (counted) beside the papers' numbers; errors: ImageNet top-1/top-5 %",
+        f"{'net':<11}{'layers':>7}{'params':>14}{'in fc':>7}{'G M-adds':>10}{'paper G':>9}{'top-1':>7}{'top-5':>7}  source",
+    ]
+    for r in baseline_rows(names):
+        lines.append(
+            f"{r['net']:<11}{r['depth']:>7}{r['params']:>14,}{r['fc_share']:>7.0%}{r['macs'] / 1e9:>10.2f}"
+            f"{opt(r['macs_paper'] and r['macs_paper'] / 1e9, '.1f'):>9}{opt(r['top1_paper'], '.2f'):>7}"
+            f"{opt(r['top5_paper'], '.2f'):>7}  {r['source']}"
         )
     return "\n".join(lines)
