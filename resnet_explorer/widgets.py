@@ -432,12 +432,12 @@ class ArchitectureBuilder(W.VBox):
             self.diagram.layout.title = layout["title"]
             self.diagram.layout.xaxis.range = layout["xaxis"]["range"]
         rows = "".join(
-            f"<tr><td><code>{k}</code></td><td>{'×'.join(map(str, v['out']))}</td>"
+            f"<tr><td><code>{k}</code></td><td>{v['out'][1]}×{v['out'][2]}×{v['out'][0]}</td>"
             f"<td style='text-align:right'>{v['params']:,}</td><td style='text-align:right'>{v['macs']:,}</td>"
             f"<td style='text-align:right'>{100 * v['macs'] / max(c.macs, 1):.1f} %</td></tr>"
             for k, v in c.by_stage().items())
         self.stage_table.value = (
-            "<table class='rx-stages'><tr><th>stage</th><th>output C×H×W</th><th>params</th>"
+            "<table class='rx-stages'><tr><th>stage</th><th>output H×W×C</th><th>params</th>"
             f"<th>multiply-adds</th><th>share</th></tr>{rows}<tr><td><b>total</b></td><td></td>"
             f"<td style='text-align:right'><b>{c.params:,}</b></td>"
             f"<td style='text-align:right'><b>{c.macs:,}</b></td><td></td></tr></table>")
@@ -542,7 +542,7 @@ class TrainingDashboard:
         self.data = W.Text(value=data, description="data")
         self.recipe = W.Dropdown(options=list(RECIPES), value=recipe, description="recipe")
         self.iters = W.IntText(value=iters or 0, description="iterations",
-                               description_tooltip="0: the recipe's own number")
+                               tooltip="0: the recipe's own number")
         self.out = W.Text(value=str(out), description="out")
         self.start_button = W.Button(description="Start", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
@@ -635,7 +635,7 @@ class TrainingDashboard:
 
     def stop(self) -> None:
         """Ask the running net to checkpoint and return; nets not yet started stay pending."""
-        if self.running:
+        if self.running and not self._stop.is_set():
             self._stop.set()
             self.progress.value += " · stopping (writing a checkpoint)…"
 
