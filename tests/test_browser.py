@@ -43,7 +43,9 @@ NOTEBOOK = {
 }
 
 
-def chromium_path() -> str:
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium executable (checked before JupyterLab is started)."""
     path = os.environ.get("RESNET_EXPLORER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).is_file():
         pytest.fail("the browser test needs Chromium: apt-get install chromium (bash quickstart.sh test "
@@ -126,11 +128,10 @@ def jupyterlab(tmp_path):
         log.close()
 
 
-def test_builder_in_jupyterlab_counts_a_changed_stage(jupyterlab, tmp_path):
+def test_builder_in_jupyterlab_counts_a_changed_stage(chromium, jupyterlab, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     url, token, _ = jupyterlab
-    chrome = chromium_path()
     expected_before = count(get_spec("cifar-resnet20")).params  # 269,722 (Table 6: 0.27 M)
     spec = get_spec("cifar-resnet20")
     spec.stages[2].num_blocks = 5  # conv3_x: 3 -> 5 blocks
@@ -142,7 +143,7 @@ def test_builder_in_jupyterlab_counts_a_changed_stage(jupyterlab, tmp_path):
     shot.unlink(missing_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=chrome, headless=True, args=CHROMIUM_ARGS,
+            str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 1300})
         page = browser.new_page()
         page.set_default_timeout(120_000)
@@ -152,7 +153,9 @@ def test_builder_in_jupyterlab_counts_a_changed_stage(jupyterlab, tmp_path):
             page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget"
                                    " && window.jupyterapp.shell.currentWidget.sessionContext"
                                    " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel")
+                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                                   " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                                   ".status === 'idle'")
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             params = page.locator(".rx-summary .rx-params")
             expect(params).to_have_text(f"{expected_before:,}", timeout=180_000)
