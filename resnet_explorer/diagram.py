@@ -44,7 +44,8 @@ def _layer_text(layer: ConvLayer) -> str:
 
 
 def stage_text(stage: Stage, stride_at: str = "1x1") -> str:
-    """Table 1's notation for a stage, one line per layer (``<br>`` separated)."""
+    """Table 1's notation for a stage, one line per layer (``<br>`` separated); the stride
+    of the stage's first block is marked on the layer that carries it."""
     if stage.block == "conv":
         lines = []
         for layer in stage.layers:
@@ -58,11 +59,13 @@ def stage_text(stage: Stage, stride_at: str = "1x1") -> str:
         return "<br>".join(t if n == 1 else f"{t} ×{n}" for t, n in lines)
     w = stage.width
     if stage.block == "basic":
-        body = [f"3×3, {w}", f"3×3, {w}"]
+        body, strided = [f"3×3, {w}", f"3×3, {w}"], 0
     else:
         body = [f"1×1, {w}", f"3×3, {w}", f"1×1, {stage.out_channels}"]
-    head = f"×{stage.num_blocks}" + (f", /{stage.stride}" if stage.stride > 1 else "")
-    return "<br>".join(body) + f"<br><b>{head}</b>"
+        strided = 0 if stride_at == "1x1" else 1  # the paper (v1) or torchvision (v1.5)
+    if stage.stride > 1:
+        body[strided] += f", /{stage.stride}"
+    return "<br>".join(body) + f"<br><b>×{stage.num_blocks}</b>"
 
 
 def _shortcut_text(spec: ArchSpec, stage: Stage, c: Count) -> str:

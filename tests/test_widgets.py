@@ -166,6 +166,8 @@ def test_network_diagram_draws_stages_shortcuts_and_sizes():
     assert "56×56×64" in texts and "7×7×512" in texts and "1000 classes" in texts
     assert "4 shortcuts (B), 1 projection" in texts  # conv3_x: one projection where the shape changes
     assert "21,797,672 parameters" in fig.layout.title.text
+    v15 = [a.text for a in network_diagram(get_spec("resnet50", stride_at="3x3")).layout.annotations]
+    assert "1×1, 128<br>3×3, 128, /2<br>1×1, 512<br><b>×4</b>" in v15  # the stride on the 3×3
     plain = network_diagram(get_spec("plain34"))
     assert not any(s.type == "path" for s in plain.layout.shapes)
     hover = network_diagram(get_spec("cifar-resnet20")).data[0].hovertext
