@@ -22,6 +22,19 @@ setup() {
     fi
 }
 
+# The browser test (tests/test_browser.py) drives Debian's chromium; install it when missing.
+ensure_chromium() {
+    [ -n "${RESNET_EXPLORER_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing Debian's chromium for the browser test"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+            || echo "== could not install chromium: the browser test will fail" >&2
+    else
+        echo "== the browser test needs Chromium: sudo apt-get install chromium" \
+             "(or set RESNET_EXPLORER_CHROMIUM=/path/to/chrome)" >&2
+    fi
+}
+
 case "${1:-}" in
     demo)
         setup
@@ -30,6 +43,7 @@ case "${1:-}" in
         ;;
     test)
         setup
+        ensure_chromium
         shift
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

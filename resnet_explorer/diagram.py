@@ -1,0 +1,150 @@
+"""A plotly diagram of a network, drawn from its spec and its analytic count.
+
+Stages are boxes from input to classifier (the box height follows the feature-map size,
+so the net narrows as in the paper's Fig. 3), labelled in Table 1's notation
+(``[3×3, 64; 3×3, 64] ×3``) with the output size under each box. Residual stages get an
+arc over the box for their shortcuts, labelled with how many there are and how many are
+projections (option B/C) or zero-padded identities (option A); plain nets have none.
+Hovering a box shows the stage's parameters and multiply-adds.
+
+`diagram_parts` returns plain dicts (one scatter trace, a layout) so a `FigureWidget`
+can be updated in place cheaply; `network_diagram` wraps them into a ``go.Figure``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+
+from .count import Count, count
+from .spec import ArchSpec, ConvLayer, Stage
+
+COLORS = {"input": "#d9d9d9", "conv": "#bdbdbd", "basic": "#9ecae1", "bottleneck": "#fdae6b",
+          "head": "#a1d99b"}
+STEP, BOX_W = 1.0, 0.8  # horizontal spacing of the boxes and their width
+
+
+def si(n: float) -> str:
+    """1234567 -> '1.23 M', 3.6e9 -> '3.60 G'."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def _layer_text(layer: ConvLayer) -> str:
+    text = f"{layer.kernel}×{layer.kernel}, {layer.out_channels}"
+    if layer.stride > 1:
+        text += f", /{layer.stride}"
+    if layer.groups > 1:
+        text += f", g{layer.groups}"
+    return text
+
+
+def stage_text(stage: Stage, stride_at: str = "1x1") -> str:
+    """Table 1's notation for a stage, one line per layer (``<br>`` separated); the stride
+    of the stage's first block is marked on the layer that carries it."""
+    if stage.block == "conv":
+        lines = []
+        for layer in stage.layers:
+            text = _layer_text(layer)
+            if lines and lines[-1][0] == text:
+                lines[-1][1] += 1
+            else:
+                lines.append([text, 1])
+            if layer.pool:
+                lines.append([f"pool {layer.pool.kernel}×{layer.pool.kernel}, /{layer.pool.stride}", 1])
+        return "<br>".join(t if n == 1 else f"{t} ×{n}" for t, n in lines)
+    w = stage.width
+    if stage.block == "basic":
+        body, strided = [f"3×3, {w}", f"3×3, {w}"], 0
+    else:
+        body = [f"1×1, {w}", f"3×3, {w}", f"1×1, {stage.out_channels}"]
+        strided = 0 if stride_at == "1x1" else 1  # the paper (v1) or torchvision (v1.5)
+    if stage.stride > 1:
+        body[strided] += f", /{stage.stride}"
+    return "<br>".join(body) + f"<br><b>×{stage.num_blocks}</b>"
+
+
+def _shortcut_text(spec: ArchSpec, stage: Stage, c: Count) -> str:
+    rows = [r for r in c.rows if r.stage == stage.name]
+    proj = sum(r.name.endswith(".shortcut.conv") for r in rows)
+    pad = sum(r.kind == "shortcut" for r in rows)
+    parts = [f"{stage.num_blocks} shortcut{'s' if stage.num_blocks != 1 else ''} ({spec.shortcut})"]
+    if proj:
+        parts.append(f"{proj} projection{'s' if proj > 1 else ''}")
+    if pad:
+        parts.append(f"{pad} zero-pad")
+    return ", ".join(parts)
+
+
+def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the hover trace, the layout) of the diagram of ``spec``, as plain dicts."""
+    c = counted if counted is not None else count(spec)
+    stages = c.by_stage()
+    boxes: list[dict[str, Any]] = [{
+        "name": "input", "kind": "input", "text": f"{spec.in_channels}×{spec.input_size}²",
+        "out": (spec.in_channels, spec.input_size, spec.input_size), "params": 0, "macs": 0,
+    }]
+    for stage in spec.stages:
+        s = stages[stage.name]
+        boxes.append({"name": stage.name, "kind": stage.block, "stage": stage,
+                      "text": stage_text(stage, spec.stride_at), "out": s["out"],
+                      "params": s["params"], "macs": s["macs"]})
+    head_params = sum(v["params"] for k, v in stages.items() if k not in {s.name for s in spec.stages})
+    head_macs = sum(v["macs"] for k, v in stages.items() if k not in {s.name for s in spec.stages})
+    hidden = "".join(f"<br>fc {h}" for h in spec.head.hidden)
+    pool = "avg pool" if spec.head.kind == "avgpool-fc" else "flatten"
+    boxes.append({"name": "head", "kind": "head", "text": f"{pool}{hidden}<br>fc {spec.num_classes}",
+                  "out": (spec.num_classes, 1, 1), "params": head_params, "macs": head_macs})
+
+    big = max(math.log2(max(b["out"][1], 1)) for b in boxes) or 1.0
+    shapes, annotations, xs, ys, hover = [], [], [], [], []
+    for i, b in enumerate(boxes):
+        x = i * STEP
+        h = 1.2 + 1.4 * math.log2(max(b["out"][1], 1)) / big
+        x0, x1 = x - BOX_W / 2, x + BOX_W / 2
+        shapes.append(dict(type="rect", x0=x0, x1=x1, y0=-h / 2, y1=h / 2, line=dict(color="#555", width=1),
+                           fillcolor=COLORS[b["kind"]], layer="below"))
+        annotations.append(dict(x=x, y=h / 2 + 0.05, text=f"<b>{b['name']}</b>", showarrow=False,
+                                yanchor="bottom", font=dict(size=11)))
+        annotations.append(dict(x=x, y=0, text=b["text"], showarrow=False, font=dict(size=9)))
+        ch, hh, ww = b["out"]
+        size = f"{hh}×{ww}×{ch}" if b["kind"] != "head" else f"{ch} classes"
+        annotations.append(dict(x=x, y=-h / 2 - 0.05, text=size, showarrow=False, yanchor="top",
+                                font=dict(size=10, color="#333")))
+        if i:
+            shapes.append(dict(type="line", x0=x - STEP + BOX_W / 2, x1=x0, y0=0, y1=0,
+                               line=dict(color="#555", width=1)))
+        stage = b.get("stage")
+        if spec.residual and stage is not None and stage.block != "conv":
+            top = h / 2 + 0.35
+            shapes.append(dict(type="path", path=f"M {x0 + 0.05},{top} Q {x},{top + 0.9} {x1 - 0.05},{top}",
+                               line=dict(color="#d62728", width=2)))
+            annotations.append(dict(x=x, y=top + 0.5, text=_shortcut_text(spec, stage, c), showarrow=False,
+                                    yanchor="bottom", font=dict(size=9, color="#d62728")))
+        xs.append(x)
+        ys.append(0)
+        hover.append(f"<b>{b['name']}</b><br>output {size}<br>params {b['params']:,}"
+                     f"<br>multiply-adds {b['macs']:,}")
+
+    kind = "ResNet" if spec.residual else "plain net (no shortcuts)"
+    title = (f"{spec.name}: {spec.depth} layers, {kind}; {c.params:,} parameters, "
+             f"{si(c.macs)} multiply-adds")
+    trace = dict(type="scatter", x=xs, y=ys, mode="markers", hovertext=hover, hoverinfo="text",
+                 marker=dict(size=28, opacity=0), showlegend=False, name="stages")
+    layout = dict(
+        title=dict(text=title, font=dict(size=14)), shapes=shapes, annotations=annotations,
+        xaxis=dict(visible=False, range=[-0.6, (len(boxes) - 1) * STEP + 0.6]),
+        yaxis=dict(visible=False, range=[-2.0, 3.0]), height=330,
+        margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
+    )
+    return trace, layout
+
+
+def network_diagram(spec: ArchSpec, counted: Count | None = None) -> go.Figure:
+    """The diagram of ``spec``: stages as boxes, shortcuts as arcs, sizes labelled."""
+    trace, layout = diagram_parts(spec, counted)
+    return go.Figure(data=[trace], layout=layout)

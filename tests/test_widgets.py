@@ -1,0 +1,332 @@
+"""The widgets driven headless as a user drives them: set values, click buttons.
+
+Assertions are on the spec, the counts and the paper's numbers, the figures' data and the
+run directories the clicks write.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from resnet_explorer import ArchSpec, SpecError, count, get_spec
+from resnet_explorer.diagram import network_diagram
+from resnet_explorer.train import read_metrics
+from resnet_explorer.widgets import PRESETS, ArchitectureBuilder, LayerResponseView, TrainingDashboard
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The nets here are tiny: one intra-op thread is several times faster than two on a
+    shared 2-core machine (no oversubscription). Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def shown_params(b: ArchitectureBuilder) -> int:
+    return int(re.search(r"class='rx-params'>([\d,]+)<", b.summary.value)[1].replace(",", ""))
+
+
+def shown_macs(b: ArchitectureBuilder) -> int:
+    return int(re.search(r"class='rx-macs'>([\d,]+)<", b.summary.value)[1].replace(",", ""))
+
+
+# -- the architecture builder ---------------------------------------------------------------------------
+def test_builder_default_shows_table6_resnet20():
+    b = ArchitectureBuilder()
+    assert b.spec == get_spec("cifar-resnet20")
+    assert shown_params(b) == b.count.params == 269_722  # Table 6: 0.27 M
+    assert shown_macs(b) == count(b.spec).macs
+    assert b.family.value.startswith("CIFAR") and b.n.value == 3
+    assert "8.75 %" in b.comparison.value  # the paper's CIFAR-10 error for ResNet-20
+    stage_rows = re.findall(r"<code>(conv\d_x)</code></td><td>[^<]+</td><td[^>]*>([\d,]+)<", b.stage_table.value)
+    by_stage = count(b.spec).by_stage()
+    assert [(n, int(p.replace(",", ""))) for n, p in stage_rows] == [
+        (n, by_stage[n]["params"]) for n in ("conv2_x", "conv3_x", "conv4_x")]
+
+
+def test_every_preset_loads_with_the_counters_numbers():
+    b = ArchitectureBuilder()
+    for name in PRESETS:
+        b.set_preset(name)
+        assert b.error is None and b.spec == get_spec(name), name
+        assert shown_params(b) == count(get_spec(name)).params, name
+    b.set_preset("resnet152")
+    assert shown_macs(b) == 11_282_415_616  # Table 1: 11.3 G (stride on the 1×1, the paper's)
+    assert b.family.value.startswith("ImageNet") and b.imagenet_depth.value == 152
+    assert "11.3 G multiply-adds" in b.comparison.value and "19.6 G" in b.comparison.value  # VGG-19
+    b.set_preset("plain34")
+    assert "28.54 %" in b.comparison.value  # Table 2's plain-34 top-1
+    assert re.search(r"VGG-19</td><td[^>]*>19.6 G</td><td[^>]*>19 %", b.comparison.value)  # 3.6 / 19.6
+
+
+def test_stage_edit_recounts_and_leaves_the_family():
+    b = ArchitectureBuilder("cifar-resnet20")
+    b.stage_controls["conv3_x"].blocks.value = 5
+    expected = get_spec("cifar-resnet20")
+    expected.stages[2].num_blocks = 5
+    assert b.spec.stages == expected.stages and b.spec.name == "custom-resnet24"
+    assert shown_params(b) == count(expected).params == 269_722 + 2 * 2 * (32 * 32 * 9 + 64)
+    assert b.family.value == "custom"
+    n_params = sum(p.numel() for p in b.build().parameters())
+    assert n_params == b.count.params
+    b.stage_controls["conv3_x"].blocks.value = 3  # back to ResNet-20: named again
+    assert b.spec.name == "cifar-resnet20"
+
+
+def test_family_controls_and_options():
+    b = ArchitectureBuilder("cifar-resnet20")
+    b.n.value = 18
+    assert b.spec.name == "cifar-resnet110" and shown_params(b) == 1_727_962
+    b.residual.value = False  # option A: plain and residual have the same parameters
+    assert b.spec.name == "cifar-plain110" and shown_params(b) == 1_727_962
+    assert b.shortcut.disabled
+    assert "shortcut" not in json.dumps([a["text"] for a in b.diagram.layout.to_plotly_json()["annotations"]])
+    b.residual.value = True
+    b.shortcut.value = "B"  # two projections: 16->32 and 32->64, 1x1 conv + BN each
+    assert shown_params(b) == 1_727_962 + (16 * 32 + 64) + (32 * 64 + 128)
+    b.set_preset("resnet50")
+    b.stride_at.value = "3x3"  # torchvision's v1.5: 4.09 G
+    assert b.count.macs == count(get_spec("resnet50", stride_at="3x3")).macs
+    assert abs(b.count.macs - 4.09e9) < 0.01e9
+    b.imagenet_depth.value = 101  # keeps the chosen stride placement
+    assert b.spec == get_spec("resnet101", stride_at="3x3")
+    b.family.value = "CIFAR (6n+2)"
+    assert b.spec == get_spec("cifar-resnet20") and b.n.layout.display == ""
+    b.input_size.value, b.num_classes.value = 64, 100
+    assert b.spec == get_spec("cifar-resnet20", input_size=64, num_classes=100)
+
+
+def test_add_and_remove_stage():
+    b = ArchitectureBuilder("cifar-resnet20")
+    b.add_stage_button.click()
+    assert [s.name for s in b.spec.stages][-1] == "conv5_x"
+    assert (b.spec.stages[-1].width, b.spec.stages[-1].stride) == (128, 2)
+    assert b.count.row("fc").in_shape == (128, 1, 1) and shown_params(b) == count(b.spec).params
+    b.remove_stage_button.click()
+    assert b.spec == get_spec("cifar-resnet20")
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("blocks", 0, "conv3_x num_blocks=0 is invalid"),
+    ("width", -4, "conv3_x width=-4 is invalid"),
+])
+def test_invalid_stage_values_are_a_message(field, value, fragment):
+    b = ArchitectureBuilder("cifar-resnet20")
+    before = b.summary.value
+    getattr(b.stage_controls["conv3_x"], field).value = value  # no exception escapes
+    assert fragment in b.message.value and fragment in b.error
+    assert "\n" not in b.error and "Traceback" not in b.message.value
+    with pytest.raises(SpecError, match=fragment):
+        b.spec
+    assert "last valid" in b.summary.value and "269,722" in b.summary.value and before
+    getattr(b.stage_controls["conv3_x"], field).value = {"blocks": 3, "width": 32}[field]
+    assert b.error is None and b.message.value == "" and b.spec == get_spec("cifar-resnet20")
+
+
+def test_too_small_input_names_the_smallest_that_works():
+    b = ArchitectureBuilder("vgg-e")
+    b.input_size.value = 16
+    assert "use input_size >= 32" in b.error and "use input_size &gt;= 32" in b.message.value
+    b.input_size.value = 32
+    assert b.error is None and b.spec.name == "vgg-e" and b.spec.input_size == 32
+
+
+def test_spec_json_round_trip_and_the_command_line_reads_it(tmp_path, capsys):
+    from resnet_explorer.cli import main
+
+    b = ArchitectureBuilder("cifar-resnet20")
+    b.n.value = 1
+    b.stage_controls["conv2_x"].width.value = 4  # custom: 4 / 32 / 64 wide
+    spec = ArchSpec.from_json(b.to_json())
+    assert spec == b.spec and spec.stages[1].width == 4  # the trainer gets it in test_dashboard_trains_…
+    (tmp_path / "net.json").write_text(b.to_json())
+    assert main(["info", str(tmp_path / "net.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == b.count.params
+
+
+def test_network_diagram_draws_stages_shortcuts_and_sizes():
+    fig = network_diagram(get_spec("resnet34"))
+    assert isinstance(fig, go.Figure)
+    shapes = fig.layout.shapes
+    assert sum(s.type == "rect" for s in shapes) == 7  # input, conv1, conv2_x … conv5_x, head
+    assert sum(s.type == "path" for s in shapes) == 4  # one shortcut arc per residual stage
+    texts = [a.text for a in fig.layout.annotations]
+    assert "56×56×64" in texts and "7×7×512" in texts and "1000 classes" in texts
+    assert "4 shortcuts (B), 1 projection" in texts  # conv3_x: one projection where the shape changes
+    assert "21,797,672 parameters" in fig.layout.title.text
+    v15 = [a.text for a in network_diagram(get_spec("resnet50", stride_at="3x3")).layout.annotations]
+    assert "1×1, 128<br>3×3, 128, /2<br>1×1, 512<br><b>×4</b>" in v15  # the stride on the 3×3
+    plain = network_diagram(get_spec("plain34"))
+    assert not any(s.type == "path" for s in plain.layout.shapes)
+    hover = network_diagram(get_spec("cifar-resnet20")).data[0].hovertext
+    assert any("conv4_x" in h and f"{count(get_spec('cifar-resnet20')).by_stage()['conv4_x']['params']:,}" in h
+               for h in hover)
+
+
+def test_builder_diagram_follows_edits():
+    b = ArchitectureBuilder("cifar-resnet20")
+    b.stage_controls["conv4_x"].blocks.value = 4
+    texts = [a.text for a in b.diagram.layout.annotations]
+    assert "4 shortcuts (A), 1 zero-pad" in texts
+    assert f"{count(b.spec).params:,} parameters" in b.diagram.layout.title.text
+
+
+# -- the training dashboard -----------------------------------------------------------------------------
+def tiny(name: str) -> ArchSpec:
+    return get_spec(name, width=4)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A dashboard that trained two tiny nets: one stopped once and resumed."""
+    out = tmp_path_factory.mktemp("dash")
+    d = TrainingDashboard([tiny("cifar-plain8"), tiny("cifar-resnet8")], data="synthetic:128",
+                          recipe="test", iters=20, out=str(out), device="cpu")
+    # Stop is clicked when the progress line first shows iteration 5 (from the training thread,
+    # so the run stops exactly there).
+    def stop_at_5(change: dict) -> None:
+        if "iteration 5 /" in change["new"]:
+            d.progress.unobserve(stop_at_5, names="value")
+            d.stop_button.click()
+
+    d.progress.observe(stop_at_5, names="value")
+    lines: list[str] = []
+    d.progress.observe(lambda ch: lines.append(ch["new"]), names="value")
+    d.start_button.click()
+    assert d.running and d.stop_button.disabled is False and d.start_button.disabled
+    run = out / "cifar-plain8"
+    assert d.wait(120)
+    stopped = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["iteration"]
+    stopped_progress = d.progress.value
+    assert not (out / "cifar-resnet8").exists()  # the second net never started
+    d.resume_button.click()
+    assert d.wait(300)
+    return d, out, stopped, stopped_progress, lines
+
+
+def test_dashboard_start_stop_resume_writes_the_runs(trained):
+    d, out, stopped, stopped_progress, _ = trained
+    assert stopped == 5 and "stopped at iteration 5 / 20; checkpoint saved" in stopped_progress
+    assert d.error is None and not d.running and d.start_button.disabled is False
+    for name in ("cifar-plain8", "cifar-resnet8"):
+        ckpt = torch.load(out / name / "checkpoints" / "last.pt", weights_only=False)
+        assert ckpt["iteration"] == 20
+        rows = read_metrics(out / name)
+        assert [r["iter"] for r in rows if r["kind"] == "eval"] == [10, 20]
+        assert [r["iter"] for r in rows if r["kind"] == "train"] == [5, 10, 15, 20]
+    assert "done" in d.progress.value and "20 / 20 iterations (finished)" in d.progress.value
+    assert d.runs == [out / "cifar-plain8", out / "cifar-resnet8"]
+
+
+def test_dashboard_figure_is_fig6(trained):
+    d, out, *_ = trained
+    assert isinstance(d.figure, go.FigureWidget)
+    traces = {t.name: t for t in d.figure.data}
+    assert set(traces) == {f"{n} {k}" for n in ("cifar-plain8", "cifar-resnet8") for k in ("train", "test")}
+    for name, col in (("cifar-plain8", "x"), ("cifar-resnet8", "x2")):  # plain left, ResNet right
+        rows = read_metrics(out / name)
+        train_t, test_t = traces[f"{name} train"], traces[f"{name} test"]
+        assert train_t.line.dash == "dash" and test_t.line.dash == "solid"
+        assert test_t.line.width > train_t.line.width  # test error bold
+        assert list(test_t.x) == [r["iter"] for r in rows if r["kind"] == "eval"]
+        assert list(test_t.y) == pytest.approx([100 * r["test_error"] for r in rows if r["kind"] == "eval"])
+        assert list(train_t.x) == [5, 10, 15, 20] and train_t.xaxis == col
+
+
+def test_dashboard_progress_line(trained):
+    *_, lines = trained
+    line = next(l for l in lines if "run 1/2 cifar-plain8: iteration 5 / 20" in l)
+    assert re.search(r"[\d,]+ images/s", line) and re.search(r"ETA \d+:\d\d", line)
+    assert any("run 2/2 cifar-resnet8: iteration 15 / 20" in l for l in lines)  # after Resume
+
+
+def test_dashboard_reopens_a_run_and_refuses_to_overwrite(trained, tmp_path):
+    d, out, *_ = trained
+    again = TrainingDashboard([tiny("cifar-plain8")], data="synthetic:128", recipe="test", iters=20,
+                              out=str(out), device="cpu")
+    again.start_button.click()  # out/cifar-plain8 holds a run: a message, nothing overwritten
+    assert not again.running and "already holds a run" in again.message.value
+    assert again.figure.data == ()
+    again.open_path.value = str(out)
+    again.open_button.click()
+    assert {t.name for t in again.figure.data} == {t.name for t in d.figure.data}
+    assert "cifar-resnet8: 20 / 20 iterations (finished)" in again.progress.value
+    again.resume_button.click()
+    assert not again.running and "nothing to resume" in again.message.value
+    again.open(tmp_path / "nowhere")
+    assert "is not a run directory" in again.message.value
+
+
+def test_dashboard_bad_input_is_one_line(tmp_path):
+    d = TrainingDashboard(["cifar-resnet20"], data="mnist:/x", recipe="test", out=str(tmp_path), device="cpu")
+    d.start_button.click()
+    assert not d.running and "synthetic" in d.error and "\n" not in d.error
+    d.data.value = "synthetic:128"
+    d.iters.value = -1
+    d.start_button.click()
+    assert "iters=-1 is invalid" in d.message.value
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dashboard_trains_the_builders_spec(tmp_path):
+    b = ArchitectureBuilder("cifar-resnet20")
+    b.n.value = 1
+    b.stage_controls["conv2_x"].width.value = 4
+    d = TrainingDashboard([b], data="synthetic:128", recipe="test", iters=5, out=str(tmp_path), device="cpu")
+    b.stage_controls["conv3_x"].width.value = 8  # the spec is read when Start is pressed
+    d.start_button.click()
+    assert d.wait(120) and d.error is None
+    saved = ArchSpec.from_json((tmp_path / b.spec.name / "spec.json").read_text())
+    assert saved == b.spec and saved.stages[2].width == 8
+
+
+# -- layer responses ------------------------------------------------------------------------------------
+def test_layer_response_view_shows_fig7(trained):
+    d, out, *_ = trained
+    view = LayerResponseView(d.runs)
+    assert view.error is None
+    for name in ("cifar-plain8", "cifar-resnet8"):
+        analysis = json.loads((out / name / "analysis.json").read_text())
+        assert analysis["iteration"] == 20
+        ordered = [t for t in view.figure.data if t.name == name]
+        assert len(ordered) == 2  # layer order (top) and sorted (bottom)
+        stds = [l["std"] for l in analysis["layer_responses"]]
+        assert list(ordered[0].y) == pytest.approx(stds)
+        assert list(ordered[1].y) == pytest.approx(sorted(stds, reverse=True))
+    view.runs.value = (str(out / "cifar-resnet8"),)
+    view.show_button.click()
+    assert {t.name for t in view.figure.data} == {"cifar-resnet8"}
+
+
+def test_layer_response_view_bad_run_is_a_message(tmp_path):
+    view = LayerResponseView()
+    view.add(tmp_path)
+    assert "is not a run directory" in view.message.value
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "spec.json").write_text(get_spec("cifar-resnet8").to_json())
+    view.add(tmp_path)
+    view.show_button.click()
+    assert "has no checkpoint yet" in view.message.value and view.figure.data == ()
+
+
+# -- the speed benchmark --------------------------------------------------------------------------------
+def test_builder_speed_benchmark_runs():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "builder_speed.py"), "--repeat", "3"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1].startswith("resnet152") and "analytic count" in lines[1]
+    assert "edit conv4_x blocks" in lines[2] and "load preset" in lines[3]
+    assert "params shown 60,192,808 = count(spec): True" in lines[4]
