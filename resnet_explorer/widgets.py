@@ -30,7 +30,7 @@ from .count import CONVENTION, Count, count
 from .diagram import diagram_parts, si
 from .figures import error_curves, layer_responses_figure, update_error_curves
 from .model import build
-from .recipes import RECIPES, get_recipe
+from .recipes import RECIPES, Recipe, get_recipe
 from .spec import ArchSpec, SpecError, Stage
 from .train import TrainingError, load_run_config, read_metrics, train
 from .zoo import IMAGENET_BLOCKS, PUBLISHED, VGG_CONFIGS, get_spec, published
@@ -476,6 +476,7 @@ def comparison_html(spec: ArchSpec, c: Count) -> str:
 
 # -- the training dashboard ------------------------------------------------------------------------------
 SpecSource = str | ArchSpec | ArchitectureBuilder
+GIVEN = "(given)"  # the recipe dropdown's value for a Recipe object passed to the dashboard
 
 
 def _resolve(source: SpecSource) -> ArchSpec:
@@ -515,7 +516,7 @@ class TrainingDashboard:
     """
 
     def __init__(self, specs: Sequence[SpecSource] | None = None, data: str = "synthetic:2000",
-                 recipe: str = "cpu-demo", out: str = "runs/dashboard", iters: int | None = None,
+                 recipe: str | Recipe = "cpu-demo", out: str = "runs/dashboard", iters: int | None = None,
                  device: str = "auto", update_every: float = 1.0):
         sources = list(specs) if specs else ["cifar-plain20", "cifar-resnet20"]
         self._sources: dict[str, SpecSource] = {}
@@ -540,7 +541,13 @@ class TrainingDashboard:
         self.specs = W.SelectMultiple(options=list(self._sources), value=[c for c in dict.fromkeys(chosen)],
                                       description="nets", rows=6)
         self.data = W.Text(value=data, description="data")
-        self.recipe = W.Dropdown(options=list(RECIPES), value=recipe, description="recipe")
+        # a Recipe object (a named one with fields changed) is offered first, as given
+        self._given_recipe = recipe if isinstance(recipe, Recipe) else None
+        options = [(n, n) for n in RECIPES]
+        if self._given_recipe is not None:
+            options.insert(0, (f"{recipe.name}, batch {recipe.batch_size}, {recipe.max_iters} it. (given)", GIVEN))
+        self.recipe = W.Dropdown(options=options, value=GIVEN if self._given_recipe else recipe,
+                                 description="recipe")
         self.iters = W.IntText(value=iters or 0, description="iterations",
                                tooltip="0: the recipe's own number")
         self.out = W.Text(value=str(out), description="out")
@@ -568,8 +575,10 @@ class TrainingDashboard:
         return self.widget._repr_mimebundle_(**kwargs)
 
     # -- what to train ----------------------------------------------------------------------------------
-    def _recipe(self):
+    def _recipe(self) -> Recipe:
         iters = self.iters.value or None
+        if self.recipe.value == GIVEN and self._given_recipe is not None:
+            return (self._given_recipe.with_iters(iters) if iters else self._given_recipe).validate()
         return get_recipe(self.recipe.value, **({"iters": iters} if iters else {}))
 
     def _plan(self) -> list[tuple[ArchSpec, Path]]:

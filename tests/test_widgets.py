@@ -330,3 +330,19 @@ def test_builder_speed_benchmark_runs():
     assert lines[1].startswith("resnet152") and "analytic count" in lines[1]
     assert "edit conv4_x blocks" in lines[2] and "load preset" in lines[3]
     assert "params shown 60,192,808 = count(spec): True" in lines[4]
+
+
+def test_dashboard_trains_a_recipe_object_as_given(tmp_path):
+    from resnet_explorer.recipes import get_recipe
+
+    recipe = get_recipe("test", iters=6, batch_size=16, log_every=3, eval_every=6)
+    d = TrainingDashboard([tiny("cifar-resnet8")], data="synthetic:128", recipe=recipe, out=str(tmp_path), device="cpu")
+    assert d.recipe.value == "(given)" and "batch 16" in d.recipe.label
+    d.start()
+    assert d.wait(120) and d.error is None
+    saved = json.loads((tmp_path / "cifar-resnet8" / "recipe.json").read_text())
+    assert (saved["batch_size"], saved["max_iters"], saved["log_every"]) == (16, 6, 3)
+    d.iters.value = 4  # the iterations box still shortens it
+    assert d._recipe().max_iters == 4 and d._recipe().batch_size == 16
+    d.recipe.value, d.iters.value = "test", 0  # and the named recipes stay available
+    assert d._recipe() == get_recipe("test")
