@@ -201,3 +201,16 @@ def shard(start: int, stop: int, rank: int, world_size: int) -> tuple[int, int]:
     per = -(-(stop - start) // world_size)
     lo = min(stop, start + rank * per)
     return lo, min(stop, lo + per)
+
+
+def is_comm_failure(e: BaseException) -> bool:
+    """Whether ``e`` is a collective that failed because a peer died or hung."""
+    text = str(e)
+    return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and (
+        "gloo" in text or "NCCL" in text or "Connection reset" in text or "timed out" in text.lower()))
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an error message, cut to ``limit`` characters."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return line if len(line) <= limit else line[: limit - 1] + "…"

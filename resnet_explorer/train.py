@@ -305,8 +305,10 @@ def train(
 
     launch = D.launch_env()
     dev = pick_device(device)
-    backend = D.check_launch(launch, dev, dist_backend, sync_bn,
-                             recipe.batch_size if recipe is not None and not resume else None)
+    batch = recipe.batch_size if recipe is not None and not resume else None
+    if resume and launch.enabled and (Path(out) / "recipe.json").is_file():  # fail before joining
+        batch = json.loads((Path(out) / "recipe.json").read_text()).get("batch_size")
+    backend = D.check_launch(launch, dev, dist_backend, sync_bn, batch)
     env, dev = D.setup(launch, dev, backend)
     ok = False
     try:
@@ -314,6 +316,12 @@ def train(
                         seed, progress, should_stop, on_metrics, sync_bn)
         ok = True
         return result
+    except Exception as e:
+        if not (env.enabled and D.is_comm_failure(e)):
+            raise
+        ckpt = Path(out) / "checkpoints" / "last.pt"
+        raise TrainingError(f"another process of the job failed or stopped answering ({D.first_line(e)}); "
+                            f"the last checkpoint is kept in {ckpt} (continue with --resume)") from None
     finally:
         D.teardown(env, ok)
 
