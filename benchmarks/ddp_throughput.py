@@ -9,7 +9,9 @@ worker mode (the row of 1 runs in this process): the engine's own pieces (the re
 `train.Stepper` around DDP; one process runs without DDP, as `train()` does), timed after a
 warm-up. The global batch is the same in every row. On the CPU the cores are shared out:
 each process gets ``--threads / N`` threads (default: all cores), so the rows compare the
-same machine used by one process or split between N.
+same machine used by one process or split between N; ``--threads-per-proc 1`` gives each
+process one core instead (1 core vs N cores). On a loaded machine, several OpenMP threads
+in one process can be much slower than one: the ``threads`` column says which was measured.
 
 With ``--device cuda`` the script also measures, in this process, ResNet-50 at 224x224
 (synthetic tensors already on the GPU, bf16, channels-last) with and without a DDP wrapper
@@ -67,7 +69,7 @@ def worker(args: argparse.Namespace) -> dict:
     launch = D.launch_env()
     device = pick_device(args.device)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, args.threads // launch.world_size))
+        torch.set_num_threads(args.threads_per_proc or max(1, args.threads // launch.world_size))
     env, device = D.setup(launch, device, D.check_launch(launch, device, "auto", False, args.batch))
     accel = Accel.resolve(device)
     torch.manual_seed(0)
@@ -99,6 +101,8 @@ def run_row(args: argparse.Namespace, procs: int) -> dict:
            "--threads", str(args.threads), "--device", args.device]
     if args.width:
         cmd += ["--width", str(args.width)]
+    if args.threads_per_proc:
+        cmd += ["--threads-per-proc", str(args.threads_per_proc)]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     lines = [line for line in r.stdout.splitlines() if line.startswith(RESULT)]
     if r.returncode != 0 or not lines:
@@ -154,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--images", type=int, default=5000, help="synthetic training images")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads shared by the processes")
+    p.add_argument("--threads-per-proc", type=int,
+                   help="CPU threads of each process instead (e.g. 1: one core per process)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda (one GPU per process, + the DDP overhead rows)")
     p.add_argument("--gpu-batch", type=int, default=128, help="the ResNet-50 batch of the overhead rows")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

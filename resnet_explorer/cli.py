@@ -176,6 +176,11 @@ def _ints(text: str | None, what: str, example: str = "20,56") -> list[int] | No
 def _run_experiment_and_report(args, name, plans, notes) -> int:
     from .experiments import experiment_runs, run_experiment
     from .report import degradation_summary, summary_text, write_report
+    from .distributed import launch_env
+
+    if launch_env().enabled:
+        raise SpecError(f"{name} runs in one process, not under torchrun: train one of its nets on "
+                        "several processes with resnet-explorer train (see docs/distributed.md)")
 
     exp_dir = run_experiment(name, plans, args.data, args.out, device=args.device, amp=args.amp,
                              channels_last=args.channels_last, compile=args.compile,

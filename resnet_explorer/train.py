@@ -521,7 +521,7 @@ def _train(env, dev: torch.device, spec: ArchSpec | None, data: Any, recipe: Rec
                 if it % recipe.log_every == 0 or last:
                     flush()
                     log_train(lr)
-                    if recipe.log_grad_norms:
+                    if recipe.log_grad_norms and env.is_main:
                         emit({"kind": "grad", "iter": it, "norms": step.grad_norms()})
                 if it % recipe.eval_every == 0 or last:
                     log_eval(lr)

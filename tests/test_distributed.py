@@ -126,6 +126,14 @@ def test_bad_distributed_launch_is_one_line(tmp_path, capsys, monkeypatch, args,
     assert not (tmp_path / "r").exists()
 
 
+def test_experiments_refuse_torchrun(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["demo", "--iters", "1", "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "degradation runs in one process, not under torchrun" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "d").exists()
+
+
 def test_resume_on_a_world_size_that_does_not_divide_the_batch_keeps_the_run(tmp_path, capsys, monkeypatch):
     run = tmp_path / "r"
     assert main(["train", "--arch", "cifar-resnet8", "--data", "synthetic:256", "--recipe", "test",
