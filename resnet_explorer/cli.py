@@ -174,9 +174,9 @@ def _ints(text: str | None, what: str, example: str = "20,56") -> list[int] | No
 
 
 def _run_experiment_and_report(args, name, plans, notes) -> int:
+    from .distributed import launch_env
     from .experiments import experiment_runs, run_experiment
     from .report import degradation_summary, summary_text, write_report
-    from .distributed import launch_env
 
     if launch_env().enabled:
         raise SpecError(f"{name} runs in one process, not under torchrun: train one of its nets on "
