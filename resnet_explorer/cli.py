@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -114,6 +115,7 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import launch_env
     from .train import train
 
     if args.resume:
@@ -130,8 +132,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(
         spec, args.data, recipe, out, device=args.device, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, resume=args.resume,
-        seed=args.seed, progress=not args.quiet,
+        seed=args.seed, progress=not args.quiet, sync_bn=args.sync_bn, dist_backend=args.dist_backend,
     )
+    if not launch_env().is_main:
+        return 0  # under torchrun, rank 0 alone reports
     ev = result.last_eval or {}
     summary = f"{result.run_dir}: {result.iteration} iterations"
     if ev:
@@ -170,8 +174,13 @@ def _ints(text: str | None, what: str, example: str = "20,56") -> list[int] | No
 
 
 def _run_experiment_and_report(args, name, plans, notes) -> int:
+    from .distributed import launch_env
     from .experiments import experiment_runs, run_experiment
     from .report import degradation_summary, summary_text, write_report
+
+    if launch_env().enabled:
+        raise SpecError(f"{name} runs in one process, not under torchrun: train one of its nets on "
+                        "several processes with resnet-explorer train (see docs/distributed.md)")
 
     exp_dir = run_experiment(name, plans, args.data, args.out, device=args.device, amp=args.amp,
                              channels_last=args.channels_last, compile=args.compile,
@@ -267,7 +276,12 @@ def make_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=cmd_info)
 
-    tr = sub.add_parser("train", help="train a network (a run directory, resumable)")
+    tr = sub.add_parser(
+        "train", help="train a network (a run directory, resumable)",
+        description="Train a network into a run directory. The same command runs data-parallel on "
+                    "several GPUs or machines under torchrun, e.g. torchrun --nproc_per_node=4 "
+                    "--no-python resnet-explorer train ... (the recipe's batch is split across the "
+                    "processes; see docs/distributed.md).")
     tr.add_argument("--arch", help="a net name (cifar-resnet56 …) or a spec .json file")
     tr.add_argument("--plain", action="store_true", help="the plain twin (no shortcuts)")
     tr.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option")
@@ -291,6 +305,10 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--sync-bn", action="store_true",
+                    help="under torchrun on GPUs: BatchNorm statistics over the whole global batch")
+    tr.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
+                    help="under torchrun: the torch.distributed backend (auto: nccl on GPUs, gloo on CPUs)")
     tr.set_defaults(func=cmd_train, input=None, classes=None)
 
     ev = sub.add_parser("eval", help="test error of runs or checkpoints (several: an ensemble)")
@@ -338,10 +356,17 @@ def make_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[Exception], ...]:
     """The errors that mean bad input or a run that cannot go on: one line, exit 2."""
     from .data import DataError
+    from .distributed import DistributedError
     from .evaluate import EvalError
     from .train import TrainingError
 
-    return SpecError, DataError, EvalError, TrainingError
+    return SpecError, DataError, EvalError, TrainingError, DistributedError
+
+
+def _rank_prefix() -> str:
+    """``"rank R: "`` in a process of a torchrun job with several processes, else ``""``."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
+    return f"rank {rank}: " if world.isdigit() and int(world) > 1 else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise
-        print(f"resnet-explorer: error: {e}", file=sys.stderr)
+        print(f"resnet-explorer: error: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
 
 
