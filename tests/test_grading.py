@@ -270,7 +270,8 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
     (tmp_path / "x.ipynb").write_text("{}")
     assert main(["grade", str(tmp_path), "--assignment", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip().endswith("resnet_basics.ipynb is missing") is False
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path} is not an assignment folder: {tmp_path.name}.ipynb is missing" in err
     bad = tmp_path / "bad.ipynb"
     bad.write_text("not json")
     assert main(["assign", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
