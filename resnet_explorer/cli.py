@@ -256,6 +256,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_experiment_and_report(args, "degradation", degradation(depths, recipe, width), notes)
 
 
+def cmd_assign(args: argparse.Namespace) -> int:
+    from .grading.assign import make_student_version
+
+    print(make_student_version(args.assignment, args.out))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from .grading.grade import format_table, grade_folder, write_report
+    from .grading.sandbox import Limits
+
+    limits = Limits(wall_s=args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb)
+    report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed)
+    csv_path, json_path = write_report(report, args.out)
+    print(format_table(report))
+    print(f"scores: {csv_path} (details: {json_path})")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="resnet-explorer",
@@ -348,6 +367,22 @@ def make_parser() -> argparse.ArgumentParser:
     run_options(demo)
     demo.set_defaults(func=cmd_demo)
 
+    asg = sub.add_parser("assign", help="course assignments: the student notebook from a solution notebook")
+    asg.add_argument("assignment", help="the instructor folder, e.g. assignments/instructor/resnet_basics")
+    asg.add_argument("--out", help="student folder (default: the matching assignments/student/NAME)")
+    asg.set_defaults(func=cmd_assign)
+
+    grd = sub.add_parser("grade", help="grade a folder of submitted notebooks (sandboxed) into a score table")
+    grd.add_argument("submissions", help="folder of submitted .ipynb files")
+    grd.add_argument("--assignment", required=True, help="the instructor folder (solution, probes, hidden tests)")
+    grd.add_argument("--out", default="scores.csv", help="score table (.csv; the .json beside it has details)")
+    grd.add_argument("--jobs", type=int, default=2, help="submissions graded at once")
+    grd.add_argument("--timeout", type=float, default=300, help="wall and CPU seconds per submission")
+    grd.add_argument("--memory-mb", type=int, default=6144,
+                     help="address-space limit per submission (torch alone maps ~3.3 GB)")
+    grd.add_argument("--seed", type=int, help="the test inputs' seed (default: random, chosen now)")
+    grd.set_defaults(func=cmd_grade)
+
     tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, ours beside published")
     tables.set_defaults(func=cmd_tables)
     return p
@@ -358,9 +393,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .data import DataError
     from .distributed import DistributedError
     from .evaluate import EvalError
+    from .grading.grade import GradingError
     from .train import TrainingError
 
-    return SpecError, DataError, EvalError, TrainingError, DistributedError
+    return SpecError, DataError, EvalError, TrainingError, DistributedError, GradingError
 
 
 def _rank_prefix() -> str:
