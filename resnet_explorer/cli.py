@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -114,6 +115,7 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .distributed import launch_env
     from .train import train
 
     if args.resume:
@@ -130,8 +132,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(
         spec, args.data, recipe, out, device=args.device, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, resume=args.resume,
-        seed=args.seed, progress=not args.quiet,
+        seed=args.seed, progress=not args.quiet, sync_bn=args.sync_bn, dist_backend=args.dist_backend,
     )
+    if not launch_env().is_main:
+        return 0  # under torchrun, rank 0 alone reports
     ev = result.last_eval or {}
     summary = f"{result.run_dir}: {result.iteration} iterations"
     if ev:
@@ -170,8 +174,13 @@ def _ints(text: str | None, what: str, example: str = "20,56") -> list[int] | No
 
 
 def _run_experiment_and_report(args, name, plans, notes) -> int:
+    from .distributed import launch_env
     from .experiments import experiment_runs, run_experiment
     from .report import degradation_summary, summary_text, write_report
+
+    if launch_env().enabled:
+        raise SpecError(f"{name} runs in one process, not under torchrun: train one of its nets on "
+                        "several processes with resnet-explorer train (see docs/distributed.md)")
 
     exp_dir = run_experiment(name, plans, args.data, args.out, device=args.device, amp=args.amp,
                              channels_last=args.channels_last, compile=args.compile,
@@ -247,6 +256,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_experiment_and_report(args, "degradation", degradation(depths, recipe, width), notes)
 
 
+def cmd_assign(args: argparse.Namespace) -> int:
+    from .grading.assign import make_student_version
+
+    print(make_student_version(args.assignment, args.out))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from .grading.grade import format_table, grade_folder, write_report
+    from .grading.sandbox import Limits
+
+    limits = Limits(wall_s=args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb)
+    report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed)
+    csv_path, json_path = write_report(report, args.out)
+    print(format_table(report))
+    print(f"scores: {csv_path} (details: {json_path})")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="resnet-explorer",
@@ -267,7 +295,12 @@ def make_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=cmd_info)
 
-    tr = sub.add_parser("train", help="train a network (a run directory, resumable)")
+    tr = sub.add_parser(
+        "train", help="train a network (a run directory, resumable)",
+        description="Train a network into a run directory. The same command runs data-parallel on "
+                    "several GPUs or machines under torchrun, e.g. torchrun --nproc_per_node=4 "
+                    "--no-python resnet-explorer train ... (the recipe's batch is split across the "
+                    "processes; see docs/distributed.md).")
     tr.add_argument("--arch", help="a net name (cifar-resnet56 …) or a spec .json file")
     tr.add_argument("--plain", action="store_true", help="the plain twin (no shortcuts)")
     tr.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option")
@@ -291,6 +324,10 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--sync-bn", action="store_true",
+                    help="under torchrun on GPUs: BatchNorm statistics over the whole global batch")
+    tr.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
+                    help="under torchrun: the torch.distributed backend (auto: nccl on GPUs, gloo on CPUs)")
     tr.set_defaults(func=cmd_train, input=None, classes=None)
 
     ev = sub.add_parser("eval", help="test error of runs or checkpoints (several: an ensemble)")
@@ -330,6 +367,22 @@ def make_parser() -> argparse.ArgumentParser:
     run_options(demo)
     demo.set_defaults(func=cmd_demo)
 
+    asg = sub.add_parser("assign", help="course assignments: the student notebook from a solution notebook")
+    asg.add_argument("assignment", help="the instructor folder, e.g. assignments/instructor/resnet_basics")
+    asg.add_argument("--out", help="student folder (default: the matching assignments/student/NAME)")
+    asg.set_defaults(func=cmd_assign)
+
+    grd = sub.add_parser("grade", help="grade a folder of submitted notebooks (sandboxed) into a score table")
+    grd.add_argument("submissions", help="folder of submitted .ipynb files")
+    grd.add_argument("--assignment", required=True, help="the instructor folder (solution, probes, hidden tests)")
+    grd.add_argument("--out", default="scores.csv", help="score table (.csv; the .json beside it has details)")
+    grd.add_argument("--jobs", type=int, default=2, help="submissions graded at once")
+    grd.add_argument("--timeout", type=float, default=300, help="wall and CPU seconds per submission")
+    grd.add_argument("--memory-mb", type=int, default=6144,
+                     help="address-space limit per submission (torch alone maps ~3.3 GB)")
+    grd.add_argument("--seed", type=int, help="the test inputs' seed (default: random, chosen now)")
+    grd.set_defaults(func=cmd_grade)
+
     tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, ours beside published")
     tables.set_defaults(func=cmd_tables)
     return p
@@ -338,10 +391,18 @@ def make_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[Exception], ...]:
     """The errors that mean bad input or a run that cannot go on: one line, exit 2."""
     from .data import DataError
+    from .distributed import DistributedError
     from .evaluate import EvalError
+    from .grading.grade import GradingError
     from .train import TrainingError
 
-    return SpecError, DataError, EvalError, TrainingError
+    return SpecError, DataError, EvalError, TrainingError, DistributedError, GradingError
+
+
+def _rank_prefix() -> str:
+    """``"rank R: "`` in a process of a torchrun job with several processes, else ``""``."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
+    return f"rank {rank}: " if world.isdigit() and int(world) > 1 else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if not isinstance(e, _user_errors()):
             raise
-        print(f"resnet-explorer: error: {e}", file=sys.stderr)
+        print(f"resnet-explorer: error: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
 
 

@@ -65,6 +65,8 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from .distributed import shard
+
 # --------------------------------------------------------------------------------------
 # Sources
 # --------------------------------------------------------------------------------------
@@ -633,13 +635,17 @@ class GpuCifarLoader:
     are identical on any device and batch k of an epoch can be replayed alone:
     ``set_epoch(e, start_batch=k)`` resumes mid-epoch. Iterating a whole epoch moves on
     to the next one, so calling ``set_epoch`` is optional.
+
+    With ``world_size`` > 1 (data-parallel training) ``batch_size`` is the global batch:
+    every rank draws the same plan and yields only its contiguous slice (``rank``) of each
+    batch, so the ranks together see exactly what one process sees.
     """
 
     def __init__(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: str | torch.device,
         train: bool, mean: torch.Tensor, seed: int = 0, augment: bool = True,
         channels_last: bool = False, dtype: torch.dtype = torch.float32,
-        std: torch.Tensor | None = None, pad: int = 4,
+        std: torch.Tensor | None = None, pad: int = 4, rank: int = 0, world_size: int = 1,
     ):
         if x.dtype != torch.uint8 or x.dim() != 4:
             raise ValueError(f"x must be a uint8 N×C×H×W tensor, got {x.dtype} {tuple(x.shape)}")
@@ -647,6 +653,7 @@ class GpuCifarLoader:
             raise ValueError(f"{x.shape[0]} images but {y.shape[0]} labels")
         self.device = torch.device(device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.rank, self.world_size = rank, world_size
         self.augment = train and augment
         self.drop_last = train
         self.channels_last, self.dtype = channels_last, dtype
@@ -702,8 +709,10 @@ class GpuCifarLoader:
         """The batches of one epoch from ``start_batch`` on; leaves the loader's state alone."""
         order, offsets, flips = (t.to(self.device) for t in self.epoch_plan(epoch))
         for k in range(start_batch, len(self)):
-            sl = slice(k * self.batch_size, min((k + 1) * self.batch_size, self.num_samples))
-            yield self._batch(order[sl], offsets[sl], flips[sl])
+            lo, hi = shard(k * self.batch_size, min((k + 1) * self.batch_size, self.num_samples),
+                           self.rank, self.world_size)
+            if lo < hi:  # an evaluation batch may leave the last ranks nothing
+                yield self._batch(order[lo:hi], offsets[lo:hi], flips[lo:hi])
 
     def _batch(
         self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor
@@ -857,12 +866,18 @@ class _SeededDataset(Dataset):
 
 
 class _EpochBatchSampler(Sampler):
-    """Batches of (index, seed) pairs for one epoch, from (seed, epoch); can start mid-epoch."""
+    """Batches of (index, seed) pairs for one epoch, from (seed, epoch); can start mid-epoch.
+
+    With ``world_size`` > 1, ``batch_size`` is the global batch and this rank's batches are
+    its contiguous slices of the global batches (the same order and seeds on every rank)."""
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
-                 sampler: Sampler | None = None):
+                 sampler: Sampler | None = None, rank: int = 0, world_size: int = 1):
+        if sampler is not None and world_size > 1:
+            raise ValueError("give either a sampler (e.g. a DistributedSampler) or rank/world_size, not both")
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.seed, self.sampler = seed, sampler
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start_batch = 0, 0
 
     def _count(self) -> int:
@@ -887,8 +902,10 @@ class _EpochBatchSampler(Sampler):
             order = list(range(self.n))
         seeds = torch.randint(0, 2**62, (len(order),), generator=g).tolist()
         for k in range(self.start_batch, self.batches_per_epoch()):
-            lo, hi = k * self.batch_size, min((k + 1) * self.batch_size, len(order))
-            yield list(zip(order[lo:hi], seeds[lo:hi]))
+            lo, hi = shard(k * self.batch_size, min((k + 1) * self.batch_size, len(order)),
+                           self.rank, self.world_size)
+            if lo < hi:
+                yield list(zip(order[lo:hi], seeds[lo:hi]))
 
 
 class ImageNetLoader:
@@ -898,12 +915,15 @@ class ImageNetLoader:
     position in the epoch), so batches do not depend on the number of workers and a
     resumed run (``set_epoch(e, start_batch=k)``) replays them. A DistributedSampler (or
     any sampler) may replace the built-in shuffle; its ``set_epoch`` is called for you.
+    The trainer shards with ``rank``/``world_size`` instead (each rank its slice of the
+    single-process global batches), which keeps N ranks equal to one process.
     """
 
     def __init__(
         self, dataset: Dataset, transform: Any, batch_size: int, device: str | torch.device,
         train: bool, seed: int = 0, workers: int = 8, sampler: Sampler | None = None,
         channels_last: bool = False, dtype: torch.dtype = torch.float32,
+        rank: int = 0, world_size: int = 1,
     ):
         self.device = torch.device(device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
@@ -911,7 +931,8 @@ class ImageNetLoader:
         self.channels_last, self.dtype = channels_last, dtype
         self.epoch, self._start = 0, 0
         self.num_samples = len(dataset)  # type: ignore[arg-type]
-        self.batch_sampler = _EpochBatchSampler(self.num_samples, batch_size, train, train, seed, sampler)
+        self.batch_sampler = _EpochBatchSampler(self.num_samples, batch_size, train, train, seed, sampler,
+                                                rank, world_size)
         self.loader = DataLoader(
             _SeededDataset(dataset, transform), batch_sampler=self.batch_sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
@@ -942,7 +963,7 @@ def make_imagenet_loader(
     seed: int = 0, workers: int = 8, sampler: Sampler | None = None,
     mean: Sequence[float] | torch.Tensor | None = None, channels_last: bool = False,
     dtype: torch.dtype = torch.float32, ten_crops: bool = False, std: Sequence[float] | None = None,
-    augment: bool = True,
+    augment: bool = True, rank: int = 0, world_size: int = 1,
 ) -> ImageNetLoader:
     """A loader over ``root/<split>/<wnid>/*`` (torchvision ImageFolder) with the paper's
     train transform (``train`` and ``augment``) or test transform. ``ten_crops`` makes
@@ -957,7 +978,8 @@ def make_imagenet_loader(
     else:
         transform = imagenet_eval_transform(mean, ten_crops=ten_crops, std=std)
     return ImageNetLoader(
-        ImageFolder(folder), transform, batch_size, device, train, seed, workers, sampler, channels_last, dtype
+        ImageFolder(folder), transform, batch_size, device, train, seed, workers, sampler, channels_last, dtype,
+        rank, world_size,
     )
 
 
@@ -987,12 +1009,14 @@ def make_loaders(
     val_split: int | None = None, augment: bool = True, channels_last: bool = False,
     *, dtype: torch.dtype = torch.float32, normalize_std: bool = False,
     eval_batch_size: int | None = None, workers: int = 8, sampler: Sampler | None = None,
+    rank: int = 0, world_size: int = 1,
 ) -> tuple[GpuCifarLoader | ImageNetLoader, GpuCifarLoader | ImageNetLoader, dict[str, Any]]:
     """The training and evaluation loaders for a source, and a JSON-ready ``info`` dict.
 
     With ``val_split`` (CIFAR-style sources only) that many training images are held out
     and become the evaluation set (the paper's 45k/5k split); otherwise the test split is
-    evaluated. The mean is computed on the images actually trained on.
+    evaluated. The mean is computed on the images actually trained on. With ``world_size``
+    > 1 both loaders yield rank ``rank``'s slice of each (global) batch.
     """
     eval_batch_size = eval_batch_size or batch_size
     info: dict[str, Any] = {"data": source.to_dict(), "val_split": val_split}
@@ -1000,7 +1024,8 @@ def make_loaders(
         if val_split:
             raise DataError("val_split applies to CIFAR-style sources; ImageNet evaluates on val/")
         std = IMAGENET_STD if normalize_std else None
-        common = dict(seed=seed, workers=workers, channels_last=channels_last, dtype=dtype, std=std)
+        common = dict(seed=seed, workers=workers, channels_last=channels_last, dtype=dtype, std=std,
+                      rank=rank, world_size=world_size)
         train = make_imagenet_loader(source.path, "train", batch_size, device, True, sampler=sampler,
                                      augment=augment, **common)
         test = make_imagenet_loader(source.path, "val", eval_batch_size, device, False, **common)
@@ -1017,10 +1042,11 @@ def make_loaders(
         eval_split = "val"
     mean = pixel_mean(train_x)
     std = channel_std(train_x) if normalize_std else None
+    shards = dict(rank=rank, world_size=world_size)
     train = GpuCifarLoader(train_x, train_y, batch_size, device, True, mean, seed, augment,
-                           channels_last, dtype, std)
+                           channels_last, dtype, std, **shards)
     test = GpuCifarLoader(test_x, test_y, eval_batch_size, device, False, mean, seed, False,
-                          channels_last, dtype, std)
+                          channels_last, dtype, std, **shards)
     info.update(
         train_size=int(train_x.shape[0]), eval_size=int(test_x.shape[0]), eval_split=eval_split,
         mean=[round(v, 6) for v in mean.mean((1, 2)).tolist()],  # the mean image's average colour

@@ -66,6 +66,17 @@ def errors(probs: torch.Tensor, labels: torch.Tensor, topk: int = 5) -> dict[str
     return out
 
 
+def error_sums(probs: torch.Tensor, labels: torch.Tensor, topk: int = 5) -> dict[str, float]:
+    """What `errors` averages, as sums with the image ``count`` (to add up over shards)."""
+    n = labels.numel()
+    loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item() if n else 0.0
+    top = probs.topk(min(topk, probs.shape[1]), dim=1).indices
+    out = {"loss": loss, "error": float((top[:, 0] != labels).sum().item())}
+    if probs.shape[1] > 2 * topk:
+        out[f"top{topk}_error"] = float((~(top == labels[:, None]).any(1)).sum().item())
+    return {**out, "count": float(n)}
+
+
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, accel=None) -> dict[str, float]:
     """Loss, top-1 (and top-5) error of one model over a loader."""
     return errors(*predict(model, loader, device, accel))

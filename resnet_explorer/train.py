@@ -144,14 +144,16 @@ class Stepper:
     """One SGD step with the chosen helpers: autocast, grad scaling (fp16), compiled model.
 
     Returns the loss and logits still on the device, so the loop never waits for the GPU.
+    ``forward`` is the module to call when it is not ``model`` itself (DDP around ``model``).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, accel: Accel,
-                 device: torch.device):
+                 device: torch.device, forward: nn.Module | None = None):
         self.model, self.optimizer, self.accel, self.device = model, optimizer, accel, device
         self.scaler = torch.amp.GradScaler("cuda", enabled=accel.amp == "fp16")
-        self.compiled = model if accel.compile == "off" else torch.compile(
-            model, mode=None if accel.compile == "default" else accel.compile)
+        net = model if forward is None else forward
+        self.compiled = net if accel.compile == "off" else torch.compile(
+            net, mode=None if accel.compile == "default" else accel.compile)
         self.criterion = nn.CrossEntropyLoss()
 
     def grad_norms(self) -> dict[str, float]:
@@ -283,6 +285,8 @@ def train(
     progress: bool = True,
     should_stop: Callable[[int], bool] | None = None,
     on_metrics: Callable[[dict], None] | None = None,
+    sync_bn: bool = False,
+    dist_backend: str = "auto",
 ) -> RunResult:
     """Train ``spec`` on ``data`` (a `DataSource` or a ``--data`` string) with ``recipe``.
 
@@ -291,10 +295,41 @@ def train(
     ``should_stop(iteration)`` is asked after each iteration: when it says yes, a
     checkpoint is written and the run returns unfinished. ``on_metrics`` receives every
     metrics line as it is written (for live plots).
-    """
-    from .data import DataSource, make_loaders, parse_data
 
-    run_dir = Path(out)
+    Started by ``torchrun`` with ``WORLD_SIZE`` > 1, the run is data-parallel
+    (`resnet_explorer.distributed`): DDP over ``dist_backend`` (auto: NCCL on GPUs, gloo on
+    CPUs), the recipe's batch split across the ranks, ``sync_bn`` for BatchNorm statistics
+    over the whole batch (GPUs only); rank 0 alone writes the run directory.
+    """
+    from . import distributed as D
+
+    launch = D.launch_env()
+    dev = pick_device(device)
+    batch = recipe.batch_size if recipe is not None and not resume else None
+    if resume and launch.enabled and (Path(out) / "recipe.json").is_file():  # fail before joining
+        batch = json.loads((Path(out) / "recipe.json").read_text()).get("batch_size")
+    backend = D.check_launch(launch, dev, dist_backend, sync_bn, batch)
+    env, dev = D.setup(launch, dev, backend)
+    ok = False
+    try:
+        result = _train(env, dev, spec, data, recipe, Path(out), amp, channels_last, compile, resume,
+                        seed, progress, should_stop, on_metrics, sync_bn)
+        ok = True
+        return result
+    except Exception as e:
+        if not (env.enabled and D.is_comm_failure(e)):
+            raise
+        ckpt = Path(out) / "checkpoints" / "last.pt"
+        raise TrainingError(f"another process of the job failed or stopped answering ({D.first_line(e)}); "
+                            f"the last checkpoint is kept in {ckpt} (continue with --resume)") from None
+    finally:
+        D.teardown(env, ok)
+
+
+def _open_run(run_dir: Path, resume: bool, spec: ArchSpec | None, recipe: Recipe | None, data: Any,
+              seed: int) -> tuple[ArchSpec | None, Recipe | None, Any, int, dict | None]:
+    """Check ``run_dir`` for a new run or a resume; for a resume, the saved configuration and
+    the checkpoint's state."""
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     state = None
     if resume:
@@ -313,22 +348,47 @@ def train(
     elif (run_dir / "metrics.jsonl").exists() or ckpt_path.exists():
         raise TrainingError(f"{run_dir} already holds a run: continue it with --resume, "
                             "or choose a new --out directory")
+    return spec, recipe, data, seed, state
+
+
+def _train(env, dev: torch.device, spec: ArchSpec | None, data: Any, recipe: Recipe | None,
+           run_dir: Path, amp: str, channels_last: bool | None, compile: str | bool, resume: bool,
+           seed: int, progress: bool, should_stop: Callable[[int], bool] | None,
+           on_metrics: Callable[[dict], None] | None, sync_bn: bool) -> RunResult:
+    """`train` once the process group (if any) is joined: ``env`` says which rank this is."""
+    from . import distributed as D
+    from .data import DataSource, make_loaders, mix_seed, parse_data
+
+    ckpt_path = run_dir / "checkpoints" / "last.pt"
+    if env.enabled:  # rank 0 reads the run directory; every rank then fails, or goes on, alike
+        opened: Any = None
+        if env.is_main:
+            try:
+                opened = _open_run(run_dir, resume, spec, recipe, data, seed)
+            except TrainingError as e:
+                opened = str(e)
+        opened = D.broadcast_object(env, opened)
+        if isinstance(opened, str):
+            raise TrainingError(opened)
+    else:
+        opened = _open_run(run_dir, resume, spec, recipe, data, seed)
+    spec, recipe, data, seed, state = opened
     if spec is None or recipe is None or data is None:
         raise TrainingError("a new run needs an architecture, a dataset and a recipe")
     spec.validate()
     recipe.validate()
-    dev = pick_device(device)
+    D.check_divisible(recipe.batch_size, env.world_size)
     accel = Accel.resolve(dev, amp, channels_last, compile)
     source: DataSource = parse_data(data) if isinstance(data, str) else data
     if source.num_classes != spec.num_classes:
         spec = spec.replace(num_classes=source.num_classes)
 
     torch.manual_seed(seed)
-    model = accel.prepare(build(spec), dev)
+    model = accel.prepare(D.convert_sync_bn(build(spec), env, sync_bn), dev)
     train_loader, eval_loader, data_info = make_loaders(
         source, recipe.batch_size, dev, seed, val_split=recipe.val_split,
         augment=recipe.augment, channels_last=accel.channels_last,
-        eval_batch_size=max(recipe.batch_size, 500),
+        eval_batch_size=max(recipe.batch_size, 500), rank=env.rank, world_size=env.world_size,
     )
     if len(train_loader) == 0:
         raise TrainingError(f"the training set has {data_info['train_size']} images, fewer than one "
@@ -336,7 +396,6 @@ def train(
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     schedule = LRSchedule(recipe, warmup=spec.depth >= recipe.warmup_min_depth)
-    step = Stepper(model, optimizer, accel, dev)
 
     loss_acc = torch.zeros((), device=dev)  # summed on the device: no sync per iteration
     wrong_acc = torch.zeros((), device=dev, dtype=torch.long)
@@ -347,38 +406,51 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        step.scaler.load_state_dict(state["scaler"])
         pos = {k: state[k] for k in pos}
         window, last_eval = state["window"], state["last_eval"]
-        loss_acc.copy_(state["acc"][0])
-        wrong_acc.copy_(state["acc"][1])
+        if env.is_main:  # the saved sums are over all ranks: one rank carries them on
+            loss_acc.copy_(state["acc"][0])
+            wrong_acc.copy_(state["acc"][1])
         _set_rng_state(state["rng"])
-        _truncate_metrics(run_dir, pos["iteration"])
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "spec.json", spec.to_dict())
-        write_json(run_dir / "recipe.json", recipe.to_dict())
-        write_json(run_dir / "data.json", {**data_info, "arg": data if isinstance(data, str) else None})
-    write_json(run_dir / "env.json", {**environment(dev, accel), "seed": seed})
+    if env.rank > 0:  # dropout masks differ between ranks, as between the images of a batch
+        torch.manual_seed(mix_seed("rank", seed, env.rank, pos["iteration"]))
+    step = Stepper(model, optimizer, accel, dev, forward=D.wrap(model, env, dev))
+    if state is not None:
+        step.scaler.load_state_dict(state["scaler"])
+    if env.is_main:
+        if state is not None:
+            _truncate_metrics(run_dir, pos["iteration"])
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "spec.json", spec.to_dict())
+            write_json(run_dir / "recipe.json", recipe.to_dict())
+            write_json(run_dir / "data.json", {**data_info, "arg": data if isinstance(data, str) else None})
+        write_json(run_dir / "env.json", {**environment(dev, accel), "seed": seed, "distributed": {
+            **env.to_dict(), "sync_bn": sync_bn and env.enabled,
+            "batch_per_rank": recipe.batch_size // env.world_size}})
     start_wall = time.perf_counter() - (state or {}).get("wall_time", 0.0)
     batches = len(train_loader)
     clock = {"t0": time.perf_counter()}
 
     def emit(row: dict) -> None:
+        if metrics_file is None:
+            return
         metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
         if on_metrics:
             on_metrics(row)
 
     def flush() -> None:
-        """Move the device-side accumulators into the window; stop on a NaN/inf loss."""
+        """Move the device-side accumulators (summed over the ranks) into the window; stop on
+        a NaN/inf loss (every rank sees the same sums, so every rank stops)."""
         if dev.type == "cuda":
             torch.cuda.synchronize()
+        sums = D.all_reduce_sum(env, torch.stack([loss_acc.double(), wrong_acc.double()])).tolist()
         now = time.perf_counter()
         window["time"] += now - clock["t0"]
         clock["t0"] = now
-        window["loss"] += loss_acc.item()
-        window["wrong"] += int(wrong_acc.item())
+        window["loss"] += sums[0]
+        window["wrong"] += int(sums[1])
         loss_acc.zero_()
         wrong_acc.zero_()
         if not math.isfinite(window["loss"]):
@@ -404,7 +476,11 @@ def train(
     def log_eval(lr: float) -> None:
         nonlocal last_eval
         t = time.perf_counter()
-        ev = evaluate(model, eval_loader, dev, accel)
+        if env.enabled:
+            D.broadcast_buffers(env, model)  # evaluate rank 0's model, the one that is saved
+            ev = _evaluate_ranks(env, model, eval_loader, dev, accel, spec.num_classes)
+        else:
+            ev = evaluate(model, eval_loader, dev, accel)
         schedule.observe_eval_error(ev["error"])
         last_eval = {"iter": pos["iteration"], **ev}
         emit({"kind": "eval", "iter": pos["iteration"], "epoch": epoch_now(), "lr": lr,
@@ -412,17 +488,20 @@ def train(
         clock["t0"] += time.perf_counter() - t  # evaluation is not training time
 
     def checkpoint() -> None:
+        acc = (D.all_reduce_sum(env, loss_acc).cpu(), D.all_reduce_sum(env, wrong_acc).cpu())
+        if not env.is_main:
+            return
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "scaler": step.scaler.state_dict(), **pos,
-            "window": window, "acc": (loss_acc.cpu(), wrong_acc.cpu()), "rng": _rng_state(),
+            "window": window, "acc": acc, "rng": _rng_state(),
             "last_eval": last_eval,
             "wall_time": time.perf_counter() - start_wall, "spec": spec.to_dict(),
             "recipe": recipe.to_dict(), "seed": seed,
         })
 
-    metrics_file = open(run_dir / "metrics.jsonl", "a")
-    bar = _progress(progress, recipe.max_iters, pos["iteration"], spec.name)
+    metrics_file = open(run_dir / "metrics.jsonl", "a") if env.is_main else None
+    bar = _progress(progress and env.is_main, recipe.max_iters, pos["iteration"], spec.name)
     model.train()
     try:
         while pos["iteration"] < recipe.max_iters:
@@ -433,7 +512,7 @@ def train(
                 loss, logits = step(x, y, lr)
                 loss_acc += loss * y.numel()
                 wrong_acc += (logits.argmax(1) != y).sum()
-                window["seen"] += y.numel()
+                window["seen"] += y.numel() * env.world_size  # every rank's slice is equal
                 pos["iteration"] += 1
                 pos["batch_in_epoch"] += 1
                 if pos["batch_in_epoch"] == batches:
@@ -442,12 +521,14 @@ def train(
                 if it % recipe.log_every == 0 or last:
                     flush()
                     log_train(lr)
-                    if recipe.log_grad_norms:
+                    if recipe.log_grad_norms and env.is_main:
                         emit({"kind": "grad", "iter": it, "norms": step.grad_norms()})
                 if it % recipe.eval_every == 0 or last:
                     log_eval(lr)
                 stop = not last and should_stop is not None and should_stop(it)
-                if stop and not torch.isfinite(loss_acc):
+                if should_stop is not None:
+                    stop = D.any_rank(env, stop, dev)  # all ranks stop at the same iteration
+                if stop and not torch.isfinite(D.all_reduce_sum(env, loss_acc)):
                     flush()  # raises: never checkpoint a diverged model
                 if it % recipe.checkpoint_every == 0 or last or stop:
                     checkpoint()
@@ -463,8 +544,27 @@ def train(
         ) from None
     finally:
         bar.close()
-        metrics_file.close()
+        if metrics_file is not None:
+            metrics_file.close()
     return RunResult(run_dir, pos["iteration"], True, last_eval)
+
+
+def _evaluate_ranks(env, model: nn.Module, loader: Any, dev: torch.device, accel: Accel,
+                    num_classes: int) -> dict[str, float]:
+    """`evaluate` over the ranks' shards of the evaluation set: sums all-reduced, then divided."""
+    from . import distributed as D
+    from .evaluate import EvalError, error_sums, predict
+
+    try:
+        probs, labels = predict(model, loader, dev, accel)
+    except EvalError:  # this rank's shard is empty
+        probs, labels = torch.zeros(0, num_classes), torch.zeros(0, dtype=torch.long)
+    sums = error_sums(probs, labels)
+    keys = list(sums)
+    total = D.all_reduce_sum(env, torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=dev))
+    total = dict(zip(keys, total.tolist()))
+    n = total.pop("count")
+    return {k: v / n for k, v in total.items()}
 
 
 def _empty_window() -> dict:

@@ -148,6 +148,7 @@ class ArchitectureBuilder(W.VBox):
         self.add_stage_button = W.Button(description="+ stage", layout=narrow)
         self.remove_stage_button = W.Button(description="− stage", layout=narrow)
         self.stage_controls: dict[str, StageControls] = {}
+        self._row_widgets: list[W.Widget] = []  # the stage rows' wrappers, closed when redrawn
         self.stage_box = W.VBox()
         self.summary = W.HTML()
         self.summary.add_class("rx-summary")
@@ -339,7 +340,12 @@ class ArchitectureBuilder(W.VBox):
         d = self._draft
         names = [s.name for s in d.stages]
         if list(self.stage_controls) != [s.name for s in d.stages if s.block != "conv"]:
+            for old in self.stage_controls.values():  # close them: no widget left behind in the kernel
+                for w in old.widgets():
+                    w.close()
             self.stage_controls = {}
+        for w in self._row_widgets:
+            w.close()
         rows: list[W.Widget] = [W.HTML("<b>stage</b> — block type, blocks, width, first stride")]
         for s in d.stages:
             if s.block == "conv":
@@ -361,9 +367,12 @@ class ArchitectureBuilder(W.VBox):
                               names="value")
                 self.stage_controls[s.name] = c
             c.block.value, c.blocks.value, c.width.value = s.block, s.num_blocks, s.width
-            c.stride.value = s.stride if s.stride in (1, 2) else 1
+            c.stride.options = sorted({1, 2, s.stride})
+            c.stride.value = s.stride
             rows.append(W.HBox([W.HTML(f"<code>{s.name}</code>", layout=W.Layout(width="70px")), *c.widgets()]))
         rows.append(W.HBox([self.add_stage_button, self.remove_stage_button]))
+        self._row_widgets = [w for r in rows for w in ([r, r.children[0]] if isinstance(r, W.HBox)
+                                                         and r.children[0] is not self.add_stage_button else [r])]
         self.remove_stage_button.disabled = len(names) <= 1
         self.stage_box.children = rows
 
