@@ -171,8 +171,13 @@ def evaluate_paths(
         probs, labels = predict(model, loader, dev)
         per_model.append({"path": str(p), **errors(probs, labels)})
         total = probs if total is None else total + probs
-    result = {"data": data, "views": "10-crop" if ten_crop else (f"scales {list(scales)} + flips" if scales else "1 view (the original image)"),
-              "images": labels.numel(), "models": per_model}
+    if ten_crop:
+        views = "10-crop"
+    elif scales:
+        views = f"scales {list(scales)} + flips"
+    else:
+        views = "1 view (the whole image)" if source.in_memory else "1 view (the 224 centre crop of the 256 resize)"
+    result = {"data": data, "views": views, "images": labels.numel(), "models": per_model}
     if len(paths) > 1:
         result["ensemble"] = errors(total / len(paths), labels)
     return result
