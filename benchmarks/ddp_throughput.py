@@ -27,34 +27,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import torch
 
+from train_throughput import cycle, timed_steps  # the sibling benchmark's timing loop
+
 RESULT = "RESULT "
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(step, batches, warmup: int, iters: int, device: torch.device) -> float:
-    """Seconds for ``iters`` steps after ``warmup`` steps."""
-    it = iter(batches)
-    for _ in range(warmup):
-        step(*next(it))
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(iters):
-        step(*next(it))
-    _sync(device)
-    return time.perf_counter() - t
-
-
-def _cycle(loader):
-    while True:
-        yield from loader
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -79,7 +57,7 @@ def worker(args: argparse.Namespace) -> dict:
     x, y, _, _ = synthetic_cifar(args.images, 10, seed=0)
     loader = GpuCifarLoader(x, y, args.batch, device, True, pixel_mean(x), channels_last=accel.channels_last,
                             rank=env.rank, world_size=env.world_size)
-    seconds = _timed(lambda xb, yb: step(xb, yb, 0.1), _cycle(loader), args.warmup, args.iters, device)
+    seconds, _ = timed_steps(cycle(loader), lambda xb, yb: step(xb, yb, 0.1), args.warmup, args.iters, device)
     slowest = seconds
     if env.enabled:  # the job is as fast as its slowest rank
         t = torch.tensor([seconds], device=device)
@@ -139,7 +117,7 @@ def ddp_overhead(args: argparse.Namespace) -> list[tuple[str, float]]:
             opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
             forward = DistributedDataParallel(model, device_ids=[0]) if wrap else None
             step = Stepper(model, opt, accel, device, forward=forward)
-            s = _timed(lambda xb, yb: step(xb, yb, 0.1), batches, args.warmup, args.iters, device)
+            s, _ = timed_steps(batches, lambda xb, yb: step(xb, yb, 0.1), args.warmup, args.iters, device)
             rows.append((label, args.iters * args.gpu_batch / s))
             del model, opt, forward, step
             torch.cuda.empty_cache()

@@ -25,8 +25,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _time_loop(batches, step, warmup: int, iters: int, device: torch.device) -> float:
-    """images/s of ``step`` over ``iters`` batches after ``warmup`` batches."""
+def timed_steps(batches, step, warmup: int, iters: int, device: torch.device) -> tuple[float, int]:
+    """(seconds, images) of ``iters`` steps of ``step`` after ``warmup`` steps."""
     it = iter(batches)
     for _ in range(warmup):
         step(*next(it))
@@ -38,10 +38,16 @@ def _time_loop(batches, step, warmup: int, iters: int, device: torch.device) -> 
         step(x, y)
         n += y.shape[0]
     _sync(device)
-    return n / (time.perf_counter() - t)
+    return time.perf_counter() - t, n
 
 
-def _cycle(loader):
+def _time_loop(batches, step, warmup: int, iters: int, device: torch.device) -> float:
+    """images/s of ``step`` over ``iters`` batches after ``warmup`` batches."""
+    seconds, images = timed_steps(batches, step, warmup, iters, device)
+    return images / seconds
+
+
+def cycle(loader):
     while True:
         yield from loader
 
@@ -83,7 +89,7 @@ def reference(spec, x, y, device, batch_size, warmup, iters, workers, crop):
         loss.backward()
         opt.step()
 
-    return _time_loop(_cycle(loader), step, warmup, iters, device)
+    return _time_loop(cycle(loader), step, warmup, iters, device)
 
 
 def ours(spec, x, y, device, batch_size, warmup, iters, amp, channels_last, compile):
@@ -97,7 +103,7 @@ def ours(spec, x, y, device, batch_size, warmup, iters, amp, channels_last, comp
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     step = Stepper(model, opt, accel, device)
     loader = GpuCifarLoader(x, y, batch_size, device, True, pixel_mean(x), channels_last=channels_last)
-    return _time_loop(_cycle(loader), lambda xb, yb: step(xb, yb, 0.1), warmup, iters, device)
+    return _time_loop(cycle(loader), lambda xb, yb: step(xb, yb, 0.1), warmup, iters, device)
 
 
 def main(argv: list[str] | None = None) -> int:
