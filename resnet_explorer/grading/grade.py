@@ -14,6 +14,7 @@ import base64
 import csv
 import hashlib
 import importlib.util
+import io
 import json
 import re
 import secrets
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..train import atomic_write
 from .sandbox import ChildResult, Limits, isolation, run_notebook
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20
@@ -362,15 +364,17 @@ def write_report(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     json_path = csv_path.with_suffix(".json")
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     questions = report["questions"]
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["submission", "status", "points", "max_points", "percent", *questions,
-                    "written_answered", "failed_tests", "reason"])
-        for s in report["submissions"]:
-            w.writerow([s["submission"], s["status"], f"{s['points']:g}", f"{s['max_points']:g}", s["percent"],
-                        *[f"{s['questions'][q]:g}" for q in questions],
-                        f"{s['written_answered']}/{s['written_total']}", " ".join(s["failed"]), s["reason"]])
-    json_path.write_text(json.dumps(report, indent=1))
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(["submission", "status", "points", "max_points", "percent", *questions,
+                "written_answered", "failed_tests", "reason"])
+    for s in report["submissions"]:
+        w.writerow([s["submission"], s["status"], f"{s['points']:g}", f"{s['max_points']:g}", s["percent"],
+                    *[f"{s['questions'][q]:g}" for q in questions],
+                    f"{s['written_answered']}/{s['written_total']}", " ".join(s["failed"]), s["reason"]])
+    # atomically, so that an earlier score table is never left half-overwritten
+    atomic_write(csv_path, rows.getvalue().encode())
+    atomic_write(json_path, json.dumps(report, indent=1).encode())
     return csv_path, json_path
 
 
