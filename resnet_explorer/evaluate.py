@@ -57,13 +57,9 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device, accel=None
 
 def errors(probs: torch.Tensor, labels: torch.Tensor, topk: int = 5) -> dict[str, float]:
     """Mean loss (of the averaged probabilities), top-1 error, and top-k error where K > 2k."""
-    n = labels.numel()
-    loss = nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels).item()
-    top = probs.topk(min(topk, probs.shape[1]), dim=1).indices
-    out = {"loss": loss, "error": (top[:, 0] != labels).sum().item() / n}
-    if probs.shape[1] > 2 * topk:
-        out[f"top{topk}_error"] = (~(top == labels[:, None]).any(1)).sum().item() / n
-    return out
+    sums = error_sums(probs, labels, topk)
+    n = sums.pop("count")
+    return {k: v / n for k, v in sums.items()}
 
 
 def error_sums(probs: torch.Tensor, labels: torch.Tensor, topk: int = 5) -> dict[str, float]:
