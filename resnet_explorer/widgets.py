@@ -724,8 +724,8 @@ class TrainingDashboard:
             for i, (spec, d, recipe, data, resume) in enumerate(jobs):
                 if self._stop.is_set():
                     break
-                total = (recipe or load_run_config(d)[1]).max_iters
-                batch = (recipe or load_run_config(d)[1]).batch_size
+                run_recipe = recipe or load_run_config(d)[1]
+                total, batch = run_recipe.max_iters, run_recipe.batch_size
                 tag = f"run {i + 1}/{len(jobs)} {d.name}"
                 self.progress.value = f"{tag}: starting…"
                 left = sum((j[2].max_iters if j[2] else 0) for j in jobs[i + 1:])
