@@ -87,12 +87,21 @@ def load_plans(path: str | Path) -> list[RunPlan]:
     return plans
 
 
-def _checkpoint_iteration(run_dir: Path) -> int:
+def checkpoint_iteration(run_dir: Path) -> int:
     """The iteration of a run's last checkpoint (0 if none), without reading its tensors."""
     ckpt = Path(run_dir) / "checkpoints" / "last.pt"
     if not ckpt.exists():
         return 0
     return torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["iteration"]
+
+
+def analysis_current(run_dir: str | Path) -> bool:
+    """Whether the run's ``analysis.json`` was made from its last checkpoint."""
+    try:
+        done = json.loads((Path(run_dir) / "analysis.json").read_text()).get("iteration")
+    except (FileNotFoundError, ValueError):
+        return False
+    return done == checkpoint_iteration(run_dir)
 
 
 def _probe_batch(data: str, n: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +122,7 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
     torch.manual_seed(env.get("seed", seed))
     init = build(model.spec)  # the run's initial weights: same seed, same build
     result = {
-        "iteration": _checkpoint_iteration(run_dir),
+        "iteration": checkpoint_iteration(run_dir),
         "images": int(y.numel()),
         "layer_responses": [{"name": r.name, "std": r.std} for r in layer_responses(model, x)],
         "gradient_norms": {"init": gradient_norms(init, x[:128], y[:128]),
@@ -153,7 +162,7 @@ def run_experiment(
     def status_of(plan: RunPlan) -> str:
         """finished, trained (the analysis is missing), partial or pending."""
         d = out / plan.name
-        if _checkpoint_iteration(d) >= plan.recipe.max_iters:
+        if checkpoint_iteration(d) >= plan.recipe.max_iters:
             return "finished" if (d / "analysis.json").exists() else "trained"
         return "partial" if (d / "checkpoints" / "last.pt").exists() else "pending"
 

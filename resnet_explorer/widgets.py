@@ -28,6 +28,7 @@ from torch import nn
 
 from .count import CONVENTION, Count, count
 from .diagram import diagram_parts, si
+from .experiments import analysis_current, analyze_run, checkpoint_iteration
 from .figures import error_curves, layer_responses_figure, update_error_curves
 from .model import build
 from .recipes import RECIPES, Recipe, get_recipe
@@ -502,12 +503,6 @@ def _label(source: SpecSource) -> str:
     return source.name if isinstance(source, ArchSpec) else source
 
 
-def _checkpoint_iter(run_dir: Path) -> int:
-    from .experiments import _checkpoint_iteration
-
-    return _checkpoint_iteration(run_dir)
-
-
 def _fmt_time(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
@@ -642,7 +637,7 @@ class TrainingDashboard:
                     _, run_recipe, _, _ = load_run_config(d)
                 except TrainingError as e:
                     return self._fail(_one_line(e))
-                if _checkpoint_iter(d) < run_recipe.max_iters:
+                if checkpoint_iteration(d) < run_recipe.max_iters:
                     jobs.append((None, d, None, None, True))
             elif d in planned and not (d / "metrics.jsonl").exists():
                 jobs.append((planned[d], d, recipe, self.data.value, False))
@@ -701,7 +696,7 @@ class TrainingDashboard:
             _, recipe, _, _ = load_run_config(d)
         except TrainingError:
             return f"{d.name}: not started"
-        it = _checkpoint_iter(d)
+        it = checkpoint_iteration(d)
         return f"{d.name}: {it} / {recipe.max_iters} iterations" + (" (finished)" if it >= recipe.max_iters else "")
 
     def _launch(self, jobs: list, dirs: list[Path]) -> None:
@@ -794,15 +789,13 @@ class LayerResponseView(W.VBox):
 
     def show(self) -> None:
         """Analyse the chosen runs that have no analysis yet, then redraw Fig. 7."""
-        from .experiments import analyze_run
-
         self.error = None
         dirs = [Path(v) for v in self.runs.value]
         try:
             for d in dirs:
                 if not (d / "checkpoints" / "last.pt").exists():
                     raise TrainingError(f"{d.name} has no checkpoint yet: train it first")
-                if _analysis_iter(d) != _checkpoint_iter(d):
+                if not analysis_current(d):
                     self.message.value = _message(f"analysing {d.name}…", "info")
                     data = self.data or load_run_config(d)[2].get("arg")
                     if not data:
@@ -818,12 +811,3 @@ class LayerResponseView(W.VBox):
             self.figure.data = []
             self.figure.add_traces(list(new.data))
             self.figure.layout = new.layout
-
-
-def _analysis_iter(run_dir: Path) -> int | None:
-    import json
-
-    try:
-        return json.loads((run_dir / "analysis.json").read_text()).get("iteration")
-    except (FileNotFoundError, ValueError):
-        return None
