@@ -133,6 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec, args.data, recipe, out, device=args.device, amp=args.amp,
         channels_last=args.channels_last, compile=args.compile, resume=args.resume,
         seed=args.seed, progress=not args.quiet, sync_bn=args.sync_bn, dist_backend=args.dist_backend,
+        workers=args.workers,
     )
     if not launch_env().is_main:
         return 0  # under torchrun, rank 0 alone reports
@@ -184,7 +185,8 @@ def _run_experiment_and_report(args, name, plans, notes) -> int:
 
     exp_dir = run_experiment(name, plans, args.data, args.out, device=args.device, amp=args.amp,
                              channels_last=args.channels_last, compile=args.compile,
-                             seed=args.seed, progress=not args.quiet, log=lambda m: print(m, flush=True))
+                             seed=args.seed, progress=not args.quiet, log=lambda m: print(m, flush=True),
+                             workers=args.workers)
     runs = experiment_runs(exp_dir)
     print()
     print(summary_text(degradation_summary(runs)))
@@ -324,6 +326,8 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--workers", type=int, help="ImageNet loader processes per GPU (default: the CPUs "
+                    "shared among this node's processes, at most 8)")
     tr.add_argument("--sync-bn", action="store_true",
                     help="under torchrun on GPUs: BatchNorm statistics over the whole global batch")
     tr.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
@@ -337,7 +341,7 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--scales", help="ImageNet multi-scale testing, e.g. 224,256,384,480,640")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--batch-size", type=int, default=500)
-    ev.add_argument("--workers", type=int, default=8, help="ImageNet decoding processes")
+    ev.add_argument("--workers", type=int, help="ImageNet decoding processes (default: the CPUs, at most 8)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
@@ -354,6 +358,7 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--workers", type=int, help="ImageNet loader processes (default: the CPUs, at most 8)")
 
     exp = sub.add_parser("experiment", help="a named set of runs (degradation, shortcuts, or a .json)")
     exp.add_argument("name", help="degradation, shortcuts, or a JSON file of runs")

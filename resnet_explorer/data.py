@@ -459,6 +459,17 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def resolve_workers(workers: int | None) -> int:
+    """Loader processes for one training process: ``workers`` if given, else the CPUs it may
+    use, shared among the node's ranks under torchrun (``LOCAL_WORLD_SIZE``), at most 8."""
+    if workers is None:
+        ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        return max(1, min(8, _cpu_count() // ranks))
+    if not isinstance(workers, int) or workers < 0:
+        raise DataError(f"workers={workers!r} is invalid: use 0 (load in the training process) or more")
+    return workers
+
+
 def _decode_all(paths: Sequence[str], size: int, workers: int | None) -> torch.Tensor:
     workers = _cpu_count() if workers is None else workers
     if workers <= 1 or len(paths) < 4000:  # a pool costs more than it saves on small folders
@@ -1008,7 +1019,7 @@ def make_loaders(
     source: DataSource, batch_size: int, device: str | torch.device, seed: int,
     val_split: int | None = None, augment: bool = True, channels_last: bool = False,
     *, dtype: torch.dtype = torch.float32, normalize_std: bool = False,
-    eval_batch_size: int | None = None, workers: int = 8, sampler: Sampler | None = None,
+    eval_batch_size: int | None = None, workers: int | None = None, sampler: Sampler | None = None,
     rank: int = 0, world_size: int = 1,
 ) -> tuple[GpuCifarLoader | ImageNetLoader, GpuCifarLoader | ImageNetLoader, dict[str, Any]]:
     """The training and evaluation loaders for a source, and a JSON-ready ``info`` dict.
@@ -1016,9 +1027,11 @@ def make_loaders(
     With ``val_split`` (CIFAR-style sources only) that many training images are held out
     and become the evaluation set (the paper's 45k/5k split); otherwise the test split is
     evaluated. The mean is computed on the images actually trained on. With ``world_size``
-    > 1 both loaders yield rank ``rank``'s slice of each (global) batch.
+    > 1 both loaders yield rank ``rank``'s slice of each (global) batch. ``workers``: ImageNet
+    loader processes (default: see `resolve_workers`).
     """
     eval_batch_size = eval_batch_size or batch_size
+    workers = resolve_workers(workers)
     info: dict[str, Any] = {"data": source.to_dict(), "val_split": val_split}
     if not source.in_memory:
         if val_split:

@@ -101,12 +101,12 @@ def _run_data_arg(path: str | Path) -> str | None:
     return json.loads(f.read_text()).get("arg") if f.is_file() else None
 
 
-def multi_scale_loader(root: str, scales: Sequence[int], workers: int = 8):
+def multi_scale_loader(root: str, scales: Sequence[int], workers: int | None = None):
     """ImageNet val for fully-convolutional testing: each image at every scale, and flipped."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
 
-    from .data import IMAGENET_MEAN, SubtractMean, multi_scale
+    from .data import IMAGENET_MEAN, SubtractMean, multi_scale, resolve_workers
 
     norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), SubtractMean(IMAGENET_MEAN)])
 
@@ -123,6 +123,7 @@ def multi_scale_loader(root: str, scales: Sequence[int], workers: int = 8):
         (imgs, label), = batch
         return [i[None] for i in imgs], torch.tensor([label])
 
+    workers = resolve_workers(workers)
     return torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate)
 
 
@@ -133,11 +134,11 @@ def evaluate_paths(
     scales: Sequence[int] | None = None,
     device: str = "auto",
     batch_size: int = 500,
-    workers: int = 8,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate one model, or an ensemble of several (averaged softmax), on ``data``'s
     test split (CIFAR-style) or val split (ImageNet, optionally 10-crop or multi-scale)."""
-    from .data import make_imagenet_loader, make_loaders, parse_data
+    from .data import make_imagenet_loader, make_loaders, parse_data, resolve_workers
     from .train import pick_device
 
     if not paths:
@@ -148,6 +149,7 @@ def evaluate_paths(
     if data is None:
         raise EvalError(f"{paths[0]}: say which data to evaluate on with --data")
     source = parse_data(data)
+    workers = resolve_workers(workers)
     if (ten_crop or scales) and source.in_memory:
         raise EvalError("--ten-crop and --scales are ImageNet testing: use them with --data imagenet:DIR")
     if ten_crop and scales:

@@ -144,8 +144,10 @@ def run_experiment(
     seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    workers: int | None = None,
 ) -> Path:
-    """Run every plan into ``out``; finished runs are skipped, a partial one resumed."""
+    """Run every plan into ``out``; finished runs are skipped, a partial one resumed.
+    ``workers``: ImageNet loader processes (see `train`)."""
     out = Path(out)
     manifest_path = out / "manifest.json"
     planned = [p.to_dict() for p in plans]
@@ -184,7 +186,7 @@ def run_experiment(
             resume = state == "partial"
             train(None if resume else plan.spec, data, None if resume else plan.recipe, run_dir,
                   device=device, amp=amp, channels_last=channels_last, compile=compile,
-                  resume=resume, seed=seed, progress=progress)
+                  resume=resume, seed=seed, progress=progress, workers=workers)
         analyze_run(run_dir, data, seed)
         save()
     return out

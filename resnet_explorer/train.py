@@ -287,6 +287,7 @@ def train(
     on_metrics: Callable[[dict], None] | None = None,
     sync_bn: bool = False,
     dist_backend: str = "auto",
+    workers: int | None = None,
 ) -> RunResult:
     """Train ``spec`` on ``data`` (a `DataSource` or a ``--data`` string) with ``recipe``.
 
@@ -300,6 +301,10 @@ def train(
     (`resnet_explorer.distributed`): DDP over ``dist_backend`` (auto: NCCL on GPUs, gloo on
     CPUs), the recipe's batch split across the ranks, ``sync_bn`` for BatchNorm statistics
     over the whole batch (GPUs only); rank 0 alone writes the run directory.
+
+    ``workers`` is the number of ImageNet decoding processes per rank (default: the CPUs
+    this process may use, shared among the node's ranks, at most 8); in-memory CIFAR-style
+    sets use none. Batches do not depend on it, so a run may resume with another number.
     """
     from . import distributed as D
 
@@ -313,7 +318,7 @@ def train(
     ok = False
     try:
         result = _train(env, dev, spec, data, recipe, Path(out), amp, channels_last, compile, resume,
-                        seed, progress, should_stop, on_metrics, sync_bn)
+                        seed, progress, should_stop, on_metrics, sync_bn, workers)
         ok = True
         return result
     except Exception as e:
@@ -354,7 +359,7 @@ def _open_run(run_dir: Path, resume: bool, spec: ArchSpec | None, recipe: Recipe
 def _train(env, dev: torch.device, spec: ArchSpec | None, data: Any, recipe: Recipe | None,
            run_dir: Path, amp: str, channels_last: bool | None, compile: str | bool, resume: bool,
            seed: int, progress: bool, should_stop: Callable[[int], bool] | None,
-           on_metrics: Callable[[dict], None] | None, sync_bn: bool) -> RunResult:
+           on_metrics: Callable[[dict], None] | None, sync_bn: bool, workers: int | None) -> RunResult:
     """`train` once the process group (if any) is joined: ``env`` says which rank this is."""
     from . import distributed as D
     from .data import DataSource, make_loaders, mix_seed, parse_data
@@ -389,6 +394,7 @@ def _train(env, dev: torch.device, spec: ArchSpec | None, data: Any, recipe: Rec
         source, recipe.batch_size, dev, seed, val_split=recipe.val_split,
         augment=recipe.augment, channels_last=accel.channels_last,
         eval_batch_size=max(recipe.batch_size, 500), rank=env.rank, world_size=env.world_size,
+        workers=workers,
     )
     if len(train_loader) == 0:
         raise TrainingError(f"the training set has {data_info['train_size']} images, fewer than one "

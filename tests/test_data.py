@@ -514,3 +514,16 @@ def test_estimated_per_pixel_mean_feeds_the_transforms(imagenet):
     img = Image.open(next((imagenet / "val" / "n01443537").iterdir()))
     assert D.imagenet_train_transform(mean)(img).shape == (3, 224, 224)
     assert D.imagenet_eval_transform(mean, ten_crops=True)(img).shape == (10, 3, 224, 224)
+
+
+def test_loader_workers_default_to_the_cpus_shared_among_ranks(monkeypatch, imagenet):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(D, "_cpu_count", lambda: 16)
+    assert D.resolve_workers(None) == 8  # at most 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes on this node share 16 CPUs
+    assert D.resolve_workers(None) == 4
+    monkeypatch.setattr(D, "_cpu_count", lambda: 2)
+    assert D.resolve_workers(None) == 1
+    assert (D.resolve_workers(0), D.resolve_workers(3)) == (0, 3)
+    with pytest.raises(D.DataError, match="workers=-1 is invalid"):
+        D.make_loaders(D.parse_data(f"imagenet:{imagenet}"), 2, "cpu", seed=0, workers=-1)

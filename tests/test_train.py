@@ -171,6 +171,7 @@ def test_paper_recipes_as_data():
         (["--data", "synthetic"], "needs --arch and --data"),
         (["--arch", "cifar-resnet8", "--data", "synthetic:20"], "fewer than one batch of 32"),
         (["--arch", "cifar-resnet8", "--data", "synthetic:256", "--set", "val_split=256"], "val_split=256 must be between"),
+        (["--arch", "cifar-resnet8", "--data", "synthetic:256", "--workers", "-1"], "workers=-1 is invalid"),
     ],
 )
 def test_bad_train_input_one_line(tmp_path, capsys, args, fragment):
