@@ -33,7 +33,7 @@ from .figures import error_curves, layer_responses_figure, update_error_curves
 from .model import build
 from .recipes import RECIPES, Recipe, get_recipe
 from .spec import ArchSpec, SpecError, Stage
-from .train import TrainingError, load_run_config, read_metrics, train
+from .train import Accel, TrainingError, load_run_config, pick_device, read_metrics, train
 from .zoo import IMAGENET_BLOCKS, PUBLISHED, VGG_CONFIGS, get_spec, published
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
@@ -521,7 +521,7 @@ class TrainingDashboard:
 
     def __init__(self, specs: Sequence[SpecSource] | None = None, data: str = "synthetic:2000",
                  recipe: str | Recipe = "cpu-demo", out: str = "runs/dashboard", iters: int | None = None,
-                 device: str = "auto", update_every: float = 1.0):
+                 device: str = "auto", update_every: float = 1.0, amp: str = "auto", compile: str = "off"):
         sources = list(specs) if specs else ["cifar-plain20", "cifar-resnet20"]
         self._sources: dict[str, SpecSource] = {}
         for s in sources:
@@ -532,7 +532,7 @@ class TrainingDashboard:
         for name in PRESETS:
             if name.startswith("cifar-") and "1202" not in name and name not in self._sources:
                 self._sources[name] = name
-        self.device = device
+        self.device, self.amp, self.compile = device, amp, compile
         self.update_every = update_every
         self.runs: list[Path] = []
         self.error: str | None = None
@@ -611,6 +611,7 @@ class TrainingDashboard:
             from .data import parse_data
 
             parse_data(self.data.value)
+            self._check_accel()
             busy = [d for _, d in plan if (d / "metrics.jsonl").exists() or (d / "checkpoints").exists()]
             if busy:
                 raise TrainingError(f"{busy[0]} already holds a run: press Resume to continue it, "
@@ -620,11 +621,16 @@ class TrainingDashboard:
         jobs = [(spec, d, recipe, self.data.value, False) for spec, d in plan]
         self._launch(jobs, [d for _, d in plan])
 
+    def _check_accel(self) -> None:
+        """The device, amp and compile settings, checked before any thread starts."""
+        Accel.resolve(pick_device(self.device), self.amp, None, self.compile)
+
     def resume(self) -> None:
         """Continue every unfinished run shown (and start selected nets not yet begun)."""
         if self.running:
             return self._fail("training is already running")
         try:
+            self._check_accel()
             recipe = self._recipe()
             planned = {d: spec for spec, d in self._plan()} if self.specs.value else {}
         except (SpecError, TrainingError, ValueError) as e:
@@ -736,8 +742,8 @@ class TrainingDashboard:
                         self.redraw()
 
                 self.redraw()  # the new run's (empty) traces appear at once
-                result = train(spec, data, recipe, d, device=self.device, resume=resume, progress=False,
-                               should_stop=lambda it: self._stop.is_set(), on_metrics=on_metrics)
+                result = train(spec, data, recipe, d, device=self.device, amp=self.amp, compile=self.compile,
+                               resume=resume, progress=False, should_stop=lambda it: self._stop.is_set(), on_metrics=on_metrics)
                 self.redraw()
                 if not result.finished:
                     self.progress.value = (f"{tag}: stopped at iteration {result.iteration:,} / {total:,}; "

@@ -277,7 +277,28 @@ def test_dashboard_bad_input_is_one_line(tmp_path):
     d.iters.value = -1
     d.start_button.click()
     assert "iters=-1 is invalid" in d.message.value
+    d.iters.value = 5
+    for option, fragment in [("compile", "--compile 'fast' is invalid"), ("amp", "--amp fp16 needs a GPU")]:
+        bad = TrainingDashboard(["cifar-resnet20"], data="synthetic:128", recipe="test", out=str(tmp_path),
+                                device="cpu", **{option: "fast" if option == "compile" else "fp16"})
+        for button in (bad.start_button, bad.resume_button):
+            button.click()
+            assert not bad.running and fragment in bad.error and "\n" not in bad.error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dashboard_passes_its_gpu_helpers_to_the_trainer(tmp_path, monkeypatch):
+    import resnet_explorer.widgets as widgets
+
+    seen = []
+    real_train = widgets.train
+    monkeypatch.setattr(widgets, "train", lambda *a, **kw: seen.append(kw) or real_train(*a, **kw))
+    d = TrainingDashboard([tiny("cifar-resnet8")], data="synthetic:128", recipe="test", iters=5,
+                          out=str(tmp_path), device="cpu", amp="bf16", compile="off")
+    d.start_button.click()
+    assert d.wait(120) and d.error is None
+    assert [(kw["amp"], kw["compile"]) for kw in seen] == [("bf16", "off")]
+    assert json.loads((tmp_path / "cifar-resnet8" / "env.json").read_text())["amp"] == "bf16"
 
 
 def test_dashboard_trains_the_builders_spec(tmp_path):
