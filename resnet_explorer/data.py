@@ -932,10 +932,11 @@ class ImageNetLoader:
 
     def __init__(
         self, dataset: Dataset, transform: Any, batch_size: int, device: str | torch.device,
-        train: bool, seed: int = 0, workers: int = 8, sampler: Sampler | None = None,
+        train: bool, seed: int = 0, workers: int | None = None, sampler: Sampler | None = None,
         channels_last: bool = False, dtype: torch.dtype = torch.float32,
         rank: int = 0, world_size: int = 1,
     ):
+        workers = resolve_workers(workers)
         self.device = torch.device(device)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.drop_last = train
@@ -971,7 +972,7 @@ class ImageNetLoader:
 
 def make_imagenet_loader(
     root: str, split: str, batch_size: int, device: str | torch.device, train: bool,
-    seed: int = 0, workers: int = 8, sampler: Sampler | None = None,
+    seed: int = 0, workers: int | None = None, sampler: Sampler | None = None,
     mean: Sequence[float] | torch.Tensor | None = None, channels_last: bool = False,
     dtype: torch.dtype = torch.float32, ten_crops: bool = False, std: Sequence[float] | None = None,
     augment: bool = True, rank: int = 0, world_size: int = 1,

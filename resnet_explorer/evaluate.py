@@ -138,7 +138,7 @@ def evaluate_paths(
 ) -> dict[str, Any]:
     """Evaluate one model, or an ensemble of several (averaged softmax), on ``data``'s
     test split (CIFAR-style) or val split (ImageNet, optionally 10-crop or multi-scale)."""
-    from .data import make_imagenet_loader, make_loaders, parse_data, resolve_workers
+    from .data import make_imagenet_loader, make_loaders, parse_data
     from .train import pick_device
 
     if not paths:
@@ -149,7 +149,6 @@ def evaluate_paths(
     if data is None:
         raise EvalError(f"{paths[0]}: say which data to evaluate on with --data")
     source = parse_data(data)
-    workers = resolve_workers(workers)
     if (ten_crop or scales) and source.in_memory:
         raise EvalError("--ten-crop and --scales are ImageNet testing: use them with --data imagenet:DIR")
     if ten_crop and scales:
@@ -160,7 +159,7 @@ def evaluate_paths(
         loader = make_imagenet_loader(source.path, "val", batch_size, dev, False, workers=workers,
                                       ten_crops=ten_crop)
     else:
-        loader = make_loaders(source, batch_size, dev, seed=0, augment=False)[1]
+        loader = make_loaders(source, batch_size, dev, seed=0, augment=False, workers=workers)[1]
     total, labels, per_model = None, None, []
     for p, model in zip(paths, models):
         if model.spec.num_classes != source.num_classes:
