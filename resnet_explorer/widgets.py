@@ -503,6 +503,16 @@ def _label(source: SpecSource) -> str:
     return source.name if isinstance(source, ArchSpec) else source
 
 
+def find_runs(path: str | Path) -> list[Path]:
+    """``path`` if it is a run directory, else the run directories directly inside it (an
+    experiment, a folder of runs); a `TrainingError` when there are none."""
+    path = Path(str(path)).expanduser()
+    found = [path] if (path / "spec.json").is_file() else sorted(p.parent for p in path.glob("*/spec.json"))
+    if not found:
+        raise TrainingError(f"{path} is not a run directory (no spec.json) nor a folder of runs")
+    return found
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
@@ -670,15 +680,10 @@ class TrainingDashboard:
 
     def open(self, run_dir: str | Path) -> None:
         """Show an existing run directory (or every run of an experiment / folder of runs)."""
-        path = Path(str(run_dir)).expanduser()
-        if (path / "spec.json").is_file():
-            found = [path]
-        elif path.is_dir():
-            found = sorted(p.parent for p in path.glob("*/spec.json"))
-        else:
-            found = []
-        if not found:
-            return self._fail(f"{path} is not a run directory (no spec.json) nor a folder of runs")
+        try:
+            found = find_runs(run_dir)
+        except TrainingError as e:
+            return self._fail(str(e))
         for d in found:
             if d not in self.runs:
                 self.runs.append(d)
@@ -782,10 +787,10 @@ class LayerResponseView(W.VBox):
 
     def add(self, path: str | Path) -> None:
         """Offer a run directory (or every run in a folder) for the figure."""
-        p = Path(str(path)).expanduser()
-        found = [p] if (p / "spec.json").is_file() else sorted(q.parent for q in p.glob("*/spec.json"))
-        if not found:
-            self.error = f"{p} is not a run directory (no spec.json) nor a folder of runs"
+        try:
+            found = find_runs(path)
+        except TrainingError as e:
+            self.error = str(e)
             self.message.value = _message(self.error)
             return
         options = list(self.runs.options) + [(d.name, str(d)) for d in found
