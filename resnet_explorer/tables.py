@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .count import CONVENTION, count
-from .zoo import IMAGENET_BLOCKS, PUBLISHED, TABLE1_MACS, TABLE3_RESNET34, get_spec
+from .zoo import IMAGENET_BLOCKS, PUBLISHED, TABLE1_MACS, TABLE3_RESNET34, Published, get_spec, published
 
 
 def table1_rows() -> list[dict]:
@@ -119,15 +119,15 @@ def baseline_rows(names: tuple[str, ...] = BASELINES) -> list[dict]:
     of parameters in fc layers, and the published numbers (`PUBLISHED`) where there are any."""
     rows = []
     for name in names:
-        c = count(get_spec(name))
-        ref = PUBLISHED.get(name)
+        spec = get_spec(name)
+        c = count(spec)
+        ref = published(name) or Published()  # an empty one: every paper number None
         fc = sum(r.params for r in c.rows if r.kind == "fc")
         rows.append({
-            "net": name, "depth": get_spec(name).depth, "params": c.params, "macs": c.macs,
+            "net": name, "depth": spec.depth, "params": c.params, "macs": c.macs,
             "fc_params": fc, "fc_share": fc / c.params,
-            "params_paper": ref.params if ref else None, "macs_paper": ref.macs if ref else None,
-            "top1_paper": ref.top1 if ref else None, "top5_paper": ref.top5 if ref else None,
-            "source": ref.source if ref else "",
+            "params_paper": ref.params, "macs_paper": ref.macs,
+            "top1_paper": ref.top1, "top5_paper": ref.top5, "source": ref.source,
         })
     return rows
 
@@ -143,8 +143,8 @@ def baselines(names: tuple[str, ...] = BASELINES) -> str:
     ]
     for r in baseline_rows(names):
         lines.append(
-            f"{r['net']:<11}{r['depth']:>7}{r['params']:>14,}{r['fc_share']:>7.0%}{r['macs'] / 1e9:>10.2f}"
-            f"{opt(r['macs_paper'] and r['macs_paper'] / 1e9, '.1f'):>9}{opt(r['top1_paper'], '.2f'):>7}"
+            f"{r['net']:<11}{r['depth']:>7}{r['params']:>14,}{r['fc_share']:>7.0%}{_g(r['macs']):>10}"
+            f"{_g(r['macs_paper'], 1):>9}{opt(r['top1_paper'], '.2f'):>7}"
             f"{opt(r['top5_paper'], '.2f'):>7}  {r['source']}"
         )
     return "\n".join(lines)
