@@ -5,6 +5,8 @@ Both work on any model built from a spec, freshly initialised or loaded from a r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -71,18 +73,30 @@ def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor)
     back (∂E/∂x_l = ∂E/∂x_L · (1 + ∂/∂x_l Σ F)). Computed in training mode (batch
     statistics), as during training; the model's gradients are left untouched.
     """
-    device = next(model.parameters()).device
     named = [(n, p) for n, p in model.named_parameters()
              if n.endswith("weight") and p.dim() in (2, 4)]
+    with as_in_training(model):
+        grads = torch.autograd.grad(training_loss(model, images, labels), [p for _, p in named])
+    return [(n.removesuffix(".weight"), g.norm().item()) for (n, _), g in zip(named, grads)]
+
+
+@contextmanager
+def as_in_training(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in training mode (batch statistics) for a measurement, then put back
+    its mode and its BN running statistics, which the forward pass would have moved."""
     was_training = model.training
-    buffers = {k: v.clone() for k, v in model.named_buffers()}  # BN statistics stay as they were
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
     model.train()
     try:
-        loss = nn.functional.cross_entropy(model(images.to(device)), labels.to(device))
-        grads = torch.autograd.grad(loss, [p for _, p in named])
+        yield
     finally:
         model.train(was_training)
         with torch.no_grad():
             for k, v in model.named_buffers():
                 v.copy_(buffers[k])
-    return [(n.removesuffix(".weight"), g.norm().item()) for (n, _), g in zip(named, grads)]
+
+
+def training_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The cross-entropy loss of ``model`` on a batch, moved to the model's device."""
+    device = next(model.parameters()).device
+    return nn.functional.cross_entropy(model(images.to(device)), labels.to(device))

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import torch
 from torch import nn
 
+from .analysis import as_in_training, conv_bn_pairs, training_loss
 from .model import BasicBlock, Bottleneck, make_shortcut
 
 
@@ -51,7 +52,7 @@ def block_steps(block: BasicBlock | Bottleneck, x: torch.Tensor) -> list[Step]:
     The last step equals ``block(x)``; plain blocks (no shortcut) skip the shortcut steps.
     The block's train/eval mode is used as it is (call ``block.eval()`` for running statistics).
     """
-    convs = [(getattr(block, f"conv{i}"), getattr(block, f"bn{i}")) for i in (1, 2, 3) if hasattr(block, f"conv{i}")]
+    convs = [(conv, bn) for _, conv, bn in conv_bn_pairs(block, kernel=None)]
     steps = [Step("x", "the block's input (the previous block's output, after its ReLU)", x)]
     h = x
     for i, (conv, bn) in enumerate(convs, 1):
@@ -127,7 +128,6 @@ def activation_gradient_norms(model: nn.Module, images: torch.Tensor,
     Computed in training mode (batch statistics); the model's weights, gradients and BN
     running statistics are left as they were.
     """
-    device = next(model.parameters()).device
     blocks = _blocks(model)
     inputs: dict[str, torch.Tensor] = {}
 
@@ -137,20 +137,14 @@ def activation_gradient_norms(model: nn.Module, images: torch.Tensor,
         return hook
 
     handles = [m.register_forward_pre_hook(keep(n)) for n, m in blocks]
-    buffers = {k: v.clone() for k, v in model.named_buffers()}
-    was_training = model.training
-    model.train()
     try:
-        loss = nn.functional.cross_entropy(model(images.to(device)), labels.to(device))
-        names = [n for n, _ in blocks if n in inputs and inputs[n].requires_grad]
-        grads = torch.autograd.grad(loss, [inputs[n] for n in names])
+        with as_in_training(model):
+            loss = training_loss(model, images, labels)
+            names = [n for n, _ in blocks if n in inputs and inputs[n].requires_grad]
+            grads = torch.autograd.grad(loss, [inputs[n] for n in names])
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
-        with torch.no_grad():
-            for k, v in model.named_buffers():
-                v.copy_(buffers[k])
     return [(n, g.norm().item()) for n, g in zip(names, grads)]
 
 
