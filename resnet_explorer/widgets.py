@@ -33,7 +33,7 @@ from .figures import error_curves, layer_responses_figure, update_error_curves
 from .model import build
 from .recipes import RECIPES, Recipe, get_recipe
 from .spec import ArchSpec, SpecError, Stage
-from .train import Accel, TrainingError, load_run_config, pick_device, read_metrics, train
+from .train import Accel, TrainingError, load_run_config, pick_device, train
 from .zoo import IMAGENET_BLOCKS, PUBLISHED, VGG_CONFIGS, get_spec, published
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)

@@ -21,7 +21,6 @@ import psutil
 import pytest
 import torch
 
-from resnet_explorer import get_spec
 from resnet_explorer.cli import main
 from resnet_explorer.data import GpuCifarLoader, _EpochBatchSampler, load_tensors, parse_data, pixel_mean
 from resnet_explorer.distributed import shard

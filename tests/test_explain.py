@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_explorer import build, count, get_spec
+from resnet_explorer import build, get_spec
 from resnet_explorer import data as D
 from resnet_explorer.explain import (
     activation_gradient_norms,

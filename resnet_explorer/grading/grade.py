@@ -18,7 +18,6 @@ import io
 import json
 import re
 import secrets
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
