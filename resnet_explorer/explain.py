@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .analysis import as_in_training, conv_bn_pairs, training_loss
+from .figures import norm_trace
 from .model import BasicBlock, Bottleneck, make_shortcut
 
 
@@ -156,12 +157,7 @@ def norms_figure(series: Mapping[str, Sequence[tuple[str, float]]], title: str,
     """
     fig = go.Figure()
     for label, pairs in series.items():
-        fig.add_trace(go.Scatter(
-            x=list(range(1, len(pairs) + 1)), y=[v for _, v in pairs], text=[n for n, _ in pairs],
-            mode="lines+markers", marker=dict(size=4), name=label,
-            line=dict(dash="dash" if label.lower().startswith("plain") else "solid", width=2),
-            hovertemplate=f"{label}<br>%{{text}}: %{{y:.3g}}<extra></extra>",
-        ))
+        fig.add_trace(norm_trace(label, pairs, "dash" if label.lower().startswith("plain") else "solid"))
     fig.update_layout(title=title, xaxis_title="layer index (input → output)", yaxis_title=yaxis_title,
                       yaxis_type="log" if log else "linear", height=420)
     if log:

@@ -210,6 +210,16 @@ def layer_responses_figure(run_dirs: Iterable[PathLike], widget: bool = False) -
 
 
 # -- gradient norms ---------------------------------------------------------------------------------
+def norm_trace(name: str, pairs: Sequence[tuple[str, float]], dash: str, color: str | None = None) -> go.Scatter:
+    """One line of per-layer norms ``[(layer name, value), ...]``, layer index on x."""
+    return go.Scatter(
+        x=list(range(1, len(pairs) + 1)), y=[v for _, v in pairs], text=[n for n, _ in pairs],
+        mode="lines+markers", marker=dict(size=4), name=name,
+        line=dict(color=color, dash=dash, width=2),
+        hovertemplate=f"{name}<br>%{{text}}: %{{y:.3g}}<extra></extra>",
+    )
+
+
 def gradient_norms_figure(run_dirs: Iterable[PathLike], which: str = "init", widget: bool = False) -> Fig:
     """The L2 norm of each conv / fc weight's gradient, input to output (log scale)."""
     if which not in ("init", "final"):
@@ -219,13 +229,7 @@ def gradient_norms_figure(run_dirs: Iterable[PathLike], which: str = "init", wid
     colors = run_colors(runs)
     fig = go.Figure()
     for run in runs:
-        pairs = run.analysis["gradient_norms"][which]
-        fig.add_trace(go.Scatter(
-            x=list(range(1, len(pairs) + 1)), y=[v for _, v in pairs], text=[n for n, _ in pairs],
-            mode="lines+markers", marker=dict(size=4), name=run.name,
-            line=dict(color=colors[run.name], dash=_dash(run), width=2),
-            hovertemplate=f"{run.name}<br>%{{text}}: %{{y:.3g}}<extra></extra>",
-        ))
+        fig.add_trace(norm_trace(run.name, run.analysis["gradient_norms"][which], _dash(run), colors[run.name]))
     when = "at initialisation" if which == "init" else "after training"
     fig.update_layout(title=f"Gradient norm per layer {when} (plain dashed, ResNet solid)",
                       xaxis_title="layer index (conv layers, then fc)",
