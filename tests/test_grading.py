@@ -19,23 +19,26 @@ import pytest
 from resnet_explorer.cli import main
 from resnet_explorer.grading import checks
 from resnet_explorer.grading.grade import code_cells, grade_folder, load_assignment, write_report
-from resnet_explorer.grading.sandbox import Limits
+from resnet_explorer.grading.sandbox import Limits, _read_capped
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTOR = ROOT / "assignments" / "instructor" / "resnet_basics"
 STUDENT = ROOT / "assignments" / "student" / "resnet_basics" / "resnet_basics.ipynb"
 MAX = 27
 
-# planted bugs: (file, cell prefix, old line, new line(s))
+# planted bugs: (cell prefix, (old line, new line(s)), ...)
 WRONG = {
-    "wrong_relu_before_add": ("class BasicBlock", "        return F.relu(out + self.shortcut(x))",
-                              "        return F.relu(out) + self.shortcut(x)"),
-    "wrong_shortcut_stride": ("class ShortcutA", "        x = x[:, :, :: self.stride, :: self.stride]", ""),
-    "wrong_flops_bias": ("def conv_macs", "    return kh * kw * (conv.in_channels // conv.groups) * conv.out_channels * out_h * out_w",
-                         "    bias = conv.out_channels * out_h * out_w if conv.bias is not None else 0\n"
-                         "    return kh * kw * (conv.in_channels // conv.groups) * conv.out_channels * out_h * out_w + bias"),
-    "wrong_hook_after_relu": ("def layer_responses", "                found[name] = response_std(output)",
-                              "                found[name] = output  # kept, measured after the forward pass"),
+    "wrong_relu_before_add": ("class BasicBlock", ("        return F.relu(out + self.shortcut(x))",
+                                                   "        return F.relu(out) + self.shortcut(x)")),
+    "wrong_shortcut_stride": ("class ShortcutA", ("        x = x[:, :, :: self.stride, :: self.stride]", "")),
+    "wrong_flops_bias": ("def conv_macs", (
+        "    return kh * kw * (conv.in_channels // conv.groups) * conv.out_channels * out_h * out_w",
+        "    bias = conv.out_channels * out_h * out_w if conv.bias is not None else 0\n"
+        "    return kh * kw * (conv.in_channels // conv.groups) * conv.out_channels * out_h * out_w + bias")),
+    "wrong_hook_after_relu": ("def layer_responses",
+                              ("                found[name] = response_std(output)",
+                               "                found[name] = output  # kept, measured after the forward pass"),
+                              ("    return found\n", "    return {k: response_std(v) for k, v in found.items()}\n")),
 }
 WRONG_FAILS = {
     "wrong_relu_before_add": {"q2_identity_block", "q2_downsample_block"},
@@ -49,14 +52,15 @@ def _nb(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _patch(nb: dict, prefix: str, old: str, new: str) -> dict:
+def _patch(nb: dict, prefix: str, *edits: tuple[str, str]) -> dict:
+    """A copy of ``nb`` with each (old, new) replacement made in the code cell starting with ``prefix``."""
     nb = copy.deepcopy(nb)
     cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith(prefix))
     src = "".join(cell["source"])
-    assert old in src, f"{old!r} not in the {prefix} cell"
-    cell["source"] = src.replace(old, new)
-    if "found[name] = output" in new:
-        cell["source"] = cell["source"].replace("    return found\n", "    return {k: response_std(v) for k, v in found.items()}\n")
+    for old, new in edits:
+        assert old in src, f"{old!r} not in the {prefix} cell"
+        src = src.replace(old, new)
+    cell["source"] = src
     return nb
 
 
@@ -82,13 +86,13 @@ def graded(tmp_path_factory):
     solution = _nb(instructor / "resnet_basics.ipynb")
     student = _nb(STUDENT)
     nbs = {"solution": solution, "student": student}
-    for name, (prefix, old, new) in WRONG.items():
-        nbs[name] = _patch(solution, prefix, old, new)
+    for name, planted in WRONG.items():
+        nbs[name] = _patch(solution, *planted)
     nbs["malicious_loop"] = _insert(solution, "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass")
-    nbs["malicious_loop_in_function"] = _patch(solution, "def net_macs", "    total = 0\n", "    total = 0\n    while True:\n        pass\n")
+    nbs["malicious_loop_in_function"] = _patch(solution, "def net_macs", ("    total = 0\n", "    total = 0\n    while True:\n        pass\n"))
     nbs["malicious_memory"] = _insert(
-        _patch(solution, "def layer_responses", "    found = {}\n",
-               "    found = {}\n    hog = []\n    while True:\n        hog.append(bytearray(256 * 2**20))\n"),
+        _patch(solution, "def layer_responses", ("    found = {}\n",
+               "    found = {}\n    hog = []\n    while True:\n        hog.append(bytearray(256 * 2**20))\n")),
         "huge = torch.empty(2**40)  # 4 TB at once")
     grade_py = ROOT / "resnet_explorer" / "grading" / "grade.py"
     scores = tmp / "scores.csv"
@@ -203,7 +207,7 @@ def test_score_table_files(graded):
     assert {s["submission"] for s in data["submissions"]} == {f"{k}.ipynb" for k in graded["by"]}
 
 
-def _solution_namespace(nb: dict, replace: tuple[str, str, str] | None = None) -> dict:
+def _solution_namespace(nb: dict, replace: tuple | None = None) -> dict:
     if replace:
         nb = _patch(nb, *replace)
     ns: dict = {"__name__": "__main__"}
@@ -274,3 +278,12 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     bad.write_text("not json")
     assert main(["assign", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_long_log_is_read_from_its_end(tmp_path):
+    log = tmp_path / "log"
+    log.write_bytes(b"x" * 5000 + b"MemoryError: out of memory\n")
+    assert _read_capped(log, 100) == b"x" * 100
+    tail = _read_capped(log, 100, from_end=True)
+    assert len(tail) == 100 and tail.endswith(b"MemoryError: out of memory\n")
+    assert _read_capped(log, 10**6, from_end=True) == log.read_bytes()

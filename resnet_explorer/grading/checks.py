@@ -96,9 +96,10 @@ def _check_block(name: str, student: type, cases: list[tuple], make_ref: Callabl
             missing, extra = sorted(want_keys - keys), sorted(keys - want_keys)
             _fail(f"{what}: parameter names differ from the paper's layout (conv1, bn1, … shortcut): "
                   f"missing {missing[:4]}, unexpected {extra[:4]}")
+        mine_state = mine.state_dict()
         for k, v in want_block.state_dict().items():
-            if mine.state_dict()[k].shape != v.shape:
-                _fail(f"{what}: {k} has shape {tuple(mine.state_dict()[k].shape)}, expected {tuple(v.shape)}")
+            if mine_state[k].shape != v.shape:
+                _fail(f"{what}: {k} has shape {tuple(mine_state[k].shape)}, expected {tuple(v.shape)}")
         randomize(mine, 1)
         randomize(want_block, 1)
         x = seeded(2, 2, cin, 8, 8)
@@ -159,9 +160,10 @@ def check_net_macs(net_macs: Callable) -> None:
         for name, size in (("cifar-resnet20", 32), ("resnet18", 64)):
             spec = get_spec(name, input_size=size)
             got = _call(f"net_macs(build({name!r}), {size})", lambda: net_macs(ref.build(spec).eval(), size))
-            want = count(spec).macs
+            c = count(spec)
+            want = c.macs
             if got != want:
-                fc = count(spec).row("fc").macs
+                fc = c.row("fc").macs
                 hint = " You left out the fc layer." if got == want - fc else ""
                 _fail(f"net_macs(build({name!r}), {size}) returned {got!r}, expected {want:,} "
                       f"(count(get_spec({name!r})).macs).{hint}")

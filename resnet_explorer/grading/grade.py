@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..train import atomic_write
+from ..train import atomic_write, write_json
 from .sandbox import ChildResult, Limits, isolation, run_notebook
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20
@@ -373,7 +373,7 @@ def write_report(report: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
                     f"{s['written_answered']}/{s['written_total']}", " ".join(s["failed"]), s["reason"]])
     # atomically, so that an earlier score table is never left half-overwritten
     atomic_write(csv_path, rows.getvalue().encode())
-    atomic_write(json_path, json.dumps(report, indent=1).encode())
+    write_json(json_path, report)
     return csv_path, json_path
 
 

@@ -83,8 +83,11 @@ def _kill_uid(uid: int) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
-def _read_capped(path: Path, limit: int) -> bytes:
+def _read_capped(path: Path, limit: int, from_end: bool = False) -> bytes:
+    """At most ``limit`` bytes of ``path``: its first ones, or (``from_end``) its last ones."""
     with open(path, "rb") as f:
+        if from_end:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
         return f.read(limit)
 
 
@@ -149,7 +152,7 @@ def run_notebook(cells: list[str], probes_source: str, tests: list[dict], limits
         proc.wait()
     seconds = time.monotonic() - start
     raw = _read_capped(private / "result", MAX_RESULT_BYTES)
-    log_bytes = _read_capped(private / "log", 4 * 2**20)
+    log_bytes = _read_capped(private / "log", 4 * 2**20, from_end=True)  # the tail is what tells
     shutil.rmtree(root, ignore_errors=True)
     probes, cell_errors, events = _parse_records(raw)
     tail = log_bytes.decode("utf-8", "replace")[-MAX_LOG_BYTES:]
