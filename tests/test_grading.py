@@ -278,6 +278,10 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     bad.write_text("not json")
     assert main(["assign", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / f"{tmp_path.name}.ipynb").write_text("not json")
+    assert main(["assign", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == f"resnet-explorer: error: {tmp_path.name}.ipynb is not a notebook (not JSON)"
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_long_log_is_read_from_its_end(tmp_path):

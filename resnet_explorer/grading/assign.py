@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
-from .grade import GradingError
+from .grade import GradingError, read_notebook
 
 
 def default_student_dir(instructor_dir: Path) -> Path:
@@ -34,10 +33,7 @@ def make_student_version(instructor_dir: str | Path, out: str | Path | None = No
     solution = instructor_dir / f"{instructor_dir.name}.ipynb"
     if not solution.is_file():
         raise GradingError(f"solution notebook {solution} not found")
-    try:
-        json.loads(solution.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise GradingError(f"{solution} is not a notebook (not JSON)") from None
+    read_notebook(solution)  # a clear error before otter's own
     out = Path(out) if out else default_student_dir(instructor_dir)
     from otter.assign import main as otter_assign
 
