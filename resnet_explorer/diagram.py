@@ -93,8 +93,9 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
         boxes.append({"name": stage.name, "kind": stage.block, "stage": stage,
                       "text": stage_text(stage, spec.stride_at), "out": s["out"],
                       "params": s["params"], "macs": s["macs"]})
-    head_params = sum(v["params"] for k, v in stages.items() if k not in {s.name for s in spec.stages})
-    head_macs = sum(v["macs"] for k, v in stages.items() if k not in {s.name for s in spec.stages})
+    names = {s.name for s in spec.stages}
+    head = [v for k, v in stages.items() if k not in names]
+    head_params, head_macs = sum(v["params"] for v in head), sum(v["macs"] for v in head)
     hidden = "".join(f"<br>fc {h}" for h in spec.head.hidden)
     pool = "avg pool" if spec.head.kind == "avgpool-fc" else "flatten"
     boxes.append({"name": "head", "kind": "head", "text": f"{pool}{hidden}<br>fc {spec.num_classes}",
