@@ -73,13 +73,16 @@ def check_shortcut_a(ShortcutA: type) -> None:
     _report(run)
 
 
-def _block_variants(block: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def _block_variants(block: ref.BasicBlock | ref.Bottleneck, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What common mistakes would output, from the reference block's own F(x) and shortcut."""
     relu = torch.relu
-    if isinstance(block, ref.Bottleneck):
-        f = block.bn3(block.conv3(relu(block.bn2(block.conv2(relu(block.bn1(block.conv1(x))))))))
-    else:
-        f = block.bn2(block.conv2(relu(block.bn1(block.conv1(x)))))
-    s = block.shortcut(x)
+    kept: list[torch.Tensor] = []  # F(x): its last BN's output, copied before the in-place addition
+    handle = block.last_bn().register_forward_hook(lambda mod, inp, out: kept.append(out.clone()))
+    try:
+        block(x)
+    finally:
+        handle.remove()
+    f, s = kept[0], block.shortcut(x)
     return {"the ReLU applied before the addition (relu(F(x)) + x)": relu(f) + s,
             "no ReLU after the addition": f + s,
             "no shortcut added": relu(f)}
