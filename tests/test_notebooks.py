@@ -43,7 +43,7 @@ def test_committed_notebook_is_clean_and_documents_its_modes(name):
     assert "`gpu`" in intro or "GPU settings: none needed" in intro
 
 
-def _notebook(**kw):
+def _notebook():
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('import os\nMODE = "smoke" if os.environ.get("RESNET_EXPLORER_SMOKE") == "1" else "cpu"')
     params.metadata["tags"] = ["parameters"]
@@ -121,8 +121,7 @@ def run(tmp_path_factory):
         return done[name]
 
     yield execute
-    for name, executed in done.items():
-        assert not (PATHS[name].parent / "runs").exists(), "a notebook wrote runs into the repository"
+    assert not (N.NOTEBOOK_DIR / "runs").exists(), "a notebook wrote runs into the repository"
 
 
 def test_00_quickstart(run):
