@@ -2,7 +2,7 @@
 
     python benchmarks/builder_speed.py [--arch resnet152] [--repeat 20]
 
-Goal (issue #5): every change recounts through the analytic counter and redraws the
+Goal: every change recounts through the analytic counter and redraws the
 numbers and the diagram in well under 100 ms for ResNet-152. Prints one table: the
 median and worst time of the analytic count alone, of a stage edit typed into the
 widget (conv4_x's block count: recount + diagram + tables), and of loading the preset.

@@ -2,7 +2,7 @@
 
     python benchmarks/count_speed.py [--arch resnet152] [--repeat 20]
 
-Goal (issue #2): the analytic count of ResNet-152 in <= 20 ms and >= 30x faster than
+Goal: the analytic count of ResNet-152 in <= 20 ms and >= 30x faster than
 fvcore, so a widget can recount on every click. Prints one table.
 """
 

@@ -1,4 +1,9 @@
-"""The ``resnet-explorer`` command line: ``info`` and ``tables`` (more commands join later)."""
+"""The ``resnet-explorer`` command line: info, tables, train, eval, experiment, demo, assign, grade.
+
+Each command is a small function over the library. Bad input raises a `UserError`, which
+`main` prints as one line (exit 2). The library behind the training commands is imported
+when a command needs it, so ``info`` and ``tables`` start without loading PyTorch.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,18 @@ import os
 import sys
 from pathlib import Path
 
-from .count import CONVENTION, Count, count
-from .spec import ArchSpec, SpecError
-from .zoo import get_spec, published
-from .tables import table1, table6
+from .count import count
+from .errors import SpecError, UsageError, UserError
+from .spec import ArchSpec
+from .tables import format_info, table1, table6
+from .zoo import FIG6_DEPTHS, get_spec
+
+# The demo's CPU settings: 8-wide nets (the paper's are 16) and 500 iterations of batch 64
+# (the paper: 64k of 128) fit plain-20/56 and ResNet-20/56 in about 10 minutes on 2 cores.
+DEMO_CPU = {"width": 8, "iters": 500, "batch_size": 64}
 
 
+# -- what the options mean ------------------------------------------------------------------------
 def spec_from_args(arch: str, args: argparse.Namespace) -> ArchSpec:
     """A named net with the command line's overrides, or a spec read from a JSON file."""
     overrides = {
@@ -34,46 +45,46 @@ def spec_from_args(arch: str, args: argparse.Namespace) -> ArchSpec:
     return get_spec(arch, **overrides)
 
 
-def _g(n: float) -> str:
-    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
+def _parse_sets(pairs: list[str]) -> dict:
+    """``--set lr=0.05 --set milestones=[100,150]``: recipe fields, values as JSON (or text)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--set {pair!r} is invalid: use --set FIELD=VALUE (e.g. --set lr=0.05)")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
-def format_info(c: Count, spec: ArchSpec, layers: bool = False) -> str:
-    kind = "residual" if spec.residual else "plain"
-    desc = f"{kind}"
-    if any(s.block != "conv" for s in spec.stages):
-        desc += f", shortcut {spec.shortcut}" if spec.residual else ""
-        if any(s.block == "bottleneck" for s in spec.stages):
-            desc += f", stride at {spec.stride_at} ({'paper v1' if spec.stride_at == '1x1' else 'v1.5'})"
-    lines = [
-        f"{spec.name}: {spec.depth} weighted layers, {desc}; "
-        f"input {spec.input_size}x{spec.input_size}, {spec.num_classes} classes",
-        f"  params          {c.params:>16,}",
-        f"  multiply-adds   {c.macs:>16,}  ({_g(c.macs)})",
-        f"  other ops       {c.other_ops:>16,}  (BN, pooling, shortcut additions; not in the FLOPs)",
-        f"  convention: {CONVENTION}",
-    ]
-    ref = published(spec)
-    if ref and ref.macs and spec.input_size == 224:
-        lines.append(f"  paper: {ref.macs / 1e9:g} G multiply-adds ({ref.source})")
-    lines.append("")
-    lines.append(f"  {'stage':<10} {'output':>14} {'params':>14} {'multiply-adds':>16}")
-    for name, s in c.by_stage().items():
-        shape = "x".join(map(str, s["out"]))
-        lines.append(f"  {name:<10} {shape:>14} {s['params']:>14,} {s['macs']:>16,}")
-    if layers:
-        lines.append("")
-        lines.append(
-            f"  {'layer':<28} {'kind':<8} {'output':>14} {'params':>12} {'multiply-adds':>15} {'other ops':>12}"
-        )
-        for r in c.rows:
-            shape = "x".join(map(str, r.out_shape))
-            lines.append(
-                f"  {r.name:<28} {r.kind:<8} {shape:>14} {r.params:>12,} {r.macs:>15,} {r.other_ops:>12,}"
-            )
-    return "\n".join(lines)
+def _recipe_from_args(args: argparse.Namespace, default: str, **defaults):
+    """``--recipe`` (or ``default``) with ``defaults``, then ``--set`` and ``--iters`` on top."""
+    from .recipes import get_recipe
+
+    overrides = {**defaults, **_parse_sets(args.set)}
+    if args.iters is not None:
+        overrides["iters"] = args.iters
+    return get_recipe(args.recipe or default, **overrides)
 
 
+def _ints(text: str | None, what: str, example: str = "20,56") -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{what} {text!r} is invalid: use numbers separated by commas, e.g. {example}") from None
+
+
+def _device_kwargs(args: argparse.Namespace) -> dict:
+    """The options every training command passes on to `train` / `run_experiment`."""
+    return dict(device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                seed=args.seed, progress=not args.quiet, workers=args.workers)
+
+
+# -- the commands ---------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
     spec = spec_from_args(args.arch, args)
     c = count(spec)
@@ -93,48 +104,23 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line, not the whole usage."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _parse_sets(pairs: list[str]) -> dict:
-    """``--set lr=0.05 --set milestones=[100,150]``: recipe fields, values as JSON (or text)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SpecError(f"--set {pair!r} is invalid: use --set FIELD=VALUE (e.g. --set lr=0.05)")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import launch_env
     from .train import train
 
     if args.resume:
         if not args.out:
-            raise SpecError("--resume needs --out RUN_DIR, the run to continue")
+            raise UsageError("--resume needs --out RUN_DIR, the run to continue")
         spec = spec_from_args(args.arch, args) if args.arch else None
         recipe = None
     else:
         if not args.arch or not args.data:
-            raise SpecError("a new run needs --arch and --data (e.g. --arch cifar-resnet20 --data synthetic)")
+            raise UsageError("a new run needs --arch and --data (e.g. --arch cifar-resnet20 --data synthetic)")
         spec = spec_from_args(args.arch, args)
         recipe = _recipe_from_args(args, args.recipe)
     out = args.out or f"runs/{spec.name}-{args.recipe}"
-    result = train(
-        spec, args.data, recipe, out, device=args.device, amp=args.amp,
-        channels_last=args.channels_last, compile=args.compile, resume=args.resume,
-        seed=args.seed, progress=not args.quiet, sync_bn=args.sync_bn, dist_backend=args.dist_backend,
-        workers=args.workers,
-    )
+    result = train(spec, args.data, recipe, out, resume=args.resume, sync_bn=args.sync_bn,
+                   dist_backend=args.dist_backend, **_device_kwargs(args))
     if not launch_env().is_main:
         return 0  # under torchrun, rank 0 alone reports
     ev = result.last_eval or {}
@@ -165,74 +151,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ints(text: str | None, what: str, example: str = "20,56") -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(t) for t in text.split(",")]
-    except ValueError:
-        raise SpecError(f"{what} {text!r} is invalid: use numbers separated by commas, e.g. {example}") from None
-
-
-def _run_experiment_and_report(args, name, plans, notes) -> int:
+def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list, notes: list[str]) -> int:
     from .distributed import launch_env
-    from .experiments import experiment_runs, run_experiment
+    from .experiments import run_experiment
     from .report import degradation_summary, summary_text, write_report
+    from .runs import experiment_runs
 
     if launch_env().enabled:
-        raise SpecError(f"{name} runs in one process, not under torchrun: train one of its nets on "
-                        "several processes with resnet-explorer train (see docs/distributed.md)")
-
-    exp_dir = run_experiment(name, plans, args.data, args.out, device=args.device, amp=args.amp,
-                             channels_last=args.channels_last, compile=args.compile,
-                             seed=args.seed, progress=not args.quiet, log=lambda m: print(m, flush=True),
-                             workers=args.workers)
-    runs = experiment_runs(exp_dir)
+        raise UsageError(f"{name} runs in one process, not under torchrun: train one of its nets on "
+                         "several processes with resnet-explorer train (see docs/distributed.md)")
+    exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True),
+                             **_device_kwargs(args))
     print()
-    print(summary_text(degradation_summary(runs)))
+    print(summary_text(degradation_summary(experiment_runs(exp_dir))))
     report = write_report(exp_dir, notes=notes)
     print(f"\nreport: {report}")
     return 0
-
-
-def _recipe_from_args(args, default: str, **defaults):
-    """``--recipe`` (or ``default``) with ``defaults``, then ``--set`` and ``--iters`` on top."""
-    from .recipes import get_recipe
-
-    overrides = {**defaults, **_parse_sets(args.set)}
-    if args.iters is not None:
-        overrides["iters"] = args.iters
-    return get_recipe(args.recipe or default, **overrides)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .experiments import EXPERIMENTS, degradation, load_plans, shortcuts
 
     if not args.data:
-        raise SpecError("an experiment needs --data (synthetic, cifar10:DIR, folder:DIR)")
+        raise UsageError("an experiment needs --data (synthetic, cifar10:DIR, folder:DIR)")
     recipe = _recipe_from_args(args, "cifar-paper")
     width = args.width or 16
     if args.name == "degradation":
-        plans = degradation(_ints(args.depths, "--depths") or (20, 32, 44, 56), recipe, width)
+        plans = degradation(_ints(args.depths, "--depths") or FIG6_DEPTHS, recipe, width)
     elif args.name == "shortcuts":
         plans = shortcuts(args.depth, recipe, width)
     elif args.name.endswith(".json"):
         plans = load_plans(args.name)
     else:
-        raise SpecError(f"unknown experiment {args.name!r}: use {', '.join(EXPERIMENTS)} or a .json file")
+        raise UsageError(f"unknown experiment {args.name!r}: use {', '.join(EXPERIMENTS)} or a .json file")
     args.out = args.out or f"runs/{Path(args.name).stem}"
     notes = [f"recipe {recipe.name}: {recipe.max_iters} iterations, batch {recipe.batch_size}, width {width}"]
     return _run_experiment_and_report(args, Path(args.name).stem, plans, notes)
 
 
-# The demo's CPU settings: 8-wide nets (the paper's are 16) and 500 iterations of batch 64
-# (the paper: 64k of 128) fit plain-20/56 and ResNet-20/56 in about 10 minutes on 2 cores.
-DEMO_CPU = {"width": 8, "iters": 500, "batch_size": 64}
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .devices import pick_device
     from .experiments import degradation
-    from .train import pick_device
 
     gpu = pick_device(args.device).type == "cuda"
     depths = _ints(args.depths, "--depths") or [20, 56]
@@ -244,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.compile = args.compile if args.compile != "off" else "reduce-overhead"
     else:
         recipe = _recipe_from_args(args, "cpu-demo", batch_size=DEMO_CPU["batch_size"],
-                                    iters=args.iters or DEMO_CPU["iters"])
+                                   iters=args.iters or DEMO_CPU["iters"])
         width = args.width or DEMO_CPU["width"]
         notes = [f"a CPU demo: nets {width} wide (the paper's are 16), {recipe.max_iters} iterations of "
                  f"batch {recipe.batch_size} (the paper: 64,000 of 128), lr {recipe.lr} divided by 10 at "
@@ -277,6 +236,46 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the parser -------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _arch_options(p: argparse.ArgumentParser) -> None:
+    """The options that change a named net: plain twin, shortcut, stride placement, width."""
+    p.add_argument("--plain", action="store_true", help="the plain twin (no shortcuts)")
+    p.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option")
+    p.add_argument("--stride-at", choices=["1x1", "3x3"], help="bottleneck stride placement")
+    p.add_argument("--width", type=int, help="first stage's width (CIFAR: 16, ImageNet: 64); others scale")
+
+
+def _recipe_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    """A recipe by name, shortened or lengthened, with fields overridden."""
+    p.add_argument("--recipe", default=default,
+                   help="cifar-paper (default), imagenet-paper, cifar-short, cpu-demo, test")
+    p.add_argument("--iters", type=int, help="iterations (the lr milestones scale with it)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a recipe field, e.g. --set lr=0.05 --set batch_size=64")
+
+
+def _device_options(p: argparse.ArgumentParser) -> None:
+    """Where and how to train: device, the GPU helpers, seed, progress, loader processes."""
+    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
+                   help="mixed precision (auto: bf16 on a GPU, off on the CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on; faster on GPUs and CPUs alike)")
+    p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
+                   help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), max-autotune")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, help="ImageNet loader processes per GPU (default: the CPUs "
+                   "shared among this node's processes, at most 8)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="resnet-explorer",
@@ -287,10 +286,7 @@ def make_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="parameters and multiply-adds of a network")
     info.add_argument("arch", help="resnet18…152, plain18…152, cifar-resnetD, cifar-plainD, "
                       "vgg-a…vgg-e, vgg11…vgg19, alexnet, or a spec .json file")
-    info.add_argument("--plain", action="store_true", help="the plain twin (no shortcuts)")
-    info.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option")
-    info.add_argument("--stride-at", choices=["1x1", "3x3"], help="bottleneck stride placement")
-    info.add_argument("--width", type=int, help="first stage's width (CIFAR: 16, ImageNet: 64); others scale")
+    _arch_options(info)
     info.add_argument("--input", type=int, help="input size (default: the net's own)")
     info.add_argument("--classes", type=int, help="number of classes")
     info.add_argument("--layers", action="store_true", help="one row per layer")
@@ -304,30 +300,12 @@ def make_parser() -> argparse.ArgumentParser:
                     "--no-python resnet-explorer train ... (the recipe's batch is split across the "
                     "processes; see docs/distributed.md).")
     tr.add_argument("--arch", help="a net name (cifar-resnet56 …) or a spec .json file")
-    tr.add_argument("--plain", action="store_true", help="the plain twin (no shortcuts)")
-    tr.add_argument("--shortcut", choices=["A", "B", "C"], help="shortcut option")
-    tr.add_argument("--stride-at", choices=["1x1", "3x3"], help="bottleneck stride placement")
-    tr.add_argument("--width", type=int, help="first stage's width (CIFAR: 16, ImageNet: 64); others scale")
+    _arch_options(tr)
     tr.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR | imagenet:DIR")
-    tr.add_argument("--recipe", default="cifar-paper",
-                    help="cifar-paper, imagenet-paper, cifar-short, cpu-demo, test")
-    tr.add_argument("--iters", type=int, help="iterations (the lr milestones scale with it)")
-    tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override a recipe field, e.g. --set lr=0.05 --set batch_size=64")
+    _recipe_options(tr, "cifar-paper")
     tr.add_argument("--out", help="run directory (default runs/ARCH-RECIPE)")
-    tr.add_argument("--device", default="auto", help="auto (GPU if any), cpu or cuda")
-    tr.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
-                    help="mixed precision (auto: bf16 on a GPU, off on the CPU)")
-    tr.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                    help="NHWC memory format (default: on; faster on GPUs and CPUs alike)")
-    tr.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
-                    help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), "
-                         "max-autotune")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    tr.add_argument("--workers", type=int, help="ImageNet loader processes per GPU (default: the CPUs "
-                    "shared among this node's processes, at most 8)")
+    _device_options(tr)
     tr.add_argument("--sync-bn", action="store_true",
                     help="under torchrun on GPUs: BatchNorm statistics over the whole global batch")
     tr.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
@@ -345,31 +323,23 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
-    def run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--recipe", help="cifar-paper (default), cifar-short, cpu-demo, …")
-        p.add_argument("--iters", type=int, help="iterations per run (milestones scale with it)")
-        p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a recipe field")
+    def experiment_options(p: argparse.ArgumentParser) -> None:
+        _recipe_options(p, None)
         p.add_argument("--width", type=int, help="first stage's width (the paper: 16)")
         p.add_argument("--depths", help="depths, e.g. 20,32,44,56")
         p.add_argument("--out", help="the experiment's directory")
-        p.add_argument("--device", default="auto")
-        p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-        p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-        p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.add_argument("--workers", type=int, help="ImageNet loader processes (default: the CPUs, at most 8)")
+        _device_options(p)
 
     exp = sub.add_parser("experiment", help="a named set of runs (degradation, shortcuts, or a .json)")
     exp.add_argument("name", help="degradation, shortcuts, or a JSON file of runs")
     exp.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR")
     exp.add_argument("--depth", type=int, default=20, help="the depth of the shortcuts experiment")
-    run_options(exp)
+    experiment_options(exp)
     exp.set_defaults(func=cmd_experiment)
 
     demo = sub.add_parser("demo", help="the degradation problem, trained and reported (the main job)")
     demo.add_argument("--data", default="synthetic", help="synthetic (default) | cifar10:DIR | folder:DIR")
-    run_options(demo)
+    experiment_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     asg = sub.add_parser("assign", help="course assignments: the student notebook from a solution notebook")
@@ -393,17 +363,6 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """The errors that mean bad input or a run that cannot go on: one line, exit 2."""
-    from .data import DataError
-    from .distributed import DistributedError
-    from .evaluate import EvalError
-    from .grading.grade import GradingError
-    from .train import TrainingError
-
-    return SpecError, DataError, EvalError, TrainingError, DistributedError, GradingError
-
-
 def _rank_prefix() -> str:
     """``"rank R: "`` in a process of a torchrun job with several processes, else ``""``."""
     world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
@@ -414,9 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
-    except Exception as e:
-        if not isinstance(e, _user_errors()):
-            raise
+    except UserError as e:
         print(f"resnet-explorer: error: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
 

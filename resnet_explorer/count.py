@@ -165,7 +165,7 @@ class _Walker:
     def walk(self) -> Count:
         spec = self.spec
         for stage in spec.stages:
-            if stage.block == "conv":
+            if stage.is_conv:
                 for i, layer in enumerate(stage.layers):
                     self.conv_layer(f"{stage.name}.{i}", layer)
             else:

@@ -46,7 +46,7 @@ def _layer_text(layer: ConvLayer) -> str:
 def stage_text(stage: Stage, stride_at: str = "1x1") -> str:
     """Table 1's notation for a stage, one line per layer (``<br>`` separated); the stride
     of the stage's first block is marked on the layer that carries it."""
-    if stage.block == "conv":
+    if stage.is_conv:
         lines = []
         for layer in stage.layers:
             text = _layer_text(layer)
@@ -120,7 +120,7 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
             shapes.append(dict(type="line", x0=x - STEP + BOX_W / 2, x1=x0, y0=0, y1=0,
                                line=dict(color="#555", width=1)))
         stage = b.get("stage")
-        if spec.residual and stage is not None and stage.block != "conv":
+        if spec.residual and stage is not None and not stage.is_conv:
             top = h / 2 + 0.35
             shapes.append(dict(type="path", path=f"M {x0 + 0.05},{top} Q {x},{top + 0.9} {x1 - 0.05},{top}",
                                line=dict(color="#d62728", width=2)))

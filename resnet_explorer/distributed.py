@@ -1,5 +1,5 @@
 """Data-parallel training with PyTorch's own engine: torch.distributed, DistributedDataParallel,
-launched by ``torchrun`` (PAPER.md §6: split each batch across GPUs, average the gradients).
+launched by ``torchrun`` (as the paper trained: each batch split across GPUs, gradients averaged).
 
 ``resnet-explorer train ...`` started by ``torchrun --nproc_per_node=N`` (one node or many)
 finds ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` in its environment and joins the process
@@ -31,13 +31,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import DistributedError
+
 BACKENDS = ("auto", "nccl", "gloo")
 TIMEOUT_ENV = "RESNET_EXPLORER_DIST_TIMEOUT"  # seconds a collective may wait for a rank
 DEFAULT_TIMEOUT_S = 600
-
-
-class DistributedError(RuntimeError):
-    """A distributed launch that cannot work (bad backend, batch not divisible …); one line."""
 
 
 @dataclass(frozen=True)

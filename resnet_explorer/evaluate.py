@@ -7,7 +7,6 @@ ensemble (Table 5) averages the probabilities of several models.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 from pathlib import Path
@@ -16,12 +15,14 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from . import distributed as D
+from . import runs
+from .data import (IMAGENET_MEAN, SubtractMean, make_imagenet_loader, make_loaders, multi_scale,
+                   parse_data, resolve_workers)
+from .devices import Accel, pick_device
+from .errors import EvalError
 from .model import Net, build
 from .spec import ArchSpec
-
-
-class EvalError(ValueError):
-    """A checkpoint or run directory that cannot be evaluated; one clear line."""
 
 
 @torch.no_grad()
@@ -31,8 +32,6 @@ def predict(model: nn.Module, loader: Iterable, device: torch.device, accel=None
     A batch may be B×C×H×W (one view), B×V×C×H×W (V views: 10-crop), or a list of
     B×C×H×W tensors of different sizes (scales): views of an image are averaged.
     """
-    from .train import Accel
-
     accel = accel or Accel()
     was_training = model.training
     model.eval()
@@ -78,15 +77,30 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, accel=Non
     return errors(*predict(model, loader, device, accel))
 
 
+def evaluate_sharded(env: D.DistEnv, model: nn.Module, loader: Any, device: torch.device, accel: Accel,
+                     num_classes: int) -> dict[str, float]:
+    """`evaluate` over the ranks' shards of the evaluation set: sums all-reduced, then divided."""
+    try:
+        probs, labels = predict(model, loader, device, accel)
+    except EvalError:  # this rank's shard is empty
+        probs, labels = torch.zeros(0, num_classes), torch.zeros(0, dtype=torch.long)
+    sums = error_sums(probs, labels)
+    keys = list(sums)
+    total = D.all_reduce_sum(env, torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device))
+    total = dict(zip(keys, total.tolist()))
+    n = total.pop("count")
+    return {k: v / n for k, v in total.items()}
+
+
 # -- loading what was trained ------------------------------------------------------------------
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Net:
     """The model of a run directory (its last checkpoint) or of a checkpoint file."""
     path = Path(path)
-    ckpt = path / "checkpoints" / "last.pt" if path.is_dir() else path
+    ckpt = runs.checkpoint_path(path) if path.is_dir() else path
     if not ckpt.is_file():
         raise EvalError(f"{path}: not a run directory or checkpoint (expected {ckpt})")
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = runs.load_checkpoint(ckpt)
         spec = ArchSpec.from_dict(state["spec"])
         model = build(spec)
         model.load_state_dict(state["model"])
@@ -95,18 +109,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Net:
     return model.to(device).eval()
 
 
-def _run_data_arg(path: str | Path) -> str | None:
-    """The --data a run was trained on, if the path is a run directory."""
-    f = Path(path) / "data.json"
-    return json.loads(f.read_text()).get("arg") if f.is_file() else None
-
-
 def multi_scale_loader(root: str, scales: Sequence[int], workers: int | None = None):
     """ImageNet val for fully-convolutional testing: each image at every scale, and flipped."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
-
-    from .data import IMAGENET_MEAN, SubtractMean, multi_scale, resolve_workers
 
     norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), SubtractMean(IMAGENET_MEAN)])
 
@@ -138,14 +144,11 @@ def evaluate_paths(
 ) -> dict[str, Any]:
     """Evaluate one model, or an ensemble of several (averaged softmax), on ``data``'s
     test split (CIFAR-style) or val split (ImageNet, optionally 10-crop or multi-scale)."""
-    from .data import make_imagenet_loader, make_loaders, parse_data
-    from .train import pick_device
-
     if not paths:
         raise EvalError("give at least one run directory or checkpoint")
     dev = pick_device(device)
     models = [load_model(p, dev) for p in paths]
-    data = data or _run_data_arg(paths[0])
+    data = data or runs.data_arg(paths[0])
     if data is None:
         raise EvalError(f"{paths[0]}: say which data to evaluate on with --data")
     source = parse_data(data)

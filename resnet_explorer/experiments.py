@@ -17,12 +17,16 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import runs
 from .analysis import gradient_norms, layer_responses
+from .data import make_loaders, parse_data
+from .errors import TrainingError, UsageError
 from .evaluate import load_model
 from .model import build
 from .recipes import Recipe, get_recipe
-from .spec import ArchSpec, SpecError
-from .train import TrainingError, train, write_json
+from .runs import analysis_current, checkpoint_iteration, experiment_runs  # noqa: F401 (re-exported)
+from .spec import ArchSpec
+from .train import train
 from .zoo import get_spec
 
 
@@ -77,37 +81,18 @@ def load_plans(path: str | Path) -> list[RunPlan]:
             recipe = get_recipe(item.get("recipe", "cifar-paper"), **item.get("recipe_options", {}))
             plans.append(RunPlan(item.get("name", spec.name), spec, recipe))
     except FileNotFoundError:
-        raise SpecError(f"experiment file {path} not found") from None
+        raise UsageError(f"experiment file {path} not found") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise SpecError(f"experiment file {path} is invalid ({e}): expected a JSON list of "
+        raise UsageError(f"experiment file {path} is invalid ({e}): expected a JSON list of "
                         '{"name": ..., "arch": "cifar-resnet20", "recipe": "cifar-paper"}') from None
     names = [p.name for p in plans]
     if len(set(names)) != len(names):
-        raise SpecError(f"experiment file {path}: run names must be unique, got {names}")
+        raise UsageError(f"experiment file {path}: run names must be unique, got {names}")
     return plans
-
-
-def checkpoint_iteration(run_dir: Path) -> int:
-    """The iteration of a run's last checkpoint (0 if none), without reading its tensors."""
-    ckpt = Path(run_dir) / "checkpoints" / "last.pt"
-    if not ckpt.exists():
-        return 0
-    return torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["iteration"]
-
-
-def analysis_current(run_dir: str | Path) -> bool:
-    """Whether the run's ``analysis.json`` was made from its last checkpoint."""
-    try:
-        done = json.loads((Path(run_dir) / "analysis.json").read_text()).get("iteration")
-    except (FileNotFoundError, ValueError):
-        return False
-    return done == checkpoint_iteration(run_dir)
 
 
 def _probe_batch(data: str, n: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed batch of test images (preprocessed as in training) for the analyses."""
-    from .data import make_loaders, parse_data
-
     source = parse_data(data)
     _, test, _ = make_loaders(source, n, "cpu", seed, augment=False, eval_batch_size=n)
     return next(iter(test))
@@ -118,8 +103,7 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
     run_dir = Path(run_dir)
     x, y = _probe_batch(data)
     model = load_model(run_dir).cpu()
-    env = json.loads((run_dir / "env.json").read_text())
-    torch.manual_seed(env.get("seed", seed))
+    torch.manual_seed(runs.read_env(run_dir).get("seed", seed))
     init = build(model.spec)  # the run's initial weights: same seed, same build
     result = {
         "iteration": checkpoint_iteration(run_dir),
@@ -128,7 +112,7 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
         "gradient_norms": {"init": gradient_norms(init, x[:128], y[:128]),
                            "final": gradient_norms(model, x[:128], y[:128])},
     }
-    write_json(run_dir / "analysis.json", result)
+    runs.write_analysis(run_dir, result)
     return result
 
 
@@ -149,10 +133,9 @@ def run_experiment(
     """Run every plan into ``out``; finished runs are skipped, a partial one resumed.
     ``workers``: ImageNet loader processes (see `train`)."""
     out = Path(out)
-    manifest_path = out / "manifest.json"
     planned = [p.to_dict() for p in plans]
-    if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
+    if runs.manifest_path(out).exists():
+        old = runs.read_manifest(out)
         old_plans = [{k: r[k] for k in ("name", "dir", "spec", "recipe")} for r in old["runs"]]
         if old_plans != planned or old.get("data") != data:
             raise TrainingError(f"{out} holds a different experiment ({old['name']} on {old['data']}): "
@@ -165,13 +148,13 @@ def run_experiment(
         """finished, trained (the analysis is missing), partial or pending."""
         d = out / plan.name
         if checkpoint_iteration(d) >= plan.recipe.max_iters:
-            return "finished" if (d / "analysis.json").exists() else "trained"
-        return "partial" if (d / "checkpoints" / "last.pt").exists() else "pending"
+            return "finished" if runs.analysis_path(d).exists() else "trained"
+        return "partial" if runs.checkpoint_path(d).exists() else "pending"
 
     def save() -> None:
         for r, p in zip(manifest["runs"], plans):
             r["status"] = status_of(p)
-        write_json(manifest_path, manifest)
+        runs.write_manifest(out, manifest)
 
     save()
     for i, plan in enumerate(plans, 1):
@@ -190,10 +173,3 @@ def run_experiment(
         analyze_run(run_dir, data, seed)
         save()
     return out
-
-
-def experiment_runs(exp_dir: str | Path) -> list[Path]:
-    """The run directories of an experiment, in its manifest's order."""
-    exp_dir = Path(exp_dir)
-    manifest = json.loads((exp_dir / "manifest.json").read_text())
-    return [exp_dir / r["dir"] for r in manifest["runs"]]

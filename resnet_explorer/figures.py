@@ -12,10 +12,8 @@ options A/B/C of one depth, say) get distinct colours, keyed by their run name.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -23,8 +21,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .count import CONVENTION, count
+from .runs import Run, atomic_write, load_run, load_runs  # noqa: F401 (re-exported)
 from .spec import ArchSpec
-from .train import atomic_write, read_metrics
 from .zoo import get_spec
 
 DEPTH_COLORS = {20: "#e69f00", 32: "#0099cc", 44: "#2ca02c", 56: "#d62728", 110: "#6a3d9a"}
@@ -38,49 +36,6 @@ Fig = go.Figure | go.FigureWidget
 PathLike = str | os.PathLike
 
 
-# -- reading runs -----------------------------------------------------------------------------------
-@dataclass
-class Run:
-    """What the figures need from one run directory."""
-
-    dir: Path
-    spec: ArchSpec
-    metrics: list[dict] = field(default_factory=list)
-    analysis: dict | None = None
-    env: dict = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        """The run's name: its directory's name (``plain-20``, ``resnet-20-B`` …)."""
-        return self.dir.name
-
-    def rows(self, kind: str) -> list[dict]:
-        return [r for r in self.metrics if r.get("kind") == kind]
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def load_run(run_dir: PathLike) -> Run | None:
-    """A run directory's spec, metrics, analysis and environment (None without a spec.json)."""
-    run_dir = Path(run_dir)
-    spec = _read_json(run_dir / "spec.json")
-    if spec is None:
-        return None
-    return Run(run_dir, ArchSpec.from_dict(spec), read_metrics(run_dir),
-               _read_json(run_dir / "analysis.json"), _read_json(run_dir / "env.json") or {})
-
-
-def load_runs(run_dirs: Iterable[PathLike]) -> list[Run]:
-    """The readable runs among ``run_dirs``, in order (directories without a spec are skipped)."""
-    return [r for r in (load_run(d) for d in run_dirs) if r is not None]
-
-
-# -- colours and styles -----------------------------------------------------------------------------
 def run_colors(runs: Sequence[Run]) -> dict[str, str]:
     """A colour per run name: by depth; runs sharing depth and residual-ness vary by name."""
     unusual = sorted({r.spec.depth for r in runs} - set(DEPTH_COLORS))

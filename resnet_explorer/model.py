@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .count import count
-from .spec import ArchSpec, ConvLayer, Stage, hidden_fc_names, needs_projection
+from .spec import BOTTLENECK_EXPANSION, ArchSpec, ConvLayer, Stage, hidden_fc_names, needs_projection
 
 # AlexNet's LRN (k=2, n=5, α=1e-4, β=0.75). PyTorch divides α by n, the paper does not.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
@@ -91,13 +91,13 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1×1 reduce → 3×3 → 1×1 expand (×4); the stride sits on the 1×1 ("v1") or the 3×3 ("v1.5")."""
+    """1×1 reduce → 3×3 → 1×1 expand (×4, `BOTTLENECK_EXPANSION`); the stride sits on the 1×1 ("v1") or the 3×3 ("v1.5")."""
 
     def __init__(
         self, in_ch: int, width: int, stride: int, residual: bool, shortcut: str, stride_at: str
     ):
         super().__init__()
-        out_ch = width * 4
+        out_ch = width * BOTTLENECK_EXPANSION
         s1, s3 = (stride, 1) if stride_at == "1x1" else (1, stride)
         self.conv1 = nn.Conv2d(in_ch, width, 1, s1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
@@ -141,7 +141,7 @@ class ConvUnit(nn.Sequential):
 
 
 def build_stage(stage: Stage, in_ch: int, spec: ArchSpec) -> nn.Sequential:
-    if stage.block == "conv":
+    if stage.is_conv:
         units = []
         for layer in stage.layers:
             units.append(ConvUnit(in_ch, layer))

@@ -1,17 +1,20 @@
-"""Training recipes as data: the paper's (Sec. 3.4, 4.2) and short ones for CPU demos and tests.
+"""Training recipes as data, and the learning-rate schedule a recipe describes.
 
-A recipe is a plain dataclass; `get_recipe(name, **overrides)` returns a copy with fields
-changed. ``iters=N`` shortens or lengthens a run and moves the lr milestones with it
-(the paper's 32k/48k of 64k stay at 50 % and 75 %).
+The paper's recipes (Sec. 3.4, 4.2) and short ones for CPU demos and tests. A recipe is a
+plain dataclass; `get_recipe(name, **overrides)` returns a copy with fields changed.
+``iters=N`` shortens or lengthens a run and moves the lr milestones with it (the paper's
+32k/48k of 64k stay at 50 % and 75 %). `LRSchedule` turns a recipe into the lr of each
+iteration (steps at milestones, on a plateau, and the warm-up of very deep nets).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .spec import SpecError
+from .errors import RecipeError
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Recipe:
     def with_iters(self, iters: int) -> Recipe:
         """The same recipe for ``iters`` iterations, milestones scaled in proportion."""
         if iters <= 0:
-            raise SpecError(f"iters={iters} is invalid: use a positive number of iterations")
+            raise RecipeError(f"iters={iters} is invalid: use a positive number of iterations")
         scale = iters / self.max_iters
         milestones = [max(1, round(m * scale)) for m in self.milestones]
         return dataclasses.replace(
@@ -64,11 +67,11 @@ class Recipe:
         for name in ("batch_size", "max_iters", "log_every", "eval_every", "checkpoint_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
-                raise SpecError(f"recipe {self.name}: {name}={v!r} is invalid: use a positive integer")
+                raise RecipeError(f"recipe {self.name}: {name}={v!r} is invalid: use a positive integer")
         if self.lr <= 0:
-            raise SpecError(f"recipe {self.name}: lr={self.lr} is invalid: use lr > 0")
+            raise RecipeError(f"recipe {self.name}: lr={self.lr} is invalid: use lr > 0")
         if self.schedule not in ("multistep", "plateau"):
-            raise SpecError(f"recipe {self.name}: schedule={self.schedule!r} is invalid: use multistep or plateau")
+            raise RecipeError(f"recipe {self.name}: schedule={self.schedule!r} is invalid: use multistep or plateau")
         return self
 
 
@@ -97,7 +100,7 @@ RECIPES: dict[str, Recipe] = {
 def get_recipe(name: str, **overrides: Any) -> Recipe:
     """A named recipe with fields overridden (``iters=`` scales the schedule)."""
     if name not in RECIPES:
-        raise SpecError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
+        raise RecipeError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
     recipe = RECIPES[name]
     iters = overrides.pop("iters", None)
     if iters is not None:
@@ -105,5 +108,45 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
     fields = {f.name for f in dataclasses.fields(Recipe)}
     bad = sorted(set(overrides) - fields)
     if bad:
-        raise SpecError(f"recipe has no field(s) {', '.join(bad)}: use {', '.join(sorted(fields))}")
+        raise RecipeError(f"recipe has no field(s) {', '.join(bad)}: use {', '.join(sorted(fields))}")
     return dataclasses.replace(recipe, **overrides).validate()
+
+
+class LRSchedule:
+    """The paper's schedules: lr x gamma at fixed milestones, or when the eval error plateaus;
+    optionally a warm-up lr until the training error falls below a threshold (ResNet-110)."""
+
+    def __init__(self, recipe: Recipe, warmup: bool):
+        self.recipe = recipe
+        self.warming = warmup and recipe.warmup_lr is not None
+        self.drops = 0  # plateau schedule: how many times the lr was divided
+        self.best = math.inf
+        self.bad_evals = 0
+
+    def lr(self, iteration: int) -> float:
+        r = self.recipe
+        if self.warming:
+            return r.warmup_lr
+        if r.schedule == "multistep":
+            return r.lr * r.gamma ** sum(iteration >= m for m in r.milestones)
+        return r.lr * r.gamma**self.drops
+
+    def observe_train_error(self, error: float) -> None:
+        if self.warming and error < self.recipe.warmup_until_error:
+            self.warming = False
+
+    def observe_eval_error(self, error: float) -> None:
+        if self.recipe.schedule != "plateau":
+            return
+        if error < self.best - 1e-4:
+            self.best, self.bad_evals = error, 0
+        else:
+            self.bad_evals += 1
+            if self.bad_evals >= self.recipe.plateau_patience:
+                self.drops, self.bad_evals = self.drops + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"warming": self.warming, "drops": self.drops, "best": self.best, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.warming, self.drops, self.best, self.bad_evals = d["warming"], d["drops"], d["best"], d["bad_evals"]

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from .count import CONVENTION, count
 from .figures import (
     PathLike,
-    Run,
     cost_bars,
     error_curves,
     gradient_history_figure,
     gradient_norms_figure,
     layer_responses_figure,
-    load_runs,
 )
-from .train import atomic_write
+from .runs import Run, atomic_write, load_runs, read_manifest
 from .zoo import published
 
 HOLDS, FAILS, UNKNOWN = "✓ holds", "✗ FAILS", "? n/a"
@@ -226,18 +223,11 @@ def _figures_html(run_dirs: list[Path], runs: Sequence[Run]) -> str:
     return "\n".join(parts)
 
 
-def _manifest(exp_dir: Path) -> dict:
-    try:
-        return json.loads((exp_dir / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{exp_dir} is not an experiment directory: manifest.json is missing") from None
-
-
 def write_report(exp_dir: PathLike, out_path: PathLike | None = None, title: str | None = None,
                  notes: Sequence[str] = ()) -> Path:
     """One self-contained HTML report of an experiment (default ``<exp_dir>/report.html``)."""
     exp_dir = Path(exp_dir)
-    manifest = _manifest(exp_dir)
+    manifest = read_manifest(exp_dir)
     run_dirs = [exp_dir / r["dir"] for r in manifest["runs"]]
     runs = load_runs(run_dirs)
     summary = degradation_summary(run_dirs)

@@ -2,7 +2,8 @@
 
 Every network of the paper (ResNets, plain nets, VGG, AlexNet) is an `ArchSpec`.
 `build(spec)` turns it into a `torch.nn.Module`, `count(spec)` counts it analytically,
-and later the widgets edit it and the trainer records it. Nothing else describes a net.
+the builder widget edits it and the trainer records it in every run. Nothing else
+describes a net.
 
 A net is a list of stages run one after the other, then a head:
 
@@ -24,15 +25,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import SpecError
+
 BLOCKS = ("conv", "basic", "bottleneck")
 SHORTCUTS = ("A", "B", "C")
 STRIDE_AT = ("1x1", "3x3")
 HEADS = ("avgpool-fc", "flatten-fc")
 BOTTLENECK_EXPANSION = 4
-
-
-class SpecError(ValueError):
-    """An invalid architecture: the message names the bad value and the valid ones."""
 
 
 @dataclass
@@ -76,8 +75,13 @@ class Stage:
     layers: list[ConvLayer] = field(default_factory=list)  # conv stages only
 
     @property
+    def is_conv(self) -> bool:
+        """A stage of plain conv layers (the stem, VGG, AlexNet) rather than of blocks."""
+        return self.block == "conv"
+
+    @property
     def out_channels(self) -> int:
-        if self.block == "conv":
+        if self.is_conv:
             return self.layers[-1].out_channels
         if self.block == "bottleneck":
             return self.width * BOTTLENECK_EXPANSION
@@ -102,7 +106,7 @@ class ArchSpec:
     head: Head = field(default_factory=Head)
     residual: bool = True
     shortcut: str = "B"
-    stride_at: str = "3x3"
+    stride_at: str = "1x1"
     input_size: int = 224
     in_channels: int = 3
     num_classes: int = 1000
@@ -142,7 +146,7 @@ class ArchSpec:
         """Weighted layers as the paper counts them: convs on the main path plus fc layers."""
         per_block = {"basic": 2, "bottleneck": 3}
         convs = sum(
-            len(s.layers) if s.block == "conv" else s.num_blocks * per_block[s.block]
+            len(s.layers) if s.is_conv else s.num_blocks * per_block[s.block]
             for s in self.stages
         )
         return convs + len(self.head.hidden) + 1
@@ -168,7 +172,7 @@ class ArchSpec:
             _one_of(f"{s.name}.block", s.block, BLOCKS)
             if not s.name.isidentifier():
                 raise SpecError(f"stage name {s.name!r} must be a Python identifier (e.g. conv2_x)")
-            if s.block == "conv":
+            if s.is_conv:
                 if not s.layers:
                     raise SpecError(f"{s.name}: a conv stage needs at least one layer")
                 for i, layer in enumerate(s.layers):

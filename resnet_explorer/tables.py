@@ -1,9 +1,12 @@
-"""The paper's tables reproduced from the specs, each row "paper vs ours"."""
+"""The paper's tables reproduced from the specs, each row "paper vs ours", and one net's counts
+as ``resnet-explorer info`` prints them (`format_info`)."""
 
 from __future__ import annotations
 
-from .count import CONVENTION, count
-from .zoo import IMAGENET_BLOCKS, PUBLISHED, TABLE1_MACS, TABLE3_RESNET34, Published, get_spec, published
+from .count import CONVENTION, Count, count
+from .spec import ArchSpec
+from .zoo import (IMAGENET_BLOCKS, PUBLISHED, TABLE1_MACS, TABLE3_RESNET34, TABLE6_DEPTHS, Published, get_spec,
+                  published)
 
 
 def table1_rows() -> list[dict]:
@@ -36,7 +39,7 @@ def vgg_rows() -> list[dict]:
 def table6_rows() -> list[dict]:
     """Table 6: CIFAR-10 nets, parameters ours vs paper, the published test error."""
     rows = []
-    for depth in (20, 32, 44, 56, 110, 1202):
+    for depth in TABLE6_DEPTHS:
         ref = PUBLISHED[f"cifar-resnet{depth}"]
         c = count(get_spec(f"cifar-resnet{depth}"))
         plain = count(get_spec(f"cifar-plain{depth}"))
@@ -147,4 +150,45 @@ def baselines(names: tuple[str, ...] = BASELINES) -> str:
             f"{_g(r['macs_paper'], 1):>9}{opt(r['top1_paper'], '.2f'):>7}"
             f"{opt(r['top5_paper'], '.2f'):>7}  {r['source']}"
         )
+    return "\n".join(lines)
+
+
+def _si(n: float) -> str:
+    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def format_info(c: Count, spec: ArchSpec, layers: bool = False) -> str:
+    """What ``resnet-explorer info`` prints: totals, the paper's number, per-stage (and per-layer) rows."""
+    kind = "residual" if spec.residual else "plain"
+    desc = f"{kind}"
+    if any(not s.is_conv for s in spec.stages):
+        desc += f", shortcut {spec.shortcut}" if spec.residual else ""
+        if any(s.block == "bottleneck" for s in spec.stages):
+            desc += f", stride at {spec.stride_at} ({'paper v1' if spec.stride_at == '1x1' else 'v1.5'})"
+    lines = [
+        f"{spec.name}: {spec.depth} weighted layers, {desc}; "
+        f"input {spec.input_size}x{spec.input_size}, {spec.num_classes} classes",
+        f"  params          {c.params:>16,}",
+        f"  multiply-adds   {c.macs:>16,}  ({_si(c.macs)})",
+        f"  other ops       {c.other_ops:>16,}  (BN, pooling, shortcut additions; not in the FLOPs)",
+        f"  convention: {CONVENTION}",
+    ]
+    ref = published(spec)
+    if ref and ref.macs and spec.input_size == 224:
+        lines.append(f"  paper: {ref.macs / 1e9:g} G multiply-adds ({ref.source})")
+    lines.append("")
+    lines.append(f"  {'stage':<10} {'output':>14} {'params':>14} {'multiply-adds':>16}")
+    for name, s in c.by_stage().items():
+        shape = "x".join(map(str, s["out"]))
+        lines.append(f"  {name:<10} {shape:>14} {s['params']:>14,} {s['macs']:>16,}")
+    if layers:
+        lines.append("")
+        lines.append(
+            f"  {'layer':<28} {'kind':<8} {'output':>14} {'params':>12} {'multiply-adds':>15} {'other ops':>12}"
+        )
+        for r in c.rows:
+            shape = "x".join(map(str, r.out_shape))
+            lines.append(
+                f"  {r.name:<28} {r.kind:<8} {shape:>14} {r.params:>12,} {r.macs:>15,} {r.other_ops:>12,}"
+            )
     return "\n".join(lines)

@@ -26,17 +26,22 @@ import ipywidgets as W
 import plotly.graph_objects as go
 from torch import nn
 
+from . import runs
 from .count import CONVENTION, Count, count
+from .data import parse_data
+from .devices import Accel, pick_device
 from .diagram import diagram_parts, si
-from .experiments import analysis_current, analyze_run, checkpoint_iteration
+from .errors import SpecError, TrainingError, UserError
+from .experiments import analyze_run
 from .figures import error_curves, layer_responses_figure, update_error_curves
 from .model import build
 from .recipes import RECIPES, Recipe, get_recipe
-from .spec import ArchSpec, SpecError, Stage
-from .train import Accel, TrainingError, load_run_config, pick_device, train
-from .zoo import IMAGENET_BLOCKS, PUBLISHED, VGG_CONFIGS, get_spec, published
+from .runs import analysis_current, checkpoint_iteration, find_runs, load_run_config  # noqa: F401
+from .spec import ArchSpec, Stage
+from .train import train
+from .zoo import IMAGENET_BLOCKS, PUBLISHED, TABLE6_DEPTHS, VGG_CONFIGS, get_spec, identify, published
 
-CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+CIFAR_DEPTHS = TABLE6_DEPTHS
 PRESETS: list[str] = (
     [f"resnet{d}" for d in IMAGENET_BLOCKS] + [f"plain{d}" for d in IMAGENET_BLOCKS]
     + [f"cifar-resnet{d}" for d in CIFAR_DEPTHS] + [f"cifar-plain{d}" for d in CIFAR_DEPTHS]
@@ -60,7 +65,7 @@ def _message(text: str | None, kind: str = "error") -> str:
 def _one_line(e: BaseException) -> str:
     """An exception as the one line a user sees (no traceback)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, (SpecError, TrainingError, ValueError, FileNotFoundError)):
+    if isinstance(e, (UserError, ValueError, FileNotFoundError)):
         return text
     return f"{type(e).__name__}: {text}"
 
@@ -77,22 +82,9 @@ def _common(spec: ArchSpec) -> dict[str, Any]:
 
 def detect_family(spec: ArchSpec) -> tuple[str, str | None]:
     """("cifar" | "imagenet" | "custom", the zoo name the spec equals, if any)."""
-    blocks = [s for s in spec.stages if s.block != "conv"]
-    stem = spec.stages[0].layers[0].out_channels if spec.stages and spec.stages[0].layers else 0
-    candidates: list[tuple[str, str, dict]] = []
-    if len(blocks) == 3 and blocks[0].num_blocks > 0:
-        candidates.append(("cifar", f"cifar-{_kind(spec)}{6 * blocks[0].num_blocks + 2}", {"width": stem}))
-    for depth, (_, counts) in IMAGENET_BLOCKS.items():
-        if tuple(s.num_blocks for s in blocks) == counts:
-            candidates.append(("imagenet", f"{_kind(spec)}{depth}",
-                               {"width": stem, "stride_at": spec.stride_at}))
-    for family, name, extra in candidates:
-        try:
-            ref = get_spec(name, residual=spec.residual, **_common(spec), **extra)
-        except SpecError:
-            continue
-        if ref == spec.replace(name=ref.name):
-            return family, ref.name
+    ident = identify(spec)
+    if ident.family in ("cifar", "imagenet"):
+        return ident.family, ident.name
     return "custom", None
 
 
@@ -234,7 +226,7 @@ class ArchitectureBuilder(W.VBox):
     def add_stage(self) -> None:
         """Append a stage of one block, twice as wide as the last, halving the map."""
         spec = copy.deepcopy(self._draft)
-        last = next((s for s in reversed(spec.stages) if s.block != "conv"), None)
+        last = next((s for s in reversed(spec.stages) if not s.is_conv), None)
         k = len(spec.stages) + 1
         name = next(f"conv{i}_x" for i in range(k, k + 100) if f"conv{i}_x" not in {s.name for s in spec.stages})
         if last is None:
@@ -289,7 +281,7 @@ class ArchitectureBuilder(W.VBox):
             return
         spec = copy.deepcopy(self._draft)
         for s in spec.stages:
-            if s.block != "conv":
+            if not s.is_conv:
                 s.num_blocks = change["new"]
         self._draft = spec
         self._sync_controls()
@@ -317,7 +309,7 @@ class ArchitectureBuilder(W.VBox):
             if family != "custom" and found != family:
                 family = "custom"
             self.family.value = next(k for k, v in FAMILIES.items() if v == family)
-            blocks = [s for s in d.stages if s.block != "conv"]
+            blocks = [s for s in d.stages if not s.is_conv]
             self.n.layout.display = "" if family == "cifar" else "none"
             self.imagenet_depth.layout.display = "" if family == "imagenet" else "none"
             if family == "cifar":
@@ -340,7 +332,7 @@ class ArchitectureBuilder(W.VBox):
     def _sync_stage_rows(self) -> None:
         d = self._draft
         names = [s.name for s in d.stages]
-        if list(self.stage_controls) != [s.name for s in d.stages if s.block != "conv"]:
+        if list(self.stage_controls) != [s.name for s in d.stages if not s.is_conv]:
             for old in self.stage_controls.values():  # close them: no widget left behind in the kernel
                 for w in old.widgets():
                     w.close()
@@ -349,7 +341,7 @@ class ArchitectureBuilder(W.VBox):
             w.close()
         rows: list[W.Widget] = [W.HTML("<b>stage</b> — block type, blocks, width, first stride")]
         for s in d.stages:
-            if s.block == "conv":
+            if s.is_conv:
                 layers = "; ".join(f"{l.kernel}×{l.kernel}, {l.out_channels}" + (f", /{l.stride}" if l.stride > 1 else "")
                                    + (", pool" if l.pool else "") for l in s.layers)
                 rows.append(W.HTML(f"<code>{s.name}</code>: conv layers {html.escape(layers)}"))
@@ -503,16 +495,6 @@ def _label(source: SpecSource) -> str:
     return source.name if isinstance(source, ArchSpec) else source
 
 
-def find_runs(path: str | Path) -> list[Path]:
-    """``path`` if it is a run directory, else the run directories directly inside it (an
-    experiment, a folder of runs); a `TrainingError` when there are none."""
-    path = Path(str(path)).expanduser()
-    found = [path] if (path / "spec.json").is_file() else sorted(p.parent for p in path.glob("*/spec.json"))
-    if not found:
-        raise TrainingError(f"{path} is not a run directory (no spec.json) nor a folder of runs")
-    return found
-
-
 def _fmt_time(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
@@ -618,11 +600,9 @@ class TrainingDashboard:
         try:
             plan = self._plan()
             recipe = self._recipe()
-            from .data import parse_data
-
             parse_data(self.data.value)
             self._check_accel()
-            busy = [d for _, d in plan if (d / "metrics.jsonl").exists() or (d / "checkpoints").exists()]
+            busy = [d for _, d in plan if runs.has_started(d)]
             if busy:
                 raise TrainingError(f"{busy[0]} already holds a run: press Resume to continue it, "
                                     "or choose another out folder")
@@ -648,14 +628,14 @@ class TrainingDashboard:
         jobs = []
         dirs = list(dict.fromkeys([*self.runs, *planned]))
         for d in dirs:
-            if (d / "checkpoints" / "last.pt").exists():
+            if runs.has_checkpoint(d):
                 try:
                     _, run_recipe, _, _ = load_run_config(d)
                 except TrainingError as e:
                     return self._fail(_one_line(e))
                 if checkpoint_iteration(d) < run_recipe.max_iters:
                     jobs.append((None, d, None, None, True))
-            elif d in planned and not (d / "metrics.jsonl").exists():
+            elif d in planned and not runs.metrics_path(d).exists():
                 jobs.append((planned[d], d, recipe, self.data.value, False))
         if not jobs:
             self.message.value = _message("nothing to resume: every run shown is finished", "info")
@@ -804,7 +784,7 @@ class LayerResponseView(W.VBox):
         dirs = [Path(v) for v in self.runs.value]
         try:
             for d in dirs:
-                if not (d / "checkpoints" / "last.pt").exists():
+                if not runs.has_checkpoint(d):
                     raise TrainingError(f"{d.name} has no checkpoint yet: train it first")
                 if not analysis_current(d):
                     self.message.value = _message(f"analysing {d.name}…", "info")

@@ -11,7 +11,7 @@ show "paper vs ours" from one place.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .spec import ArchSpec, ConvLayer, Head, Pool, SpecError, Stage
@@ -69,7 +69,12 @@ PUBLISHED: dict[str, Published] = {
     "cifar-resnet1202": Published(params=19_421_274, cifar10_error=7.93, source="ResNet Table 6"),
 }
 
-# Table 1's multiply-adds for the two stride placements, as issue #2 states them.
+# The CIFAR-10 depths of Table 6 (6n+2), and the four of Fig. 6's plain and residual curves.
+TABLE6_DEPTHS = (20, 32, 44, 56, 110, 1202)
+FIG6_DEPTHS = (20, 32, 44, 56)
+
+# Table 1's multiply-adds for the two stride placements: the paper's "v1" (stride on the
+# first 1×1, its Table 1) and torchvision's "v1.5" (stride on the 3×3).
 TABLE1_MACS = {
     "1x1": {18: 1.8e9, 34: 3.6e9, 50: 3.86e9, 101: 7.57e9, 152: 11.28e9},
     "3x3": {18: 1.81e9, 34: 3.66e9, 50: 4.09e9, 101: 7.80e9, 152: 11.51e9},
@@ -231,3 +236,52 @@ def published(spec_or_name: ArchSpec | str) -> Published | None:
     name = spec_or_name if isinstance(spec_or_name, str) else spec_or_name.name
     name = VGG_ALIASES.get(name, name)
     return PUBLISHED.get(name)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which named net a spec is: its family, its zoo name, and the `get_spec` options that
+    rebuild it (``get_spec(name, **options)`` equals the spec, name aside)."""
+
+    family: str  # cifar (6n+2) | imagenet (Table 1) | vgg | alexnet | custom
+    name: str | None = None
+    depth: int | None = None  # cifar: 6n+2; imagenet: 18 … 152
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _candidates(spec: ArchSpec) -> list[Identity]:
+    """The named nets ``spec`` could be, judged by its stages' block types and counts."""
+    blocks = [s for s in spec.stages if not s.is_conv]
+    stem = spec.stages[0].layers[0].out_channels if spec.stages and spec.stages[0].layers else 0
+    kind = "resnet" if spec.residual else "plain"
+    common = dict(residual=spec.residual, input_size=spec.input_size, num_classes=spec.num_classes)
+    res = dict(common, shortcut=spec.shortcut, zero_init_residual=spec.zero_init_residual, width=stem)
+    found = []
+    if len(blocks) == 3 and all(b.block == "basic" for b in blocks) and blocks[0].num_blocks > 0:
+        depth = 6 * blocks[0].num_blocks + 2
+        found.append(Identity("cifar", f"cifar-{kind}{depth}", depth, res))
+    for depth, (block, counts) in IMAGENET_BLOCKS.items():
+        if tuple(s.num_blocks for s in blocks) == counts and all(b.block == block for b in blocks):
+            found.append(Identity("imagenet", f"{kind}{depth}", depth, dict(res, stride_at=spec.stride_at)))
+    if not blocks and not spec.residual:
+        dropout = {"dropout": spec.head.dropout}
+        plain = dict(input_size=spec.input_size, num_classes=spec.num_classes, **dropout)
+        found += [Identity("vgg", f"vgg-{c}", None, plain) for c in VGG_CONFIGS]
+        found += [Identity("alexnet", a, None, plain) for a in ("alexnet", "alexnet-groups1")]
+    return found
+
+
+def identify(spec: ArchSpec) -> Identity:
+    """The zoo's name for ``spec`` (family, name, depth, options), or family ``custom``.
+
+    One function for every place that needs to know which named net a spec is (the builder
+    widget's controls, labels): the answer is checked by rebuilding the net from the zoo.
+    """
+    for ident in _candidates(spec):
+        try:
+            ref = get_spec(ident.name, **ident.options)
+        except SpecError:
+            continue
+        if ref == spec.replace(name=ref.name):
+            return Identity(ident.family, ref.name, ident.depth, ident.options)
+    return Identity("custom")

@@ -27,6 +27,8 @@ import pytest
 
 from resnet_explorer import count, get_spec
 
+pytestmark = pytest.mark.slow  # run the fast part alone with: pytest -m 'not slow'
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -69,6 +69,7 @@ def test_bad_input_one_line_exit_2(capsys, args, fragment):
     assert fragment in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_console_script_and_argparse_errors_are_one_line():
     exe = Path(sys.executable).parent / "resnet-explorer"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "resnet_explorer.cli"]
@@ -83,6 +84,7 @@ def test_console_script_and_argparse_errors_are_one_line():
     assert "1,727,962" in row6 and row6.rstrip().endswith("6.43")
 
 
+@pytest.mark.slow
 def test_count_benchmark_runs_and_agrees_with_fvcore():
     r = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "count_speed.py"), "--repeat", "10"],
@@ -92,6 +94,7 @@ def test_count_benchmark_runs_and_agrees_with_fvcore():
     assert "True" in r.stdout.splitlines()[1]  # same MACs
 
 
+@pytest.mark.slow
 def test_train_throughput_benchmark_runs():
     r = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--archs", "cifar-resnet8",

@@ -159,7 +159,7 @@ def test_cross_check_named_nets(name):
     [("resnet50", {"shortcut": "A"}), ("resnet50", {"shortcut": "C", "stride_at": "3x3"}),
      ("resnet34", {"shortcut": "A"}), ("resnet18", {"shortcut": "C", "input_size": 193}),
      ("cifar-resnet20", {"shortcut": "B"}), ("cifar-resnet20", {"shortcut": "C"}),
-     ("cifar-resnet1202", {})],
+     pytest.param("cifar-resnet1202", {}, marks=pytest.mark.slow)],
 )
 def test_cross_check_shortcut_options(name, opts):
     _cross_check(get_spec(name, **opts))

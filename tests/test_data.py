@@ -206,12 +206,12 @@ def test_folder_source_loads_the_mini_set(mini):
 def test_folder_cache_hit_and_invalidation(tmp_path, monkeypatch):
     root = extract_mini(tmp_path / "mini")
     first = D.load_image_folder(str(root))
-    assert (root / D.CACHE_NAME).is_file()
+    assert (root / D.folder.CACHE_NAME).is_file()
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(D, "_decode_all", no_decoding)
+    monkeypatch.setattr(D.folder, "_decode_all", no_decoding)
     second = D.load_image_folder(str(root))
     assert all(torch.equal(a, b) for a, b in zip(first[:4], second[:4])) and first[4] == second[4]
     # A new file changes the key: the cache is not used.
@@ -224,7 +224,7 @@ def test_folder_cache_falls_back_when_next_to_images_is_unwritable(tmp_path, mon
     root = make_tree(tmp_path / "tree", {"train/a": ["1.jpg", "2.jpg"], "train/b": ["1.jpg"], "test/a": ["1.jpg"],
                                          "test/b": ["1.jpg"]})
     (root / "blocker").write_text("a file where the cache's folder would be")
-    monkeypatch.setattr(D, "CACHE_NAME", "blocker/cache.pt")
+    monkeypatch.setattr(D.folder, "CACHE_NAME", "blocker/cache.pt")
     D.load_image_folder(str(root))
     assert len(list(user_cache.glob("folder-*.pt"))) == 1
 
@@ -518,11 +518,11 @@ def test_estimated_per_pixel_mean_feeds_the_transforms(imagenet):
 
 def test_loader_workers_default_to_the_cpus_shared_among_ranks(monkeypatch, imagenet):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    monkeypatch.setattr(D, "_cpu_count", lambda: 16)
+    monkeypatch.setattr(D.cpus, "_cpu_count", lambda: 16)
     assert D.resolve_workers(None) == 8  # at most 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes on this node share 16 CPUs
     assert D.resolve_workers(None) == 4
-    monkeypatch.setattr(D, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(D.cpus, "_cpu_count", lambda: 2)
     assert D.resolve_workers(None) == 1
     assert (D.resolve_workers(0), D.resolve_workers(3)) == (0, 3)
     with pytest.raises(D.DataError, match="workers=-1 is invalid"):

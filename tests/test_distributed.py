@@ -22,11 +22,14 @@ import pytest
 import torch
 
 from resnet_explorer.cli import main
-from resnet_explorer.data import GpuCifarLoader, _EpochBatchSampler, load_tensors, parse_data, pixel_mean
+from resnet_explorer.data import GpuCifarLoader, load_tensors, parse_data, pixel_mean
+from resnet_explorer.data.imagenet import _EpochBatchSampler
 from resnet_explorer.distributed import shard
 from resnet_explorer.recipes import get_recipe
 from resnet_explorer.spec import ArchSpec, ConvLayer, Head, Pool, Stage
 from resnet_explorer.train import read_metrics, train
+
+pytestmark = pytest.mark.slow  # run the fast part alone with: pytest -m 'not slow'
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).parent / "resnet-explorer")

@@ -10,7 +10,7 @@ from resnet_explorer.experiments import (
     analysis_current, checkpoint_iteration, degradation, load_plans, run_experiment, shortcuts,
 )
 from resnet_explorer.recipes import get_recipe
-from resnet_explorer.spec import SpecError
+from resnet_explorer.errors import UsageError
 from resnet_explorer.train import TrainingError, read_metrics, train
 
 TINY = get_recipe("test", iters=10, batch_size=32)
@@ -27,6 +27,7 @@ def test_degradation_and_shortcut_plans():
     assert [p.spec.shortcut for p in s[1:]] == ["A", "B", "C"]
 
 
+@pytest.mark.slow
 def test_experiment_runs_analyses_and_skips_finished_runs(tmp_path):
     plans = degradation((8, 14), TINY, width=4)
     logs = []
@@ -88,7 +89,7 @@ def test_user_defined_experiment_file(tmp_path):
     assert [p.name for p in plans] == ["wide", "plain"]
     assert plans[0].spec.stages[1].width == 6 and plans[0].recipe.max_iters == 4
     f.write_text("[{}]")
-    with pytest.raises(SpecError, match="is invalid"):
+    with pytest.raises(UsageError, match="is invalid"):
         load_plans(f)
 
 
@@ -101,6 +102,7 @@ def test_experiment_cli_bad_inputs(tmp_path, capsys):
     assert "--depths '20,x' is invalid" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_small(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--data", "synthetic:256", "--width", "4", "--iters", "10", "--depths", "8,14",

@@ -175,4 +175,4 @@ def test_synthetic_set_is_generated_once_and_handed_out_as_copies():
     assert all(torch.equal(u, v) for u, v in zip(b, fresh))
     assert b[0].data_ptr() != D.load_tensors(source)[0].data_ptr()
     other = D.load_tensors(D.parse_data("synthetic:100:3"))
-    assert other[0].shape[0] == 100 and len(D._SYNTHETIC_CACHE) == 1  # only the last one is kept
+    assert other[0].shape[0] == 100 and len(D.synthetic._SYNTHETIC_CACHE) == 1  # only the last one is kept

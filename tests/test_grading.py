@@ -2,7 +2,7 @@
 
 One grading run (module fixture) grades, side by side: the solution, the untouched student
 notebook, four planted wrong implementations, four planted malicious submissions and a
-file that is not a notebook. Every figure of the issue is asserted on it.
+file that is not a notebook. Every score and failed test is asserted on it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from resnet_explorer.cli import main
 from resnet_explorer.grading import checks
 from resnet_explorer.grading.grade import code_cells, grade_folder, load_assignment, write_report
 from resnet_explorer.grading.sandbox import Limits, _read_capped
+
+pytestmark = pytest.mark.slow  # the sandboxed grading runs; the fast part: pytest -m 'not slow'
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTOR = ROOT / "assignments" / "instructor" / "resnet_basics"

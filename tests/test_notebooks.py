@@ -15,6 +15,8 @@ from nbclient.exceptions import CellExecutionError
 
 from resnet_explorer import notebooks as N
 
+pytestmark = pytest.mark.slow  # run the fast part alone with: pytest -m 'not slow'
+
 EXPECTED = [
     "00_quickstart", "01_residual_block", "02_architectures_and_flops", "03_degradation_cifar10",
     "04_layer_responses", "05_shortcut_options", "06_imagenet_and_multi_gpu", "07_vgg_alexnet_baselines",

@@ -28,6 +28,7 @@ def strip(rows):
     return [{k: r[k] for k in DETERMINISTIC if k in r} for r in rows]
 
 
+@pytest.mark.slow
 def test_loss_falls_on_mini_cifar(mini, tmp_path):
     recipe = small(iters=120, batch_size=64, lr=0.05, log_every=40, eval_every=120, checkpoint_every=120)
     result = train(tiny_net(14), f"folder:{mini}", recipe, tmp_path / "run", progress=False)
@@ -62,6 +63,7 @@ def test_run_directory_records_everything(tmp_path):
     assert lrs[20] == pytest.approx(0.1) and lrs[25] == pytest.approx(0.01) and lrs[35] == pytest.approx(0.001)
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path):
     a = train(tiny_net(), "synthetic:256", small(), tmp_path / "a", progress=False, seed=3)
     b = train(tiny_net(), "synthetic:256", small(), tmp_path / "b", progress=False, seed=3)
@@ -70,6 +72,7 @@ def test_same_seed_same_metrics(tmp_path):
     assert strip(read_metrics(a.run_dir)) != strip(read_metrics(c.run_dir))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [10, 13])  # at a checkpoint, and between log lines
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stop_at):
     spec, recipe = tiny_net(), small(iters=30)
@@ -196,6 +199,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_cli_train_and_resume_end_to_end(tmp_path):
     exe = Path(sys.executable).parent / "resnet-explorer"
     out = tmp_path / "run"

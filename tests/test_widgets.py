@@ -343,6 +343,7 @@ def test_layer_response_view_bad_run_is_a_message(tmp_path):
 
 
 # -- the speed benchmark --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_builder_speed_benchmark_runs():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "builder_speed.py"), "--repeat", "3"],
                        capture_output=True, text=True, timeout=300)

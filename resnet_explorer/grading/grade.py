@@ -25,15 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from ..train import atomic_write, write_json
+from ..runs import atomic_write, write_json
+from ..errors import GradingError
 from .sandbox import ChildResult, Limits, isolation, run_notebook
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 PLACEHOLDER = "_Type your answer here, replacing this text._"
-
-
-class GradingError(ValueError):
-    """Bad input to the grader (missing folder, not a notebook …): one line, exit 2."""
 
 
 @dataclass

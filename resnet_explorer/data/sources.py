@@ -1,0 +1,176 @@
+"""What ``--data`` names: the dataset sources, parsed and their layout checked.
+
+    synthetic[:N[:SEED]]  the embedded default (`data.synthetic`): N training images
+                          (default 10,000) and 2,000 test images, generated from SEED (default 0)
+    cifar10:DIR           torchvision's CIFAR-10 folder DIR/cifar-10-batches-py (or DIR itself)
+    folder:DIR            an image-folder tree DIR/train/<class>/* and DIR/test/<class>/*,
+                          decoded once into memory at 32×32 and cached next to the images
+    imagenet:DIR          ILSVRC-2012, DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG, read lazily
+
+`parse_data` checks a dataset's layout (not its every file) and returns a `DataSource`,
+which a run records in its data.json.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import DataError
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+SYNTHETIC_CLASSES = tuple(f"pattern{i}" for i in range(10))
+SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+FORMS = "synthetic[:N[:SEED]], cifar10:DIR, folder:DIR or imagenet:DIR"
+LAYOUTS = {
+    "synthetic": "synthetic, synthetic:N or synthetic:N:SEED with N >= 10 training images and SEED >= 0",
+    "cifar10": "DIR/cifar-10-batches-py/ holding data_batch_1..5 and test_batch "
+               "(torchvision's CIFAR-10 layout; download_cifar10(DIR) fetches it)",
+    "folder": "DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg",
+    "imagenet": "DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG (val sorted into class folders)",
+}
+
+
+def _fail(arg: str, problem: str, kind: str) -> DataError:
+    return DataError(f"{arg}: {problem}; expected {LAYOUTS[kind]}")
+
+
+@dataclass
+class DataSource:
+    """What ``--data`` named: enough to load it, and to record it with a run (`to_dict`)."""
+
+    kind: str  # synthetic | cifar10 | folder | imagenet
+    path: str | None  # the dataset's directory (None for synthetic)
+    num_classes: int
+    classes: list[str] = field(default_factory=list)
+    image_size: int = 32  # side of the training input: 32 (CIFAR-style) or 224 (ImageNet)
+    n_train: int | None = None  # synthetic only: images generated per split
+    n_test: int | None = None
+    seed: int | None = None  # synthetic only: the dataset's own seed (not the training seed)
+
+    @property
+    def spec(self) -> str:
+        """The ``--data`` string that names this source again."""
+        if self.kind == "synthetic":
+            return f"synthetic:{self.n_train}:{self.seed}"
+        return f"{self.kind}:{self.path}"
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the whole dataset fits in one uint8 tensor (all but ImageNet)."""
+        return self.kind != "imagenet"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record of the source."""
+        return {**asdict(self), "spec": self.spec}
+
+
+def parse_data(arg: str) -> DataSource:
+    """Parse a ``--data`` argument and check the dataset's layout (not its every file)."""
+    kind, _, rest = arg.partition(":")
+    kind = kind.strip().lower()
+    if kind == "synthetic":
+        return _parse_synthetic(arg, rest)
+    if kind not in ("cifar10", "folder", "imagenet"):
+        raise DataError(f"unknown data source {arg!r}: use {FORMS}")
+    if not rest.strip():
+        raise _fail(arg, "no directory given", kind)
+    path = os.path.abspath(os.path.expanduser(rest.strip()))
+    if not os.path.isdir(path):
+        raise _fail(arg, "no such directory", kind)
+    if kind == "cifar10":
+        folder = _cifar10_folder(path, arg)
+        return DataSource("cifar10", path, 10, list(_cifar10_classes(folder)), 32)
+    if kind == "folder":
+        classes = _check_class_tree(path, arg, "folder", ("train", "test"))
+        return DataSource("folder", path, len(classes), classes, 32)
+    classes = _check_class_tree(path, arg, "imagenet", ("train", "val"))
+    return DataSource("imagenet", path, len(classes), classes, 224)
+
+
+def _parse_synthetic(arg: str, rest: str) -> DataSource:
+    parts = rest.split(":") if rest else []
+    try:
+        n_train = int(parts[0]) if parts else SYNTHETIC_TRAIN
+        seed = int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        raise _fail(arg, "N and SEED must be integers", "synthetic") from None
+    if len(parts) > 2 or n_train < 10 or seed < 0:
+        raise _fail(arg, "bad size or seed", "synthetic")
+    return DataSource(
+        "synthetic", None, 10, list(SYNTHETIC_CLASSES), 32, n_train, SYNTHETIC_TEST, seed
+    )
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def _subdirs(path: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def _check_class_tree(root: str, arg: str, kind: str, splits: Sequence[str]) -> list[str]:
+    """The sorted class names of ``root/<split>/<class>/``, after checking the layout."""
+    classes: list[str] | None = None
+    for split in splits:
+        folder = os.path.join(root, split)
+        if not os.path.isdir(folder):
+            raise _fail(arg, f"no {split}/ subfolder", kind)
+        names = _subdirs(folder)
+        if not names:
+            raise _fail(arg, f"{split}/ has no class subfolders", kind)
+        if classes is None:
+            classes = names
+        elif names != classes:
+            only_a = sorted(set(classes) - set(names))[:3]
+            only_b = sorted(set(names) - set(classes))[:3]
+            raise _fail(
+                arg, f"{split}/ and {splits[0]}/ have different classes "
+                f"(only in {splits[0]}/: {', '.join(only_a) or '-'}; only in {split}/: {', '.join(only_b) or '-'})",
+                kind,
+            )
+        for name in names:
+            with os.scandir(os.path.join(folder, name)) as it:
+                if not any(e.is_file() and _is_image(e.name) for e in it):
+                    raise _fail(arg, f"class folder {split}/{name}/ has no images", kind)
+    assert classes is not None
+    return classes
+
+
+
+
+
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch"
+
+
+def _cifar10_folder(path: str, arg: str) -> str:
+    for folder in (os.path.join(path, "cifar-10-batches-py"), path):
+        if os.path.isfile(os.path.join(folder, "data_batch_1")):
+            missing = [f for f in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)
+                       if not os.path.isfile(os.path.join(folder, f))]
+            if missing:
+                raise _fail(arg, f"{folder} lacks {', '.join(missing)}", "cifar10")
+            return folder
+    raise _fail(arg, "no cifar-10-batches-py/ with data_batch_1..5 and test_batch", "cifar10")
+
+
+def _unpickle(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        raw = pickle.load(f, encoding="bytes")
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+
+
+def _cifar10_classes(folder: str) -> tuple[str, ...]:
+    try:
+        names = _unpickle(os.path.join(folder, "batches.meta"))["label_names"]
+        return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    except Exception:  # no or odd meta file: CIFAR-10's names are fixed anyway
+        return CIFAR10_CLASSES
