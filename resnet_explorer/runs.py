@@ -22,7 +22,6 @@ load with ``torch.load(weights_only=True)`` only, and a malformed record is one 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -35,7 +34,7 @@ import torch
 
 from .errors import RecipeError, SpecError, TrainingError
 from .recipes import Recipe
-from .runlock import LOCK_NAME, NOFOLLOW, RunLock, make_dir  # noqa: F401 (re-exported)
+from .safeio import LOCK_NAME, NOFOLLOW, RunLock, atomic_write, make_dir, read_json, write_json  # noqa: F401
 from .spec import ArchSpec
 
 SPEC, RECIPE, DATA, ENV = "spec.json", "recipe.json", "data.json", "env.json"
@@ -43,43 +42,6 @@ METRICS, ANALYSIS, MANIFEST = "metrics.jsonl", "analysis.json", "manifest.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 PathLike = str | os.PathLike
-
-
-# -- writing files safely -------------------------------------------------------------------------
-def atomic_write(path: PathLike, content: bytes | Callable[[Any], None]) -> Path:
-    """Write ``content`` (bytes, or a function writing to a binary file) to a temporary file,
-    then rename it over ``path``: readers never see a half-written file. The temporary file
-    is created afresh (a link planted in its place is not followed) and removed on failure
-    (a full disk leaves the old file as it was, and no ``.tmp`` behind)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()  # a stale one, or a link: unlink removes the link, never its target
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            content(f) if callable(content) else f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
-
-
-def write_json(path: PathLike, obj: Any) -> None:
-    """``obj`` as indented JSON, written atomically."""
-    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def read_json(path: PathLike) -> Any | None:
-    """The JSON in ``path``, or None when it is missing or not JSON."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 # -- paths ------------------------------------------------------------------------------------------
@@ -269,16 +231,20 @@ class MetricsWriter:
     writes nothing (the other ranks of a torchrun job)."""
 
     def __init__(self, run_dir: PathLike | None, on_row: Callable[[dict], None] | None = None):
-        self.fd = None if run_dir is None else os.open(
-            metrics_path(run_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
+        self.path = None if run_dir is None else metrics_path(run_dir)
+        self.fd = None if self.path is None else os.open(
+            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
         self.on_row = on_row
 
     def write(self, row: dict) -> None:
         if self.fd is None:
             return
         data = (json.dumps(row) + "\n").encode()
-        while data:  # a short write (a full disk) raises on the next round
-            data = data[os.write(self.fd, data):]
+        try:
+            while data:  # a short write (a full disk) raises on the next round
+                data = data[os.write(self.fd, data):]
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         if self.on_row:
             self.on_row(row)
 
@@ -294,7 +260,34 @@ def save_checkpoint(path: PathLike, state: dict) -> None:
     ``state`` must hold tensors and plain data only (what `load_checkpoint` accepts)."""
     path = Path(path)
     make_dir(path.parent)
-    atomic_write(path, lambda f: torch.save(state, f))
+
+    def write(f: Any) -> None:
+        kept = _KeepsWriteError(f)
+        try:
+            torch.save(state, kept)
+        except RuntimeError:  # torch.save reports a full disk as an opaque RuntimeError
+            if kept.error is not None:
+                raise kept.error from None
+            raise
+
+    atomic_write(path, write)
+
+
+class _KeepsWriteError:
+    """A binary file that keeps the first `OSError` of its writes (for `save_checkpoint`)."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, b: bytes) -> int:
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def load_checkpoint(path: PathLike, mmap: bool = False) -> dict:
@@ -315,7 +308,7 @@ def load_checkpoint(path: PathLike, mmap: bool = False) -> dict:
                 if not (mmap and "mmap can only be used" in str(e)):
                     raise
                 state = torch.load(path, map_location="cpu", weights_only=True)  # an old (non-zip) file
-    except OSError as e:
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         raise TrainingError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
     except Exception as e:  # noqa: BLE001 - whatever torch.load makes of hostile bytes is one line
         wants = re.search(r"GLOBAL (\S+)", str(e)) if "Weights only load failed" in str(e) else None

@@ -11,6 +11,7 @@ never interrupted.
 
 from __future__ import annotations
 
+import errno
 import math
 import signal
 import threading
@@ -143,10 +144,8 @@ def train(
         result = session.run(should_stop)
         ok = True
         return result
-    except OSError as e:  # writing the records: a full or read-only disk
-        where = f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror or e)
-        raise TrainingError(f"{out}: cannot write the run ({where}): free the disk, or choose a writable "
-                            "--out; nothing written before is lost") from None
+    except OSError as e:  # writing the records (a full or read-only disk), or reading the data
+        raise TrainingError(f"{out}: {_io_words(e)}; nothing written before is lost") from None
     except Exception as e:
         if not (env.enabled and D.is_comm_failure(e)):
             raise
@@ -296,10 +295,9 @@ class Session:
             raise TrainingError(f"interrupted at iteration {st.iteration}; {self._kept()} (continue with: "
                                 f"resnet-explorer train --resume --out {self.run_dir})") from None
         except OSError as e:
-            where = f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror or e)
-            raise TrainingError(f"{self.spec.name}: an I/O error at iteration {st.iteration} ({where}); the run is "
-                                f"stopped and {self._kept()}: free the disk (or fix it), then continue with "
-                                f"resnet-explorer train --resume --out {self.run_dir}") from None
+            raise TrainingError(f"{self.spec.name}: at iteration {st.iteration}, {_io_words(e)}; the run is stopped "
+                                f"and {self._kept()} (continue with: resnet-explorer train --resume --out "
+                                f"{self.run_dir})") from None
         finally:
             self.bar.close()
             self.writer.close()
@@ -418,6 +416,14 @@ def _stop_signals(session: Session) -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def _io_words(e: OSError) -> str:
+    """An I/O error as what to do: a full or read-only disk under the run, or a file unreadable."""
+    where = f" {e.filename}" if e.filename else " the run"
+    if e.filename is None or e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return f"cannot write{where} ({e.strerror or e}): free the disk, or choose a writable --out"
+    return f"cannot read or write{where} ({e.strerror})"
 
 
 def _rng_state() -> dict:

@@ -1,8 +1,11 @@
-"""One writer per run directory: an OS file lock that the OS itself drops when the holder dies.
+"""Files written safely into folders that others share: atomic writes that never follow a
+planted link, directories made with a one-line error, and one writer per directory.
 
-`RunLock` takes an exclusive ``flock`` on ``DIR/.lock`` without waiting. A second
-process (or a second training thread of the same notebook) that asks for it gets one line
-naming the directory and the holder (pid, host, start time, command). Because the lock
+`atomic_write` writes a temporary file and renames it over the target, so a reader, a
+crash or a full disk never leaves half a file. `RunLock` takes an exclusive ``flock`` on
+``DIR/.lock`` without waiting; a second process (or a second training thread of the same
+notebook) that asks for it gets one line naming the directory and the holder (pid, host,
+start time, command). Because the lock
 belongs to the open file, not to the file's existence, a ``kill -9`` never leaves a stale
 lock: the next writer simply gets it. The file stays in the directory between runs.
 On systems without ``fcntl`` (Windows) there is no lock.
@@ -10,12 +13,14 @@ On systems without ``fcntl`` (Windows) there is no lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from .errors import TrainingError
 
@@ -26,6 +31,45 @@ except ImportError:  # pragma: no cover - Windows
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # files we create in a run directory never follow a planted link
 LOCK_NAME = ".lock"
+PathLike = str | os.PathLike
+
+
+def atomic_write(path: PathLike, content: bytes | Callable[[Any], None]) -> Path:
+    """Write ``content`` (bytes, or a function writing to a binary file) to a temporary file,
+    then rename it over ``path``: readers never see a half-written file. The temporary file
+    is created afresh (a link planted in its place is not followed) and removed on failure
+    (a full disk leaves the old file as it was, and no ``.tmp`` behind)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a stale one, or a link: unlink removes the link, never its target
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            content(f) if callable(content) else f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and e.filename is None:  # say which file could not be written
+            raise OSError(e.errno, e.strerror, str(tmp)) from None
+        raise
+    return path
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    """``obj`` as indented JSON, written atomically."""
+    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path: PathLike) -> Any | None:
+    """The JSON in ``path``, or None when it is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def make_dir(path: Path) -> Path:
@@ -34,6 +78,8 @@ def make_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise TrainingError(f"{path} is a file, not a directory: choose another --out") from None
+    except NotADirectoryError:
+        raise TrainingError(f"{path}: a folder on its way is a file, not a directory: choose another --out") from None
     except OSError as e:
         raise TrainingError(f"cannot create the directory {path} ({e.strerror}): "
                             "choose a --out on a writable disk") from None
@@ -63,8 +109,8 @@ class RunLock:
                 raise TrainingError(f"{self.directory} is being written by another process ({holder}): "
                                     "wait for it to finish or stop it, or choose another --out") from None
         os.ftruncate(fd, 0)
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv).replace("\n", " ")[:300]}
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": " ".join(sys.argv).replace("\n", " ")[:300]}
         os.write(fd, json.dumps(info).encode())
         self.fd = fd
         return self
