@@ -83,15 +83,17 @@ def checkpoint(path: Path, spec: ArchSpec) -> dict:
     return state
 
 
-def open_run_on_all_ranks(env: D.DistEnv, run_dir: Path, *args: Any) -> tuple[Opened, runs.RunLock | None]:
+def open_run_on_all_ranks(env: D.DistEnv, run_dir: Path, resume: bool, *args: Any) -> tuple[Opened, runs.RunLock | None]:
     """`open_run` on rank 0 alone, under the run's lock (which rank 0 keeps); every rank
     then fails, or goes on, alike."""
     lock = None
     opened: Any = None
     if env.is_main:
         try:
+            if resume and not run_dir.is_dir():  # a resume never makes a directory
+                raise TrainingError(f"{run_dir}: no checkpoint to resume from (no such run directory)")
             lock = runs.lock_run(run_dir)
-            opened = open_run(run_dir, *args)
+            opened = open_run(run_dir, resume, *args)
         except BaseException as e:
             if lock is not None:
                 lock.release()

@@ -154,9 +154,8 @@ def train(
     finally:
         if lock is not None:
             lock.release()
-            if created and not ok and {p.name for p in out.iterdir()} == {runs.LOCK_NAME}:
-                (out / runs.LOCK_NAME).unlink()  # refused before anything was written: leave no trace
-                out.rmdir()
+        if created and not ok and env.is_main:
+            runs.remove_if_unused(out)  # refused before anything was written: leave no trace
         D.teardown(env, ok)
 
 

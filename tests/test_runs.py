@@ -158,6 +158,7 @@ def test_a_malicious_checkpoint_is_refused_on_every_path(run, tmp_path, capsys):
     assert files(run) == before
 
 
+@pytest.mark.slow
 def test_a_malicious_checkpoint_in_an_experiment_is_refused(tmp_path):
     plans = degradation((8,), TINY, width=4)[:1]
     out = run_experiment("degradation", plans, "synthetic:256", tmp_path / "exp", progress=False, log=lambda m: None)
@@ -293,6 +294,12 @@ def test_resume_checks_the_data_recipe_and_seed_it_is_given(run, capsys):
     assert runs.checkpoint_iteration(run) == 20
 
 
+def test_a_resume_of_nothing_makes_no_directory(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "run"
+    assert "no checkpoint to resume from" in one_line(capsys, main(["train", "--resume", "--out", str(missing)]))
+    assert not (tmp_path / "no").exists()
+
+
 @pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_records(run, full20):
     shutil.rmtree(run / "checkpoints")  # records and metrics, but no checkpoint yet
@@ -321,6 +328,7 @@ EXP = ["experiment", "degradation", "--depths", "8", "--data", "synthetic:256", 
        "--iters", "10", "--quiet"]
 
 
+@pytest.mark.slow
 def test_a_lost_manifest_does_not_let_other_runs_count_as_finished(exp, capsys):
     runs.manifest_path(exp).unlink()
     before = files(exp)
@@ -332,6 +340,7 @@ def test_a_lost_manifest_does_not_let_other_runs_count_as_finished(exp, capsys):
     assert "recipe lr=0.1 (asked 0.2)" in err
 
 
+@pytest.mark.slow
 def test_a_lost_manifest_is_rebuilt_from_the_runs(exp):
     runs.manifest_path(exp).unlink()
     logs: list[str] = []
@@ -347,7 +356,9 @@ def test_a_lost_manifest_is_rebuilt_from_the_runs(exp):
     ("[]", 'a non-empty "runs" list'),
     ('{"name": "d", "data": "synthetic:256", "runs": [{"dir": "../../elsewhere"}]}', "must be the name of a folder"),
 ], ids=["truncated", "empty", "{}", "[]", "escapes"])
-def test_a_corrupt_manifest_is_one_line(exp, capsys, text, why):
+def test_a_corrupt_manifest_is_one_line(tmp_path, capsys, text, why):
+    exp = tmp_path / "exp"  # the manifest is read before any run is looked at
+    exp.mkdir()
     runs.manifest_path(exp).write_text(text)
     before = files(exp)
     err = one_line(capsys, main([*EXP, "--width", "4", "--out", str(exp)]))
