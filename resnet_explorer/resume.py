@@ -83,9 +83,11 @@ def checkpoint(path: Path, spec: ArchSpec) -> dict:
     return state
 
 
-def open_run_on_all_ranks(env: D.DistEnv, run_dir: Path, resume: bool, *args: Any) -> tuple[Opened, runs.RunLock | None]:
+def open_run_on_all_ranks(env: D.DistEnv, run_dir: Path, created: bool, resume: bool,
+                          *args: Any) -> tuple[Opened, runs.RunLock | None]:
     """`open_run` on rank 0 alone, under the run's lock (which rank 0 keeps); every rank
-    then fails, or goes on, alike."""
+    then fails, or goes on, alike. A refused run whose directory this call ``created``
+    leaves none behind."""
     lock = None
     opened: Any = None
     if env.is_main:
@@ -96,7 +98,7 @@ def open_run_on_all_ranks(env: D.DistEnv, run_dir: Path, resume: bool, *args: An
             opened = open_run(run_dir, resume, *args)
         except BaseException as e:
             if lock is not None:
-                lock.release()
+                lock.release(remove_if_unused=created)
             if not (env.enabled and isinstance(e, UserError)):
                 raise
             opened = str(e)

@@ -77,17 +77,6 @@ def lock_run(run_dir: PathLike) -> RunLock:
     return RunLock(make_dir(Path(run_dir))).acquire()
 
 
-def remove_if_unused(run_dir: PathLike) -> None:
-    """Remove ``run_dir`` if it holds nothing but (at most) its lock file: a run refused at once."""
-    run_dir = Path(run_dir)
-    try:
-        if {p.name for p in run_dir.iterdir()} <= {LOCK_NAME}:
-            (run_dir / LOCK_NAME).unlink(missing_ok=True)
-            run_dir.rmdir()
-    except OSError:
-        pass
-
-
 def find_runs(path: PathLike) -> list[Path]:
     """``path`` if it is a run directory, else the run directories directly inside it (an
     experiment, a folder of runs); a `TrainingError` when there are none."""

@@ -95,25 +95,43 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> RunLock:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as e:
-            raise TrainingError(f"cannot write in {self.directory} ({e.strerror}): "
-                                "choose a --out on a writable disk") from None
-        if fcntl is not None:
+        for _ in range(100):  # retried only when the last holder removed the file under us
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = self._holder(fd)
-                os.close(fd)
-                raise TrainingError(f"{self.directory} is being written by another process ({holder}): "
-                                    "wait for it to finish or stop it, or choose another --out") from None
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+            except FileNotFoundError:  # the folder itself was removed by the last holder
+                make_dir(self.directory)
+                continue
+            except OSError as e:
+                raise TrainingError(f"cannot write in {self.directory} ({e.strerror}): "
+                                    "choose a --out on a writable disk") from None
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    holder = self._holder(fd)
+                    os.close(fd)
+                    raise TrainingError(f"{self.directory} is being written by another process ({holder}): "
+                                        "wait for it to finish or stop it, or choose another --out") from None
+            if self._still_there(fd):
+                break
+            os.close(fd)
+        else:
+            raise TrainingError(f"{self.directory}: its lock file keeps disappearing: choose another --out")
         os.ftruncate(fd, 0)
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "command": " ".join(sys.argv).replace("\n", " ")[:300]}
         os.write(fd, json.dumps(info).encode())
         self.fd = fd
         return self
+
+    def _still_there(self, fd: int) -> bool:
+        """Whether the locked file is still the one at our path (a holder that removes the
+        folder it left unused deletes the file while holding it: then we must take the new one)."""
+        try:
+            st, ours = os.stat(self.path, follow_symlinks=False), os.fstat(fd)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino)
 
     @staticmethod
     def _holder(fd: int) -> str:
@@ -124,14 +142,23 @@ class RunLock:
         except (OSError, ValueError, KeyError, TypeError):
             return "holder unknown"
 
-    def release(self) -> None:
-        if self.fd is not None:
+    def release(self, remove_if_unused: bool = False) -> None:
+        """Drop the lock; with ``remove_if_unused``, first remove the directory if it holds
+        nothing but the lock file (a run refused before it wrote anything leaves no trace)."""
+        if self.fd is None:
+            return
+        if remove_if_unused:
             try:
-                os.ftruncate(self.fd, 0)
+                if {p.name for p in self.directory.iterdir()} == {LOCK_NAME}:
+                    self.path.unlink()
+                    self.directory.rmdir()
             except OSError:
                 pass
-            os.close(self.fd)  # closing the file drops the lock
-            self.fd = None
+        else:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+        os.close(self.fd)  # closing the file drops the lock
+        self.fd = None
 
     def __enter__(self) -> RunLock:
         return self.acquire() if self.fd is None else self

@@ -137,7 +137,7 @@ def train(
     env, dev = D.setup(launch, dev, backend)
     ok, lock, created = False, None, not out.exists()
     try:
-        opened, lock = open_run_on_all_ranks(env, out, resume, spec, recipe, data, seed)
+        opened, lock = open_run_on_all_ranks(env, out, created, resume, spec, recipe, data, seed)
         session = Session.start(env, dev, out, opened.spec, opened.recipe, opened.data, opened.seed,
                                 opened.ckpt, amp=amp, channels_last=channels_last, compile=compile,
                                 progress=progress, on_metrics=on_metrics, sync_bn=sync_bn, workers=workers)
@@ -153,9 +153,7 @@ def train(
                             f"the last checkpoint is kept in {runs.checkpoint_path(out)} (continue with --resume)") from None
     finally:
         if lock is not None:
-            lock.release()
-        if created and not ok and env.is_main:
-            runs.remove_if_unused(out)  # refused before anything was written: leave no trace
+            lock.release(remove_if_unused=created and not ok)  # refused at once: leave no trace
         D.teardown(env, ok)
 
 

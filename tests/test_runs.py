@@ -264,6 +264,23 @@ def test_a_second_writer_is_refused_naming_the_holder(run, tmp_path, capsys):
     assert done.finished and done.iteration == 20
 
 
+def test_a_lock_file_removed_by_its_last_holder_is_never_shared(tmp_path):
+    import fcntl
+
+    d = tmp_path / "r"
+    first = runs.lock_run(d)
+    stale = os.open(d / runs.LOCK_NAME, os.O_RDWR)  # a process that opened the file just before
+    first.release(remove_if_unused=True)  # a run refused at once: its folder goes
+    assert not d.exists()
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # it now locks a file that is gone …
+    try:
+        with runs.lock_run(d):  # … which is not the run's lock: the next writer takes a new one
+            with pytest.raises(TrainingError, match="being written by another process"):
+                runs.lock_run(d)
+    finally:
+        os.close(stale)
+
+
 def test_an_experiment_has_one_writer_too(tmp_path):
     out = tmp_path / "exp"
     with runs.lock_run(out):
