@@ -150,9 +150,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0  # under torchrun, rank 0 alone reports
     ev = result.last_eval or {}
     summary = f"{result.run_dir}: {result.iteration} iterations"
-    if ev:
+    if isinstance(ev.get("error"), float):  # (a resumed finished run's comes from its checkpoint)
         summary += f", test error {ev['error']:.2%}"
-        if "top5_error" in ev:
+        if isinstance(ev.get("top5_error"), float):
             summary += f", top-5 {ev['top5_error']:.2%}"
     print(summary)
     return 0

@@ -182,4 +182,9 @@ class LRSchedule:
         return {"warming": self.warming, "drops": self.drops, "best": self.best, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, d: dict) -> None:
-        self.warming, self.drops, self.best, self.bad_evals = d["warming"], d["drops"], d["best"], d["bad_evals"]
+        """A saved schedule state (a `ValueError` when it is not one: checkpoints may be hostile)."""
+        warming, drops, best, bad = d["warming"], d["drops"], d["best"], d["bad_evals"]
+        if not (isinstance(warming, bool) and _is_int(drops) and drops >= 0 and _is_int(bad) and bad >= 0
+                and isinstance(best, (int, float)) and not isinstance(best, bool)):
+            raise ValueError(f"a schedule state {d!r} is malformed")
+        self.warming, self.drops, self.best, self.bad_evals = warming, drops, best, bad

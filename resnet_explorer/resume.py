@@ -10,6 +10,7 @@ A run killed before its first checkpoint resumes from its records, at iteration 
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,13 @@ def checkpoint(path: Path, spec: ArchSpec) -> dict:
     if missing:
         raise TrainingError(f"{path} cannot be resumed: it lacks {', '.join(missing)} (a checkpoint for "
                             "evaluation only, or a foreign one): start the run again in a new --out")
+    window = state["window"]
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in window.values())
+    if (set(window) != {"loss", "wrong", "seen", "time"} or not numbers
+            or any(isinstance(state[k], bool) or state[k] < 0 for k in ("iteration", "epoch", "batch_in_epoch"))
+            or not isinstance(state.get("last_eval"), (dict, type(None)))):
+        raise TrainingError(f"{path} cannot be resumed: its position in the run (iteration, epoch, metrics "
+                            "window) is malformed: start the run again in a new --out")
     try:
         theirs = ArchSpec.from_dict(state["spec"])
     except (TrainingError, ValueError, TypeError, AttributeError) as e:

@@ -178,8 +178,12 @@ def _spec_words(saved: ArchSpec, asked: ArchSpec) -> str:
 
 
 def read_spec(run_dir: PathLike) -> ArchSpec | None:
+    """A run's architecture (None without a readable spec.json; one line when it is malformed)."""
     d = read_json(Path(run_dir) / SPEC)
-    return None if d is None else ArchSpec.from_dict(d)
+    try:
+        return None if d is None else ArchSpec.from_dict(d)
+    except (SpecError, AttributeError, TypeError, ValueError) as e:
+        raise _corrupt(Path(run_dir) / SPEC, str(e)) from None
 
 
 def read_env(run_dir: PathLike) -> dict:

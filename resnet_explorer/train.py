@@ -229,6 +229,9 @@ class Session:
                     loss_acc.copy_(ckpt["acc"][0])
                     wrong_acc.copy_(ckpt["acc"][1])
                 _set_rng_state(ckpt["rng"])
+        if not state.batch_in_epoch < len(train_loader):
+            raise TrainingError(f"{runs.checkpoint_path(run_dir)} cannot be resumed: it stands at batch "
+                                f"{state.batch_in_epoch} of an epoch of {len(train_loader)}: start again in a new --out")
         if env.rank > 0:  # dropout masks differ between ranks, as between the images of a batch
             torch.manual_seed(mix_seed("rank", seed, env.rank, state.iteration))
         step = Stepper(model, optimizer, accel, dev, forward=D.wrap(model, env, dev))

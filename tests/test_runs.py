@@ -199,6 +199,14 @@ def _bad_rng(ckpt: Path) -> None:
     torch.save(state, ckpt)
 
 
+def _edit(**changes):
+    def spoil(ckpt: Path) -> None:
+        state = torch.load(ckpt, weights_only=True)
+        state.update(changes)
+        torch.save(state, ckpt)
+    return spoil
+
+
 @pytest.mark.parametrize("spoil,fragment", [
     (lambda c: c.write_bytes(c.read_bytes()[: c.stat().st_size // 2]), "is not a resnet-explorer checkpoint (it is empty, truncated"),
     (lambda c: c.write_bytes(b""), "is not a resnet-explorer checkpoint (it is empty, truncated"),
@@ -207,7 +215,10 @@ def _bad_rng(ckpt: Path) -> None:
     (_other_weights, "cannot be resumed: it does not fit this run (RuntimeError"),
     (_eval_only, "cannot be resumed: it lacks optimizer, schedule, scaler"),
     (_bad_rng, "cannot be resumed: it does not fit this run"),
-], ids=["truncated", "empty", "torchvision", "other-architecture", "other-weights", "eval-only", "bad-rng"])
+    (_edit(window={"loss": "x", "wrong": 0, "seen": 0, "time": 0.0}), "its position in the run (iteration, epoch, metrics window) is malformed"),
+    (_edit(batch_in_epoch=10**6), "it stands at batch 1000000 of an epoch of 8"),  # would loop for ever
+], ids=["truncated", "empty", "torchvision", "other-architecture", "other-weights", "eval-only", "bad-rng",
+        "bad-window", "past-the-epoch"])
 def test_resume_over_a_bad_checkpoint_is_one_line(run, capsys, spoil, fragment):
     spoil(runs.checkpoint_path(run))
     before = files(run)
