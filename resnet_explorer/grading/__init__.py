@@ -9,6 +9,8 @@
   what is wrong.
 """
 
-from .grade import GradingError, HiddenTest, grade_folder
+from ..errors import GradingError
+from .assignment import HiddenTest
+from .grade import grade_folder
 
 __all__ = ["GradingError", "HiddenTest", "grade_folder"]
