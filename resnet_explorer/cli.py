@@ -228,8 +228,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from .grading.grade import format_table, grade_folder, write_report
     from .grading.sandbox import Limits
 
-    limits = Limits(wall_s=args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb)
-    report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed)
+    limits = Limits(wall_s=args.wall_timeout or 2 * args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb)
+    report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed,
+                          sandbox=args.sandbox, on_start=lambda line: print(f"isolation: {line}", flush=True))
     csv_path, json_path = write_report(report, args.out)
     print(format_table(report))
     print(f"scores: {csv_path} (details: {json_path})")
@@ -352,9 +353,14 @@ def make_parser() -> argparse.ArgumentParser:
     grd.add_argument("--assignment", required=True, help="the instructor folder (solution, probes, hidden tests)")
     grd.add_argument("--out", default="scores.csv", help="score table (.csv; the .json beside it has details)")
     grd.add_argument("--jobs", type=int, default=2, help="submissions graded at once")
-    grd.add_argument("--timeout", type=float, default=300, help="wall and CPU seconds per submission")
+    grd.add_argument("--timeout", type=float, default=300,
+                     help="CPU seconds per submission, all its processes together")
+    grd.add_argument("--wall-timeout", type=float, help="wall-clock seconds per submission (default: 2 x --timeout)")
     grd.add_argument("--memory-mb", type=int, default=6144,
-                     help="address-space limit per submission (torch alone maps ~3.3 GB)")
+                     help="memory per submission: all its processes (cgroup), and each one's address space "
+                          "(torch alone maps ~3.3 GB)")
+    grd.add_argument("--sandbox", choices=["auto", "bwrap", "rlimits"], default="auto",
+                     help="auto: the best isolation here (printed); bwrap: require bubblewrap; rlimits: the fallback")
     grd.add_argument("--seed", type=int, help="the test inputs' seed (default: random, chosen now)")
     grd.set_defaults(func=cmd_grade)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -40,14 +41,32 @@ PathLike = str | os.PathLike
 # -- writing files safely -------------------------------------------------------------------------
 def atomic_write(path: PathLike, content: bytes | Callable[[Any], None]) -> Path:
     """Write ``content`` (bytes, or a function writing to a binary file) to a temporary file,
-    then rename it over ``path``: readers never see a half-written file."""
+    then rename it over ``path``: readers never see a half-written file.
+
+    The temporary file has a private random name and is created with ``O_EXCL|O_NOFOLLOW``, so
+    in a shared folder a link planted at ``path`` or at a guessed temporary name is never
+    followed; the rename replaces a link at ``path`` instead of writing through it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        content(f) if callable(content) else f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            content(f) if callable(content) else f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return path
 
 

@@ -2,14 +2,15 @@
 
 ``<folder>/<name>.ipynb`` is the solution, ``probes.py`` says what to ask each notebook (it
 is sent into the sandbox and holds no answers) and ``hidden_tests.py`` holds the points and
-tolerances (it never leaves the grader's process).
+tolerances (it never leaves the grader's process) and, as ``FORBIDDEN``, the library code
+each question's answer may not call ({question: [dotted names]}; see `integrity`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import GradingError
@@ -34,6 +35,7 @@ class Assignment:
     solution: Path
     probes_source: str
     tests: list[HiddenTest]
+    forbidden: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def questions(self) -> list[str]:
@@ -60,11 +62,19 @@ def load_assignment(folder: str | Path) -> Assignment:
     tests = list(getattr(module, "TESTS", []))
     if not tests:
         raise GradingError(f"{folder / 'hidden_tests.py'} defines no TESTS")
-    return Assignment(folder.name, folder, solution, (folder / "probes.py").read_text(), tests)
+    forbidden = getattr(module, "FORBIDDEN", {})
+    questions = {t.question for t in tests}
+    if not isinstance(forbidden, dict) or not all(
+            q in questions and isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)
+            for q, names in forbidden.items()):
+        raise GradingError(f"{folder / 'hidden_tests.py'}: FORBIDDEN should map questions of TESTS "
+                           "to lists of dotted names")
+    return Assignment(folder.name, folder, solution, (folder / "probes.py").read_text(), tests,
+                      {q: list(n) for q, n in forbidden.items()})
 
 
 def test_seeds(assignment: Assignment, seed: int) -> list[dict]:
     """One seed per test, derived from the run's seed (secret until grading) and the test name."""
     def one(name: str) -> int:
         return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "little")
-    return [{"name": t.name, "seed": one(t.name)} for t in assignment.tests]
+    return [{"name": t.name, "seed": one(t.name), "question": t.question} for t in assignment.tests]

@@ -13,26 +13,32 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import GradingError
 from .assignment import Assignment, HiddenTest, load_assignment, test_seeds
-from .judge import SubmissionResult, TestResult, decode, difference, judge, _outputs
-from .notebook import MAX_NOTEBOOK_BYTES, PLACEHOLDER, answered, code_cells, read_notebook, written_answers
+from .isolation import MODES, Level, level as isolation_level
+from .judge import SubmissionResult, TestResult, _outputs, decode, difference, forbidden_use, judge
+from .notebook import (MAX_NOTEBOOK_BYTES, PLACEHOLDER, answered, code_cells, parse_notebook, read_notebook,
+                       written_answers)
 from .report import format_table, write_report
-from .sandbox import Limits, isolation, run_notebook
+from .sandbox import Limits, run_notebook
+from .submissions import Entry, scan
 
 __all__ = ["Assignment", "GradingError", "HiddenTest", "MAX_NOTEBOOK_BYTES", "PLACEHOLDER", "SubmissionResult",
            "TestResult", "answered", "code_cells", "decode", "difference", "format_table", "grade_folder",
-           "judge", "load_assignment", "read_notebook", "test_seeds", "write_report", "written_answers"]
+           "judge", "load_assignment", "parse_notebook", "read_notebook", "test_seeds", "write_report", "written_answers"]
 
 
-def _reference(assignment: Assignment, tests: list[dict], limits: Limits) -> dict[str, Any]:
+def _reference(assignment: Assignment, tests: list[dict], limits: Limits, sandbox: Level) -> dict[str, Any]:
     nb = read_notebook(assignment.solution)
-    child = run_notebook(code_cells(nb), assignment.probes_source, tests, limits)
+    child = run_notebook(code_cells(nb), assignment.probes_source, tests, limits,
+                         forbidden=assignment.forbidden, sandbox=sandbox)
     reference, broken = {}, []
     for t in assignment.tests:
-        value, problem = _outputs(child.probes.get(t.name))
+        record = child.probes.get(t.name)
+        value, problem = _outputs(record)
+        problem = problem or forbidden_use(record, assignment.forbidden.get(t.question, []))
         if problem:
             broken.append(f"{t.name} ({problem})")
         reference[t.name] = value
@@ -43,46 +49,69 @@ def _reference(assignment: Assignment, tests: list[dict], limits: Limits) -> dic
     return reference
 
 
-def grade_folder(submissions: str | Path, assignment_dir: str | Path, limits: Limits | None = None,
-                 jobs: int = 2, seed: int | None = None) -> dict[str, Any]:
-    """Grade every ``*.ipynb`` of ``submissions``; returns the report (see `write_report`).
+def _not_graded(assignment: Assignment, name: str, status: str, reason: str, message: str) -> SubmissionResult:
+    result = SubmissionResult(name, status, reason)
+    result.tests = [TestResult(t.name, t.question, 0.0, t.points, False, message) for t in assignment.tests]
+    return result
 
-    One submission's failure (invalid notebook, crash, timeout, memory) scores it 0 where
-    it failed and does not stop the others.
+
+def grade_one(entry: Entry, assignment: Assignment, tests: list[dict], reference: dict[str, Any],
+              limits: Limits, sandbox: Level) -> SubmissionResult:
+    """One folder entry's result; whatever goes wrong with it is its own row, never the run's end."""
+    name = entry.shown
+    if entry.data is None:
+        return _not_graded(assignment, name, "skipped", entry.skipped, "not graded: skipped")
+    try:
+        nb = parse_notebook(entry.data, name)
+    except GradingError as e:
+        return _not_graded(assignment, name, "invalid", str(e), "not graded: invalid notebook")
+    try:
+        child = run_notebook(code_cells(nb), assignment.probes_source, tests, limits,
+                             forbidden=assignment.forbidden, sandbox=sandbox)
+        return judge(assignment, child, reference, name, written_answers(nb))
+    except Exception as e:  # a grader bug or a machine problem shows in this row and the others go on
+        return _not_graded(assignment, name, "error", f"the grader failed on this submission: "
+                           f"{type(e).__name__}: {str(e)[:300]}", "not graded: grader error")
+
+
+def grade_folder(submissions: str | Path, assignment_dir: str | Path, limits: Limits | None = None,
+                 jobs: int = 2, seed: int | None = None, sandbox: str = "auto",
+                 on_start: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Grade every entry of ``submissions`` (a row each); returns the report (see `write_report`).
+
+    One submission's failure (invalid notebook, crash, timeout, memory, a link, an odd name)
+    scores it 0 where it failed and does not stop the others. ``sandbox``: auto (the best
+    isolation here), bwrap (required), rlimits (the fallback); ``on_start`` gets the
+    isolation line once, before the first submission runs.
     """
     submissions = Path(submissions)
     if not submissions.exists():
         raise GradingError(f"submissions folder {submissions} not found")
     if not submissions.is_dir():
         raise GradingError(f"{submissions} is not a folder: give the folder of submitted .ipynb files")
-    paths = sorted(p for p in submissions.iterdir() if p.suffix == ".ipynb" and p.is_file())
-    if not paths:
-        raise GradingError(f"no .ipynb files in {submissions}")
     assignment = load_assignment(assignment_dir)
+    entries = scan(submissions, assignment.solution)
+    if not any(e.name.lower().endswith(".ipynb") for e in entries):
+        raise GradingError(f"no .ipynb files in {submissions}")
+    if sandbox not in MODES:
+        raise GradingError(f"unknown sandbox {sandbox!r}: use one of {', '.join(MODES)}")
+    lvl = isolation_level(sandbox)
+    if on_start:
+        on_start(lvl.describe())
     limits = limits or Limits()
     seed = secrets.randbits(32) if seed is None else seed
     tests = test_seeds(assignment, seed)
-    reference = _reference(assignment, tests, limits)
-
-    def one(path: Path) -> SubmissionResult:
-        try:
-            nb = read_notebook(path)
-        except GradingError as e:
-            result = SubmissionResult(path.name, "invalid", str(e))
-            result.tests = [TestResult(t.name, t.question, 0.0, t.points, False, "not graded: invalid notebook")
-                            for t in assignment.tests]
-            return result
-        child = run_notebook(code_cells(nb), assignment.probes_source, tests, limits)
-        return judge(assignment, child, reference, path.name, written_answers(nb))
-
+    reference = _reference(assignment, tests, limits, lvl)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        results = list(pool.map(one, paths))
+        results = list(pool.map(lambda e: grade_one(e, assignment, tests, reference, limits, lvl), entries))
     return {
         "assignment": assignment.name,
         "max_points": assignment.max_points,
         "questions": assignment.questions,
-        "isolation": isolation(),
+        "isolation": lvl.describe(),
+        "isolation_level": lvl.name,
         "limits": asdict(limits),
+        "forbidden": assignment.forbidden,
         "written_answers": "graded by hand: the table says how many were answered; the JSON has the text",
         "submissions": [_row_details(r, assignment) for r in results],
     }
@@ -104,5 +133,8 @@ def _row_details(r: SubmissionResult, assignment: Assignment) -> dict[str, Any]:
         "written": r.written,
         "cell_errors": r.cell_errors,
         "seconds": r.seconds,
+        "cpu_seconds": r.cpu_seconds,
+        "memory_peak_mb": r.memory_peak_mb,
+        "flags": r.flags,
         "tests": [asdict(t) for t in r.tests],
     }

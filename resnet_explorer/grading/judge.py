@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from .assignment import Assignment, HiddenTest
-from .sandbox import ChildResult
+from .sandbox import ChildResult, TooLong
+
+MAX_MESSAGE = 600
 
 _DTYPES = {"<f8": np.float64, "<i8": np.int64}
 
@@ -38,6 +40,8 @@ def decode(value: Any, depth: int = 0) -> Any:
         return [decode(v, depth + 1) for v in value]
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
+    if isinstance(value, TooLong):
+        raise ValueError(f"a number of {value.digits} digits")
     raise ValueError(f"unexpected {type(value).__name__}")
 
 
@@ -95,11 +99,37 @@ def _outputs(record: dict | None) -> tuple[Any, str | None]:
     if record is None:
         return None, "not run (the process ended before this test)"
     if "error" in record:
-        return None, f"raised {record['error']}"
+        return None, _clip(f"raised {record['error']}")
     try:
         return decode(record.get("outputs")), None
-    except (ValueError, TypeError) as e:
-        return None, f"malformed output ({e})"
+    except Exception as e:  # anything in a child's record is the child's problem, not the grader's
+        return None, _clip(f"malformed output ({e})")
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def forbidden_use(record: dict | None, names: list[str]) -> str | None:
+    """Why a test's record shows a forbidden call (None when clean). Its question is watched
+    (``names``), so a genuine record says what it ran; one that does not was not made by the probe."""
+    if not names or record is None:
+        return None
+    used = record.get("uses")
+    if not isinstance(used, list) or not all(isinstance(u, str) for u in used):
+        return "not graded: the record of this test does not say which code it ran (not made by the probe)"
+    if used:
+        return _clip(f"not graded: the answer calls {', '.join(used)}, which this question may not use "
+                     f"(the assignment forbids {', '.join(names)})")
+    return None
+
+
+def compare(got: Any, want: Any, test: HiddenTest) -> str | None:
+    """`difference`, and a mismatch message where comparing itself fails (a number too large for a float)."""
+    try:
+        return difference(got, want, test)
+    except Exception as e:
+        return _clip(f"output cannot be compared with the solution's ({type(e).__name__}: {e})")
 
 
 @dataclass
@@ -121,6 +151,9 @@ class SubmissionResult:
     cell_errors: list[dict] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    memory_peak_mb: float | None = None
+    flags: list[str] = field(default_factory=list)  # forbidden library code the answers called
 
     @property
     def points(self) -> float:
@@ -133,12 +166,22 @@ class SubmissionResult:
 
 def judge(assignment: Assignment, child: ChildResult, reference: dict[str, Any], name: str,
           written: list[str]) -> SubmissionResult:
+    """The submission's score: each test's outputs compared with the solution's, here in the trusted process."""
     result = SubmissionResult(name, child.status, child.reason, cell_errors=child.cell_errors,
-                              written=written, seconds=round(child.seconds, 1))
+                              written=written, seconds=round(child.seconds, 1), cpu_seconds=child.cpu_seconds,
+                              memory_peak_mb=child.memory_peak_mb)
     for test in assignment.tests:
-        got, problem = _outputs(child.probes.get(test.name))
+        record = child.probes.get(test.name)
+        got, problem = _outputs(record)
         if problem is None:
-            problem = difference(got, reference[test.name], test)
+            problem = compare(got, reference[test.name], test)
+        flagged = forbidden_use(record, assignment.forbidden.get(test.question, []))
+        if flagged:
+            problem = flagged
+            used = record.get("uses") if isinstance(record, dict) else None
+            for u in used if isinstance(used, list) and used else ["(no call report)"]:
+                if f"{test.question}: {u}" not in result.flags:
+                    result.flags.append(f"{test.question}: {u}")
         if problem and child.status != "ok" and test.name not in child.probes:
             problem = f"not run: {child.status} ({child.reason})"
         ok = problem is None
