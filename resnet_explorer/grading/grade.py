@@ -9,6 +9,7 @@ The names of the split modules stay importable from here.
 
 from __future__ import annotations
 
+import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -49,6 +50,16 @@ def _reference(assignment: Assignment, tests: list[dict], limits: Limits, sandbo
     return reference
 
 
+def _exposed(folder: Path) -> str:
+    """Without a mount namespace a submission reads what others may read: say so when ``folder`` is such."""
+    path = folder.resolve()
+    chain = [path, *path.parents]
+    if all(os.stat(p).st_mode & 0o001 for p in chain[1:]) and os.stat(path).st_mode & 0o005 == 0o005:
+        return (f"{folder} is readable by other users and this run has no bubblewrap: a submission can read it "
+                f"(chmod -R go-rwx {folder}, or install bubblewrap)")
+    return ""
+
+
 def _not_graded(assignment: Assignment, name: str, status: str, reason: str, message: str) -> SubmissionResult:
     result = SubmissionResult(name, status, reason)
     result.tests = [TestResult(t.name, t.question, 0.0, t.points, False, message) for t in assignment.tests]
@@ -85,7 +96,11 @@ def grade_folder(submissions: str | Path, assignment_dir: str | Path, limits: Li
     isolation line once, before the first submission runs.
     """
     submissions = Path(submissions)
-    if not submissions.exists():
+    try:
+        found = submissions.exists()
+    except OSError as e:
+        raise GradingError(f"cannot read the submissions folder {submissions}: {e.strerror}") from None
+    if not found:
         raise GradingError(f"submissions folder {submissions} not found")
     if not submissions.is_dir():
         raise GradingError(f"{submissions} is not a folder: give the folder of submitted .ipynb files")
@@ -96,8 +111,11 @@ def grade_folder(submissions: str | Path, assignment_dir: str | Path, limits: Li
     if sandbox not in MODES:
         raise GradingError(f"unknown sandbox {sandbox!r}: use one of {', '.join(MODES)}")
     lvl = isolation_level(sandbox)
+    warnings = [] if lvl.bwrap else [w for w in (_exposed(assignment.folder), _exposed(submissions)) if w]
     if on_start:
         on_start(lvl.describe())
+        for w in warnings:
+            on_start(f"warning: {w}")
     limits = limits or Limits()
     seed = secrets.randbits(32) if seed is None else seed
     tests = test_seeds(assignment, seed)
@@ -112,6 +130,7 @@ def grade_folder(submissions: str | Path, assignment_dir: str | Path, limits: Li
         "isolation_level": lvl.name,
         "limits": asdict(limits),
         "forbidden": assignment.forbidden,
+        "warnings": warnings,
         "written_answers": "graded by hand: the table says how many were answered; the JSON has the text",
         "submissions": [_row_details(r, assignment) for r in results],
     }
