@@ -5,7 +5,8 @@
 Builds one folder of N submissions (copies of the solution, of the untouched student
 notebook and of a few wrong answers), grades it with this checkout's grader and, with
 ``--baseline SRC`` (a folder holding another checkout's ``resnet_explorer`` package, e.g.
-``git archive main resnet_explorer | tar -x -C /tmp/base``), with that one too, side by side
+``git archive main resnet_explorer assignments | tar -x -C /tmp/base``; its own
+``assignments/instructor`` is used when it has one), with that one too, side by side
 in one run, alternating when ``--repeat`` > 1. The baseline runs in a throwaway virtual
 environment whose path puts SRC first and borrows this interpreter's packages, so its
 sandboxed children run the baseline's code as well. Prints the wall time of each run,
@@ -61,8 +62,8 @@ def baseline_python(src: Path, where: Path) -> str:
     return str(where / "bin" / "python")
 
 
-def grade(python: str, folder: Path, out: Path, jobs: int) -> tuple[float, dict[str, float], str]:
-    cmd = [python, "-m", "resnet_explorer.cli", "grade", str(folder), "--assignment", str(INSTRUCTOR),
+def grade(python: str, folder: Path, out: Path, jobs: int, instructor: Path) -> tuple[float, dict[str, float], str]:
+    cmd = [python, "-m", "resnet_explorer.cli", "grade", str(folder), "--assignment", str(instructor),
            "--out", str(out), "--jobs", str(jobs), "--seed", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     t = time.perf_counter()
@@ -86,17 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         folder = tmp / "submissions"
         build_folder(folder, args.n)
-        variants = {"this checkout": sys.executable}
+        variants = {"this checkout": (sys.executable, INSTRUCTOR)}
         if args.baseline:
             if not (args.baseline / "resnet_explorer" / "grading").is_dir():
                 raise SystemExit(f"{args.baseline} holds no resnet_explorer/grading package")
-            variants = {"baseline": baseline_python(args.baseline, tmp / "venv"), **variants}
+            theirs = args.baseline / "assignments" / "instructor" / "resnet_basics"
+            variants = {"baseline": (baseline_python(args.baseline, tmp / "venv"),
+                                     theirs if theirs.is_dir() else INSTRUCTOR), **variants}
         times: dict[str, list[float]] = {k: [] for k in variants}
         scores: dict[str, dict] = {}
         levels: dict[str, str] = {}
         for _ in range(args.repeat):
-            for name, python in variants.items():
-                wall, scores[name], levels[name] = grade(python, folder, tmp / f"out-{len(times[name])}" / "s.csv", args.jobs)
+            for name, (python, instructor) in variants.items():
+                out = tmp / f"out-{name.replace(' ', '-')}-{len(times[name])}" / "s.csv"
+                wall, scores[name], levels[name] = grade(python, folder, out, args.jobs, instructor)
                 times[name].append(wall)
     print(f"grading {args.n} submissions with --jobs {args.jobs} ({os.cpu_count()} CPUs; timings are noisy)")
     print(f"{'grader':<16} {'wall s':>8} {'s/submission':>13} {'vs baseline':>12}  isolation")

@@ -344,3 +344,19 @@ def test_a_v2_group_gets_its_limits(tmp_path):
     (d / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 1\n")
     (d / "cgroup.procs").write_text("")
     assert group.cpu_seconds() == 2.5 and group.pids() == set()
+
+
+def test_the_speed_benchmark_builds_a_class_of_solutions_untouched_and_wrong_notebooks(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import grading_speed
+    finally:
+        sys.path.pop(0)
+    grading_speed.build_folder(tmp_path / "subs", 7)
+    names = sorted(p.name for p in (tmp_path / "subs").iterdir())
+    assert [n.split("_", 1)[1] for n in names] == ["solution.ipynb", "untouched.ipynb", "wrong.ipynb"] * 2 + \
+        ["solution.ipynb"]
+    for p in (tmp_path / "subs").iterdir():
+        parse_notebook(p.read_bytes(), p.name)
+    wrong = json.loads((tmp_path / "subs" / "s02_wrong.ipynb").read_text())
+    assert "F.relu(out) + self.shortcut(x)" in "".join("".join(c["source"]) for c in wrong["cells"])

@@ -157,6 +157,7 @@ class Watch:
         self.used: list[str] = []
         self.tampered = False
         self._hook: Callable | None = None
+        self._previous: Callable | None = None
 
     def __enter__(self) -> "Watch":
         forbidden, name_of, used = self.forbidden, self.forbidden.name_of, self.used
@@ -168,13 +169,14 @@ class Watch:
                     used.append(name)
 
         self._hook = hook
+        self._previous = sys.getprofile()  # a profiler the user had (the visible checks run in their kernel)
         threading.setprofile(hook)
         sys.setprofile(hook)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.tampered = sys.getprofile() is not self._hook
-        sys.setprofile(None)
+        sys.setprofile(self._previous)
         threading.setprofile(None)
 
     def report(self) -> list[str]:

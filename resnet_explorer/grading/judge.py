@@ -179,9 +179,10 @@ def judge(assignment: Assignment, child: ChildResult, reference: dict[str, Any],
         if flagged:
             problem = flagged
             used = record.get("uses") if isinstance(record, dict) else None
-            for u in used if isinstance(used, list) and used else ["(no call report)"]:
-                if f"{test.question}: {u}" not in result.flags:
-                    result.flags.append(f"{test.question}: {u}")
+            for u in used[:10] if isinstance(used, list) and used else ["(no call report)"]:
+                flag = f"{test.question}: {str(u)[:200]}"
+                if flag not in result.flags:
+                    result.flags.append(flag)
         if problem and child.status != "ok" and test.name not in child.probes:
             problem = f"not run: {child.status} ({child.reason})"
         ok = problem is None
