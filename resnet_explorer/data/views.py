@@ -139,9 +139,11 @@ def _weights(in_len: torch.Tensor, out_len: torch.Tensor, first: torch.Tensor, f
     return (w / w.sum(-1, keepdim=True)).float()
 
 
-def resample_views(images: Sequence[torch.Tensor], views: Sequence[View], chunk: int = 64) -> torch.Tensor:
+def resample_views(images: Sequence[torch.Tensor], views: Sequence[View], chunk: int = 64,
+                   rounded: bool = True) -> torch.Tensor:
     """Views of uint8 3×H×W images (one view per entry, same ``out_h × out_w``) as one
-    B×3×out_h×out_w float32 batch of values 0…255, rounded like a uint8 image.
+    B×3×out_h×out_w float32 batch of values 0…255, rounded like a uint8 image (unless not
+    ``rounded``).
 
     Each output is ``Wy · window · Wxᵀ``: the window of source pixels the view reads,
     between two matrices of antialiased bilinear weights (mirror = reversed rows of Wx).
@@ -157,27 +159,36 @@ def resample_views(images: Sequence[torch.Tensor], views: Sequence[View], chunk:
         h, w = img.shape[-2:]
         spans.append((_span(h, v.height, v.top, out_h), _span(w, v.width, v.left, out_w)))
     out = torch.empty(len(views), 3, out_h, out_w, device=device)
-    # windows of similar size together (in 64-pixel steps), so a group pads little
-    order = sorted(range(len(views)), key=lambda i: (-((spans[i][0][1] - spans[i][0][0]) // 64),
-                                                     -((spans[i][1][1] - spans[i][1][0]) // 64)))
-    for g in range(0, len(order), chunk):
-        idx = order[g:g + chunk]
-        hm = max(spans[i][0][1] - spans[i][0][0] for i in idx)
-        wm = max(spans[i][1][1] - spans[i][1][0] for i in idx)
-        buf = torch.zeros(len(idx), 3, hm, wm, dtype=torch.uint8, device=device)
-        for b, i in enumerate(idx):
-            (y0, y1), (x0, x1) = spans[i]
-            buf[b, :, :y1 - y0, :x1 - x0] = images[i][:, y0:y1, x0:x1]
-        meta = torch.tensor([[images[i].shape[-2], views[i].height, views[i].top, spans[i][0][0],
-                              images[i].shape[-1], views[i].width, views[i].left, spans[i][1][0],
-                              views[i].flip] for i in idx], dtype=torch.int64).to(device)
-        no_flip = torch.zeros(len(idx), dtype=torch.bool, device=device)
-        wy = _weights(meta[:, 0], meta[:, 1], meta[:, 2], no_flip, meta[:, 3], out_h, hm)
-        wx = _weights(meta[:, 4], meta[:, 5], meta[:, 6], meta[:, 8].bool(), meta[:, 7], out_w, wm)
-        x = buf.float()
-        if hm < wm:  # contract the longer side first: fewer multiply-adds
-            x = wy[:, None] @ (x @ wx[:, None].transpose(-1, -2))
-        else:
-            x = (wy[:, None] @ x) @ wx[:, None].transpose(-1, -2)
-        out[torch.tensor(idx, device=device)] = x.round_().clamp_(0, 255)
+    # Each window is padded to the next multiple of 64 pixels, and views of one padded size
+    # go together: padding stays small, and a view's result does not depend on which
+    # other views share its batch (N ranks give the same pixels as one process).
+    pad = [(-(-(y1 - y0) // 64) * 64, -(-(x1 - x0) // 64) * 64) for (y0, y1), (x0, x1) in spans]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, key in enumerate(pad):
+        groups.setdefault(key, []).append(i)
+    for (hm, wm), members in sorted(groups.items()):
+        for g in range(0, len(members), chunk):
+            idx = members[g:g + chunk]
+            x = _resample_group([images[i] for i in idx], [views[i] for i in idx], [spans[i] for i in idx], hm, wm)
+            out[torch.tensor(idx, device=device)] = x.round_().clamp_(0, 255) if rounded else x
     return out
+
+
+def _resample_group(images: list[torch.Tensor], views: list[View], spans: list, hm: int, wm: int) -> torch.Tensor:
+    """`resample_views` for views whose windows fit ``hm × wm``."""
+    device, n = images[0].device, len(views)
+    out_h, out_w = views[0].out_h, views[0].out_w
+    buf = torch.zeros(n, 3, hm, wm, dtype=images[0].dtype, device=device)
+    for b, (img, ((y0, y1), (x0, x1))) in enumerate(zip(images, spans)):
+        buf[b, :, :y1 - y0, :x1 - x0] = img[:, y0:y1, x0:x1]
+    meta = torch.tensor([[img.shape[-2], v.height, v.top, sy[0], img.shape[-1], v.width, v.left, sx[0], v.flip]
+                         for img, v, (sy, sx) in zip(images, views, spans)], dtype=torch.int64).to(device)
+    no_flip = torch.zeros(n, dtype=torch.bool, device=device)
+    wy = _weights(meta[:, 0], meta[:, 1], meta[:, 2], no_flip, meta[:, 3], out_h, hm)
+    wx = _weights(meta[:, 4], meta[:, 5], meta[:, 6], meta[:, 8].bool(), meta[:, 7], out_w, wm)
+    x = buf.float()
+    if hm < wm:  # contract the longer side first: fewer multiply-adds
+        x = wy[:, None] @ (x @ wx[:, None].transpose(-1, -2))
+    else:
+        x = (wy[:, None] @ x) @ wx[:, None].transpose(-1, -2)
+    return x
