@@ -325,7 +325,7 @@ def test_the_benchmark_and_the_gpu_check_script_run_tiny_on_the_cpu(tmp_path):
                        text=True, timeout=600, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     table = (tmp_path / "out" / "imagenet_input.md").read_text()
-    for row in ("input only", "cpu (PIL, 1 workers)", "gpu (decode + ops on cpu)", "synthetic", "end to end"):
+    for row in ("input only", "cpu (PIL, 1 workers)", "gpu (decode + ops on cpu", "synthetic", "end to end"):
         assert row in table, table
     assert "failed" not in table, table
     assert (tmp_path / "out" / "imagenet_input.json").is_file() and (tmp_path / "out" / "env.txt").is_file()

@@ -35,10 +35,11 @@ class Unreadable:
 
 @dataclass
 class Sample:
-    """One file as the GPU path receives it from a worker: JPEG bytes (``encoded``) or a
-    decoded uint8 3×H×W RGB image, with its label, its augmentation seed and its index."""
+    """One file as the GPU path receives it from a worker: JPEG bytes (``encoded``; bytes
+    travel through the worker's pipe, where a tensor each would cost a file descriptor) or
+    a decoded uint8 3×H×W RGB image, with its label, its augmentation seed and its index."""
 
-    data: torch.Tensor
+    data: torch.Tensor | bytearray
     encoded: bool
     label: int
     seed: int
@@ -99,7 +100,7 @@ def read_sample(path: str, label: int, seed: int, index: int) -> Sample | Unread
     if len(data) > MAX_FILE_BYTES:
         return Unreadable(path, f"larger than {MAX_FILE_BYTES >> 20} MiB")
     if gpu_decodable(data):
-        return Sample(torch.frombuffer(data, dtype=torch.uint8), True, label, seed, index, path)
+        return Sample(data, True, label, seed, index, path)
     try:
         return Sample(pil_decode(data), False, label, seed, index, path)
     except Exception as e:  # noqa: BLE001 - any decoder failure means this one file is unusable
@@ -126,8 +127,9 @@ def decode_on(samples: list[Sample], device: torch.device) -> tuple[list[torch.T
             out[i] = s.data.to(device, non_blocking=True)
     if not enc:
         return out, bad
+    data = {i: torch.frombuffer(samples[i].data, dtype=torch.uint8) for i in enc}
     try:
-        decoded = decode_jpeg([samples[i].data for i in enc], mode=ImageReadMode.RGB, device=device)
+        decoded = decode_jpeg([data[i] for i in enc], mode=ImageReadMode.RGB, device=device)
         for i, img in zip(enc, decoded):
             out[i] = img
         return out, bad
@@ -135,10 +137,10 @@ def decode_on(samples: list[Sample], device: torch.device) -> tuple[list[torch.T
         pass
     for i in enc:  # find the file the batch failed on
         try:
-            out[i] = decode_jpeg(samples[i].data, mode=ImageReadMode.RGB, device=device)
+            out[i] = decode_jpeg(data[i], mode=ImageReadMode.RGB, device=device)
         except RuntimeError:
             try:
-                out[i] = pil_decode(samples[i].data.numpy().tobytes()).to(device)
+                out[i] = pil_decode(samples[i].data).to(device)
             except Exception as e:  # noqa: BLE001
                 bad.append(Unreadable(samples[i].path, failure_reason(e)))
     return out, bad
