@@ -21,7 +21,7 @@ from .data import (IMAGENET_MEAN, GpuImageNetLoader, SubtractMean, make_imagenet
                    multi_scale, parse_data, resolve_loader, resolve_workers)
 from .data.batches import SkipLog
 from .data.imagenet import _SeededDataset
-from .data.jpeg import Unreadable
+from .data.jpeg import Unreadable, pil_loader
 from .devices import Accel, pick_device
 from .errors import EvalError
 from .model import Net, build
@@ -132,7 +132,7 @@ def multi_scale_loader(root: str, scales: Sequence[int], workers: int | None = N
             out += [s, s.flip(-1)]
         return out
 
-    dataset = ImageFolder(os.path.join(root, "val"))
+    dataset = ImageFolder(os.path.join(root, "val"), loader=pil_loader)
 
     def collate(batch):  # batch size 1: scales differ in size
         (item,) = batch

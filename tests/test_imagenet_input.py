@@ -146,8 +146,11 @@ def test_gpu_path_gives_the_pil_paths_batches(tree, split, train, ten):
         str(tree), split, 4, "cpu", train, seed=7, workers=0, ten_crops=ten, loader=loader)
     cpu, gpu = make("cpu"), make("gpu")
     assert isinstance(cpu, D.ImageNetLoader) and isinstance(gpu, D.GpuImageNetLoader)
+    if ten:  # the first two batches (the ten crops of 8 images) are enough
+        cpu.set_epoch(0, start_batch=2)
+        gpu.set_epoch(0, start_batch=2)
     a, b = batches(cpu), batches(gpu)
-    assert sum(len(y) for _, y in a) == 16  # 18 training images in whole batches of 4; 16 val images
+    assert sum(len(y) for _, y in a) == (8 if ten else 16)  # 18 train images in whole batches of 4; 16 val
     mean_diff = assert_same_batches(a, b)
     assert mean_diff < 0.3 * LEVEL
     if train:  # a second epoch: new draws, still the same on both paths
@@ -204,7 +207,8 @@ def test_which_files_go_to_the_gpu_decoder(tmp_path):
 
 
 def bad_files(folder: Path) -> list[Path]:
-    """A truncated JPEG, a non-image named .JPEG, an empty one, a decompression bomb header."""
+    """A truncated JPEG, a non-image named .JPEG, an empty one, a decompression bomb header,
+    and a FIFO named .JPEG (reading it would block forever)."""
     good = encoded(Image.fromarray(texture(300, 240, 5)))
     sof = good.index(b"\xff\xc0")
     bomb = bytearray(good)
@@ -216,7 +220,8 @@ def bad_files(folder: Path) -> list[Path]:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
         out.append(p)
-    return out
+    os.mkfifo(folder / "bad_fifo.JPEG")
+    return out + [folder / "bad_fifo.JPEG"]
 
 
 @pytest.mark.parametrize("path", ["cpu", "gpu"])
@@ -232,11 +237,12 @@ def test_unreadable_files_are_skipped_with_one_line_each(tmp_path, capfd, path):
         (x, y), = batches(loader)
         assert x.shape == (3, 3, 224, 224) and y.tolist() == [0, 0, 0]
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 4, err
+    assert len(err) == 5, err
     for p in bad:
         line, = [e for e in err if str(p) in e]
         assert line.startswith("warning: skipped unreadable image ")
     assert "cannot identify image file" in next(e for e in err if "bad_garbage" in e)
+    assert next(e for e in err if "bad_fifo" in e).endswith("not a regular file")
     # a batch with no readable image left is a clear error, not an empty batch
     only_bad = tmp_path / "bad"
     for split in ("train", "val"):
@@ -250,6 +256,8 @@ def test_an_oversized_file_is_refused_unread(tmp_path, monkeypatch):
     p = save(tmp_path / "big.JPEG", Image.fromarray(texture(300, 240, 0)))
     assert isinstance(jpeg.read_sample(str(p), 0, 0, 0), jpeg.Unreadable)
     assert "larger than" in jpeg.read_sample(str(p), 0, 0, 0).reason
+    with pytest.raises(OSError, match="larger than"):  # the CPU path's loader
+        jpeg.pil_loader(str(p))
 
 
 # -- shards, resumption, the loader choice ------------------------------------------------------------
@@ -270,8 +278,8 @@ def test_gpu_path_shards_and_resumes_like_the_cpu_path(tree):
     (x, y), = batches(resumed)
     assert torch.equal(x, epoch1[2][0]) and torch.equal(y, epoch1[2][1])
     with_workers = D.make_imagenet_loader(str(tree), "train", 6, "cpu", True, seed=3, workers=2, loader="gpu")
-    for (a, ya), (b, yb) in zip(batches(with_workers), epoch0):
-        assert torch.equal(a, b) and torch.equal(ya, yb)
+    a, ya = next(iter(with_workers))  # batches do not depend on the number of workers
+    assert torch.equal(a, epoch0[0][0]) and torch.equal(ya, epoch0[0][1])
 
 
 def test_the_prefetch_thread_stops_when_the_consumer_does(tree):
@@ -286,8 +294,15 @@ def test_the_prefetch_thread_stops_when_the_consumer_does(tree):
         assert a.shape == b.shape
 
 
-def test_loader_choice(tree, capsys):
+def test_loader_choice(tree, capsys, monkeypatch):
     assert D.resolve_loader("auto", "cpu") == "cpu" and D.resolve_loader("gpu", "cpu") == "gpu"
+    monkeypatch.setattr(D.imagenet, "gpu_decode_works", lambda device: True)
+    assert D.resolve_loader("auto", "cuda") == "gpu" and D.resolve_loader("cpu", "cuda") == "cpu"
+    monkeypatch.setattr(D.imagenet, "gpu_decode_works", lambda device: False)  # torchvision without nvJPEG
+    assert D.resolve_loader("auto", "cuda") == "cpu"
+    with pytest.raises(D.DataError, match="cannot decode JPEGs on cuda"):
+        D.resolve_loader("gpu", "cuda")
+    monkeypatch.undo()
     with pytest.raises(D.DataError, match="--loader 'fast' is invalid"):
         D.resolve_loader("fast", "cpu")
     src = D.parse_data(f"imagenet:{tree}")
@@ -308,8 +323,8 @@ def test_training_and_eval_on_the_gpu_path_from_the_command_line(tree, tmp_path,
     from resnet_explorer.runs import read_json
 
     run = tmp_path / "run"
-    common = ["--data", f"imagenet:{tree}", "--device", "cpu", "--quiet", "--workers", "1"]
-    assert main(["train", "--arch", "resnet18", "--width", "8", "--recipe", "test", "--iters", "3",
+    common = ["--data", f"imagenet:{tree}", "--device", "cpu", "--workers", "1"]
+    assert main(["train", "--arch", "resnet18", "--width", "8", "--recipe", "test", "--iters", "3", "--quiet",
                  "--set", "batch_size=6", "--out", str(run), "--loader", "gpu", *common]) == 0
     assert read_json(run / "data.json")["loader"] == "gpu"
     assert main(["eval", str(run), "--ten-crop", "--batch-size", "4", "--loader", "gpu", *common]) == 0
@@ -329,3 +344,43 @@ def test_the_benchmark_and_the_gpu_check_script_run_tiny_on_the_cpu(tmp_path):
         assert row in table, table
     assert "failed" not in table, table
     assert (tmp_path / "out" / "imagenet_input.json").is_file() and (tmp_path / "out" / "env.txt").is_file()
+
+
+def no_bn_imagenet_net():
+    """A 224-input conv net without BatchNorm: its training cannot depend on how a batch is split."""
+    from resnet_explorer.spec import ArchSpec, ConvLayer, Head, Pool, Stage
+
+    conv = lambda c, k: ConvLayer(c, kernel=k, stride=k, padding=0, bias=True, bn=False, pool=Pool(2, 2))  # noqa: E731
+    return ArchSpec(name="nobn224", stages=[Stage("conv1", "conv", layers=[conv(4, 4)]),
+                                            Stage("conv2", "conv", layers=[conv(8, 2)])],
+                    head=Head("avgpool-fc"), residual=False, input_size=224, num_classes=2).validate()
+
+
+@pytest.mark.slow
+def test_gpu_path_under_torchrun_and_resumed_mid_epoch(tree, tmp_path):
+    from resnet_explorer.recipes import get_recipe
+    from resnet_explorer.train import read_metrics, train
+
+    spec = no_bn_imagenet_net()
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    recipe = get_recipe("test", iters=5, batch_size=6)  # 18 images: 3 batches an epoch, so 5 cross one
+    kw = dict(device="cpu", progress=False, loader="gpu", workers=0)
+    train(spec, f"imagenet:{tree}", recipe, tmp_path / "one", **kw)
+    train(spec, f"imagenet:{tree}", recipe, tmp_path / "part", should_stop=lambda it: it == 2, **kw)
+    train(None, None, None, tmp_path / "part", resume=True, **kw)  # resumed in the middle of epoch 0
+    weights = lambda run: torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]  # noqa: E731
+    one = weights(tmp_path / "one")
+    for k, v in weights(tmp_path / "part").items():
+        assert torch.equal(v, one[k]), k
+    exe = str(Path(sys.executable).parent / "resnet-explorer")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "--no-python", exe, "train", "--arch", str(tmp_path / "spec.json"), "--data",
+                        f"imagenet:{tree}", "--recipe", "test", "--iters", "5", "--set", "batch_size=6",
+                        "--out", str(tmp_path / "two"), "--device", "cpu", "--quiet", "--loader", "gpu",
+                        "--workers", "0"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    for k, v in weights(tmp_path / "two").items():  # each rank its half of each batch: one process's run
+        torch.testing.assert_close(v, one[k], rtol=1e-4, atol=1e-5, msg=k)
+    losses = lambda run: [m["train_loss"] for m in read_metrics(run) if "train_loss" in m]  # noqa: E731
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)

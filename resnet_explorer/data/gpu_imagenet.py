@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -213,12 +214,12 @@ def _prefetched(produce: Callable[[], Iterator], device: torch.device, depth: in
                 for t in ([*x] if isinstance(x, list) else [x]) + [y]:
                     t.record_stream(current)
             yield x, y
-    finally:
+    finally:  # the consumer stopped (or failed): stop the thread, unblocking its last put
         stop.set()
-        while thread.is_alive():
+        deadline = time.monotonic() + 60
+        while thread.is_alive() and time.monotonic() < deadline:
             try:
                 q.get(timeout=0.1)
             except queue.Empty:
                 pass
-        thread.join()
 

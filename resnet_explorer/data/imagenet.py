@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from ..errors import DataError
 from .batches import SkipLog, _EpochBatchSampler, collate_readable
 from .cpus import resolve_workers
-from .jpeg import Unreadable, failure_reason
+from .jpeg import Unreadable, failure_reason, pil_loader
 from .seeds import _generator
 from .sources import _fail
 from .transforms import imagenet_eval_transform, imagenet_train_transform
@@ -166,7 +166,7 @@ def make_imagenet_loader(
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
         raise _fail(f"imagenet:{root}", f"no {split}/ subfolder", "imagenet")
-    dataset = ImageFolder(folder)
+    dataset = ImageFolder(folder, loader=pil_loader)
     if resolve_loader(loader, device) == "gpu":
         from .gpu_imagenet import GpuImageNetLoader
 

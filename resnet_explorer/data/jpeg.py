@@ -14,6 +14,8 @@ warning line naming it; see `ImageNetLoader`).
 from __future__ import annotations
 
 import io
+import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,15 +92,34 @@ def pil_decode(data: bytes | bytearray) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
+def read_bytes(path: str) -> bytearray:
+    """A file's bytes, if it is a regular file of at most `MAX_FILE_BYTES` (a FIFO or a
+    device named ``.JPEG`` would block or never end); else `OSError` saying why."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError("not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise OSError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
+        data = bytearray(f.read(MAX_FILE_BYTES + 1))
+    if len(data) > MAX_FILE_BYTES:
+        raise OSError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
+    return data
+
+
+def pil_loader(path: str) -> Image.Image:
+    """ImageFolder's loader for the CPU path, with `read_bytes`'s checks: an RGB PIL image."""
+    with Image.open(io.BytesIO(read_bytes(path))) as img:
+        return img.convert("RGB")
+
+
 def read_sample(path: str, label: int, seed: int, index: int) -> Sample | Unreadable:
     """A file as the GPU path wants it: bytes if nvJPEG can decode them, else decoded here."""
     try:
-        with open(path, "rb") as f:
-            data = bytearray(f.read(MAX_FILE_BYTES + 1))
+        data = read_bytes(path)
     except OSError as e:
-        return Unreadable(path, f"cannot be read ({e.strerror or e})")
-    if len(data) > MAX_FILE_BYTES:
-        return Unreadable(path, f"larger than {MAX_FILE_BYTES >> 20} MiB")
+        return Unreadable(path, e.strerror or str(e))
     if gpu_decodable(data):
         return Sample(data, True, label, seed, index, path)
     try:
