@@ -29,7 +29,7 @@ from .batches import SkipLog, _EpochBatchSampler
 from .cpus import resolve_workers
 from .jpeg import Sample, Unreadable, decode_on, read_sample
 from .transforms import IMAGENET_MEAN, MULTI_SCALES
-from .views import View, draw_train_view, eval_views, resample_views, scale_views
+from .views import View, draw_train_view, eval_views, resample_views, scale_views, to_device
 
 VIEWS = ("train", "centre", "ten", "scales")
 
@@ -132,7 +132,7 @@ class GpuImageNetLoader:
         self.skipped.check_batch([s for s in raw if isinstance(s, Unreadable)] + failed, len(kept))
         if not kept:
             return
-        labels = torch.tensor([s.label for s, _ in kept]).to(self.device, non_blocking=True)
+        labels = to_device(torch.tensor([s.label for s, _ in kept]), self.device)
         if self.views == "scales":
             for (s, img), y in zip(kept, labels.split(1)):
                 views = self.view_of(img.shape[-2], img.shape[-1], s.seed)
@@ -155,7 +155,7 @@ class GpuImageNetLoader:
         memory format and dtype asked for."""
         x = x.div_(255)
         if any(v.rgb != (0.0, 0.0, 0.0) for v in views):
-            x += torch.tensor([v.rgb for v in views], dtype=torch.float32).to(self.device)[:, :, None, None]
+            x += to_device(torch.tensor([v.rgb for v in views], dtype=torch.float32), self.device)[:, :, None, None]
         x = x.sub_(self.mean)
         if self.std is not None:
             x = x.div_(self.std)
@@ -186,7 +186,8 @@ def _prefetched(produce: Callable[[], Iterator], device: torch.device, depth: in
 
     def work() -> None:
         try:
-            with torch.cuda.stream(stream) if cuda else nullcontext():
+            with torch.cuda.device(device) if cuda else nullcontext(), \
+                    torch.cuda.stream(stream) if cuda else nullcontext():
                 for item in produce():
                     event = None
                     if cuda:

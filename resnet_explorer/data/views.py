@@ -139,6 +139,14 @@ def _weights(in_len: torch.Tensor, out_len: torch.Tensor, first: torch.Tensor, f
     return (w / w.sum(-1, keepdim=True)).float()
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on ``device`` without making the host wait for the stream's
+    earlier work (pinned and non-blocking on CUDA)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def resample_views(images: Sequence[torch.Tensor], views: Sequence[View], chunk: int = 64,
                    rounded: bool = True) -> torch.Tensor:
     """Views of uint8 3×H×W images (one view per entry, same ``out_h × out_w``) as one
@@ -147,7 +155,9 @@ def resample_views(images: Sequence[torch.Tensor], views: Sequence[View], chunk:
 
     Each output is ``Wy · window · Wxᵀ``: the window of source pixels the view reads,
     between two matrices of antialiased bilinear weights (mirror = reversed rows of Wx).
-    Views are grouped by window size so that padding stays small, ``chunk`` at a time."""
+    Each window is padded to the next multiple of 64 pixels and views of one padded size
+    go together, ``chunk`` at a time: padding stays small, and a view's result does not
+    depend on which other views share its batch (N ranks give one process's pixels)."""
     if not views:
         raise ValueError("no views to resample")
     out_h, out_w = views[0].out_h, views[0].out_w
@@ -158,37 +168,38 @@ def resample_views(images: Sequence[torch.Tensor], views: Sequence[View], chunk:
             raise ValueError("resample_views needs views of one output size")
         h, w = img.shape[-2:]
         spans.append((_span(h, v.height, v.top, out_h), _span(w, v.width, v.left, out_w)))
-    out = torch.empty(len(views), 3, out_h, out_w, device=device)
-    # Each window is padded to the next multiple of 64 pixels, and views of one padded size
-    # go together: padding stays small, and a view's result does not depend on which
-    # other views share its batch (N ranks give the same pixels as one process).
     pad = [(-(-(y1 - y0) // 64) * 64, -(-(x1 - x0) // 64) * 64) for (y0, y1), (x0, x1) in spans]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, key in enumerate(pad):
-        groups.setdefault(key, []).append(i)
-    for (hm, wm), members in sorted(groups.items()):
-        for g in range(0, len(members), chunk):
-            idx = members[g:g + chunk]
-            x = _resample_group([images[i] for i in idx], [views[i] for i in idx], [spans[i] for i in idx], hm, wm)
-            out[torch.tensor(idx, device=device)] = x.round_().clamp_(0, 255) if rounded else x
+    order = sorted(range(len(views)), key=lambda i: pad[i])  # each padded size's views together
+    # what the weights need, for the whole batch in one copy to the device
+    meta = to_device(torch.tensor([[images[i].shape[-2], views[i].height, views[i].top, spans[i][0][0],
+                                    images[i].shape[-1], views[i].width, views[i].left, spans[i][1][0],
+                                    int(views[i].flip), i] for i in order], dtype=torch.int64), device)
+    out = torch.empty(len(views), 3, out_h, out_w, device=device)
+    a = 0
+    while a < len(order):
+        b = a
+        while b < len(order) and b - a < chunk and pad[order[b]] == pad[order[a]]:
+            b += 1
+        hm, wm = pad[order[a]]
+        x = _resample_group([images[i] for i in order[a:b]], [spans[i] for i in order[a:b]], meta[a:b],
+                            hm, wm, out_h, out_w)
+        out.index_copy_(0, meta[a:b, 9], x.round_().clamp_(0, 255) if rounded else x)
+        a = b
     return out
 
 
-def _resample_group(images: list[torch.Tensor], views: list[View], spans: list, hm: int, wm: int) -> torch.Tensor:
-    """`resample_views` for views whose windows fit ``hm × wm``."""
-    device, n = images[0].device, len(views)
-    out_h, out_w = views[0].out_h, views[0].out_w
+def _resample_group(images: list[torch.Tensor], spans: list, meta: torch.Tensor, hm: int, wm: int,
+                    out_h: int, out_w: int) -> torch.Tensor:
+    """`resample_views` for views whose windows fit ``hm × wm`` (``meta``: their rows of
+    source size, resized size, offset, window start; for y, then x; then the mirror flag)."""
+    device, n = images[0].device, len(images)
     buf = torch.zeros(n, 3, hm, wm, dtype=images[0].dtype, device=device)
-    for b, (img, ((y0, y1), (x0, x1))) in enumerate(zip(images, spans)):
-        buf[b, :, :y1 - y0, :x1 - x0] = img[:, y0:y1, x0:x1]
-    meta = torch.tensor([[img.shape[-2], v.height, v.top, sy[0], img.shape[-1], v.width, v.left, sx[0], v.flip]
-                         for img, v, (sy, sx) in zip(images, views, spans)], dtype=torch.int64).to(device)
+    for k, (img, ((y0, y1), (x0, x1))) in enumerate(zip(images, spans)):
+        buf[k, :, :y1 - y0, :x1 - x0] = img[:, y0:y1, x0:x1]
     no_flip = torch.zeros(n, dtype=torch.bool, device=device)
     wy = _weights(meta[:, 0], meta[:, 1], meta[:, 2], no_flip, meta[:, 3], out_h, hm)
     wx = _weights(meta[:, 4], meta[:, 5], meta[:, 6], meta[:, 8].bool(), meta[:, 7], out_w, wm)
     x = buf.float()
     if hm < wm:  # contract the longer side first: fewer multiply-adds
-        x = wy[:, None] @ (x @ wx[:, None].transpose(-1, -2))
-    else:
-        x = (wy[:, None] @ x) @ wx[:, None].transpose(-1, -2)
-    return x
+        return wy[:, None] @ (x @ wx[:, None].transpose(-1, -2))
+    return (wy[:, None] @ x) @ wx[:, None].transpose(-1, -2)
