@@ -29,16 +29,17 @@ from .batches import SkipLog, _EpochBatchSampler
 from .cpus import resolve_workers
 from .jpeg import Sample, Unreadable, decode_on, read_sample
 from .transforms import IMAGENET_MEAN, MULTI_SCALES
-from .views import View, draw_train_view, eval_views, resample_views, scale_views, to_device
+from .views import View, ViewMaker, resample_views, to_device
 
 VIEWS = ("train", "centre", "ten", "scales")
 
 
 class _FileDataset(Dataset):
-    """(index, seed) → the file as `jpeg.read_sample` gives it (bytes or a decoded image)."""
+    """(index, seed) → the file as `jpeg.read_sample` gives it (bytes or a decoded image),
+    with its views already drawn."""
 
-    def __init__(self, samples: Sequence[tuple[str, int]]):
-        self.samples = samples
+    def __init__(self, samples: Sequence[tuple[str, int]], views: ViewMaker):
+        self.samples, self.views = samples, views
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -46,7 +47,7 @@ class _FileDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Sample | Unreadable:
         index, seed = key
         path, label = self.samples[index]
-        return read_sample(path, label, seed, index)
+        return read_sample(path, label, seed, index, self.views)
 
 
 def _as_list(batch: list) -> list:
@@ -80,6 +81,7 @@ class GpuImageNetLoader:
         self.batch_size, self.train, self.seed, self.views = batch_size, train, seed, views
         self.channels_last, self.dtype, self.prefetch = channels_last, dtype, prefetch
         self.scales, self.scale, self.crop, self.lighting = tuple(scales), scale, crop, lighting
+        self.view_maker = ViewMaker(views, scale, crop, lighting, tuple(scales))
         self.epoch, self._start = 0, 0
         self.num_samples = len(samples)
         mean_t = torch.as_tensor(IMAGENET_MEAN if mean is None else mean, dtype=torch.float32)
@@ -88,7 +90,7 @@ class GpuImageNetLoader:
         self.batch_sampler = _EpochBatchSampler(self.num_samples, batch_size, train, train, seed, sampler,
                                                 rank, world_size)
         self.loader = DataLoader(
-            _FileDataset(samples), batch_sampler=self.batch_sampler, num_workers=workers,
+            _FileDataset(samples, self.view_maker), batch_sampler=self.batch_sampler, num_workers=workers,
             collate_fn=_as_list, persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         )
         self.skipped = SkipLog()
@@ -117,12 +119,12 @@ class GpuImageNetLoader:
 
     def view_of(self, h: int, w: int, seed: int) -> list[View]:
         """The views of an ``h × w`` image whose augmentation seed is ``seed``."""
-        if self.views == "train":
-            g = torch.Generator().manual_seed(seed)
-            return [draw_train_view(h, w, g, self.scale, self.crop, self.lighting)]
-        if self.views == "scales":
-            return scale_views(h, w, self.scales)
-        return eval_views(h, w, crop=self.crop, ten_crops=self.views == "ten")
+        return self.view_maker(h, w, seed)
+
+    def _views(self, s: Sample, img: torch.Tensor) -> list[View]:
+        """The views the worker drew, if the decoded image has the size they were drawn for."""
+        size = (img.shape[-2], img.shape[-1])
+        return s.views if s.views and s.size == size else self.view_of(*size, s.seed)
 
     def make_batch(self, raw: list[Sample | Unreadable]) -> Iterator[tuple[Any, torch.Tensor]]:
         """The finished batch (or, for ``scales``, each image's views) of the files ``raw``."""
@@ -135,14 +137,14 @@ class GpuImageNetLoader:
         labels = to_device(torch.tensor([s.label for s, _ in kept]), self.device)
         if self.views == "scales":
             for (s, img), y in zip(kept, labels.split(1)):
-                views = self.view_of(img.shape[-2], img.shape[-1], s.seed)
+                views = self._views(s, img)
                 out = [self._finish(resample_views([img, img], views[i:i + 2]), views[i:i + 2])
                        for i in range(0, len(views), 2)]
                 yield [v for pair in out for v in pair.split(1)], y
             return
         imgs, views = [], []
         for s, img in kept:
-            vs = self.view_of(img.shape[-2], img.shape[-1], s.seed)
+            vs = self._views(s, img)
             imgs += [img] * len(vs)
             views += vs
         x = self._finish(resample_views(imgs, views), views)

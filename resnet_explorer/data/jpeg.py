@@ -16,7 +16,8 @@ from __future__ import annotations
 import io
 import os
 import stat
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,7 +40,8 @@ class Unreadable:
 class Sample:
     """One file as the GPU path receives it from a worker: JPEG bytes (``encoded``; bytes
     travel through the worker's pipe, where a tensor each would cost a file descriptor) or
-    a decoded uint8 3×H×W RGB image, with its label, its augmentation seed and its index."""
+    a decoded uint8 3×H×W RGB image, with its label, its augmentation seed, its index, its
+    (height, width) and the views drawn for it there (from its seed)."""
 
     data: torch.Tensor | bytearray
     encoded: bool
@@ -47,19 +49,26 @@ class Sample:
     seed: int
     index: int
     path: str
+    size: tuple[int, int] = (0, 0)
+    views: list = field(default_factory=list)
 
 
 def gpu_decodable(data: bytes | bytearray) -> bool:
     """Whether ``data`` is a JPEG that nvJPEG decodes to the same RGB as PIL: 8-bit
     baseline/extended/progressive Huffman, 1 or 3 components (YCbCr, not Adobe RGB), at
     most PIL's pixel limit, ending in an end-of-image marker (else it may be truncated)."""
+    return jpeg_size(data) is not None
+
+
+def jpeg_size(data: bytes | bytearray) -> tuple[int, int] | None:
+    """(height, width) of a JPEG that `gpu_decodable` accepts, else None."""
     n = len(data)
     if n < 4 or data[0] != 0xFF or data[1] != 0xD8 or bytes(data[-4096:]).rstrip(b"\0")[-2:] != b"\xff\xd9":
-        return False
+        return None
     i, adobe_rgb = 2, False
     while i + 4 <= n:
         if data[i] != 0xFF:
-            return False
+            return None
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -72,17 +81,18 @@ def gpu_decodable(data: bytes | bytearray) -> bool:
             adobe_rgb = data[i + 15] == 0  # APP14 transform 0: the components are RGB, not YCbCr
         if marker in _SOF_ANY:
             if i + 10 > n:
-                return False
+                return None
             precision = data[i + 4]
             height, width = (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
             components = data[i + 9]
             limit = Image.MAX_IMAGE_PIXELS or float("inf")
-            return (marker in _SOF_GPU and precision == 8 and components in (1, 3)
-                    and not (components == 3 and adobe_rgb) and 0 < height * width <= limit)
+            ok = (marker in _SOF_GPU and precision == 8 and components in (1, 3)
+                  and not (components == 3 and adobe_rgb) and 0 < height * width <= limit)
+            return (height, width) if ok else None
         if marker == 0xDA:  # scan data before any frame header
-            return False
+            return None
         i += 2 + length
-    return False
+    return None
 
 
 def pil_decode(data: bytes | bytearray) -> torch.Tensor:
@@ -114,18 +124,26 @@ def pil_loader(path: str) -> Image.Image:
         return img.convert("RGB")
 
 
-def read_sample(path: str, label: int, seed: int, index: int) -> Sample | Unreadable:
-    """A file as the GPU path wants it: bytes if nvJPEG can decode them, else decoded here."""
+def read_sample(path: str, label: int, seed: int, index: int,
+                views: Callable[[int, int, int], list] | None = None) -> Sample | Unreadable:
+    """A file as the GPU path wants it: bytes if nvJPEG can decode them, else decoded here;
+    with ``views(height, width, seed)`` drawn here too (off the training process)."""
     try:
         data = read_bytes(path)
     except OSError as e:
         return Unreadable(path, e.strerror or str(e))
-    if gpu_decodable(data):
-        return Sample(data, True, label, seed, index, path)
-    try:
-        return Sample(pil_decode(data), False, label, seed, index, path)
-    except Exception as e:  # noqa: BLE001 - any decoder failure means this one file is unusable
-        return Unreadable(path, failure_reason(e))
+    size = jpeg_size(data)
+    if size is not None:
+        sample = Sample(data, True, label, seed, index, path, size)
+    else:
+        try:
+            img = pil_decode(data)
+        except Exception as e:  # noqa: BLE001 - any decoder failure means this one file is unusable
+            return Unreadable(path, failure_reason(e))
+        sample = Sample(img, False, label, seed, index, path, (img.shape[-2], img.shape[-1]))
+    if views is not None:
+        sample.views = views(*sample.size, seed)
+    return sample
 
 
 def failure_reason(e: BaseException) -> str:

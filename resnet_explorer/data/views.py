@@ -103,6 +103,26 @@ def scale_views(h: int, w: int, scales: Sequence[int]) -> list[View]:
     return out
 
 
+@dataclass(frozen=True)
+class ViewMaker:
+    """The views of each image for one kind of loader: ``train`` (drawn from the image's
+    seed), ``centre``, ``ten`` or ``scales``; a picklable ``(height, width, seed) → views``
+    for the loader's worker processes."""
+
+    kind: str = "train"
+    scale: tuple[int, int] = (256, 480)
+    crop: int = 224
+    lighting: float = 0.1
+    scales: tuple[int, ...] = ()
+
+    def __call__(self, h: int, w: int, seed: int) -> list[View]:
+        if self.kind == "train":
+            return [draw_train_view(h, w, torch.Generator().manual_seed(seed), self.scale, self.crop, self.lighting)]
+        if self.kind == "scales":
+            return scale_views(h, w, self.scales)
+        return eval_views(h, w, crop=self.crop, ten_crops=self.kind == "ten")
+
+
 def apply_view(img: torch.Tensor, view: View) -> torch.Tensor:
     """A view of one uint8 C×H×W image with torchvision's resize (the CPU path)."""
     img = F.resize(img, [view.height, view.width], antialias=True)
