@@ -142,7 +142,7 @@ def test_the_batched_resample_is_torchvisions_resize():
 # -- the GPU path on the CPU against the PIL path -------------------------------------------------
 @pytest.mark.parametrize("split, train, ten", [("train", True, False), ("val", False, False), ("val", False, True)])
 def test_gpu_path_gives_the_pil_paths_batches(tree, split, train, ten):
-    make = lambda loader: D.make_imagenet_loader(  # noqa: E731
+    make = lambda loader: D.make_imagenet_loader(
         str(tree), split, 4, "cpu", train, seed=7, workers=0, ten_crops=ten, loader=loader)
     cpu, gpu = make("cpu"), make("gpu")
     assert isinstance(cpu, D.ImageNetLoader) and isinstance(gpu, D.GpuImageNetLoader)
@@ -350,7 +350,7 @@ def no_bn_imagenet_net():
     """A 224-input conv net without BatchNorm: its training cannot depend on how a batch is split."""
     from resnet_explorer.spec import ArchSpec, ConvLayer, Head, Pool, Stage
 
-    conv = lambda c, k: ConvLayer(c, kernel=k, stride=k, padding=0, bias=True, bn=False, pool=Pool(2, 2))  # noqa: E731
+    conv = lambda c, k: ConvLayer(c, kernel=k, stride=k, padding=0, bias=True, bn=False, pool=Pool(2, 2))
     return ArchSpec(name="nobn224", stages=[Stage("conv1", "conv", layers=[conv(4, 4)]),
                                             Stage("conv2", "conv", layers=[conv(8, 2)])],
                     head=Head("avgpool-fc"), residual=False, input_size=224, num_classes=2).validate()
@@ -368,7 +368,7 @@ def test_gpu_path_under_torchrun_and_resumed_mid_epoch(tree, tmp_path):
     train(spec, f"imagenet:{tree}", recipe, tmp_path / "one", **kw)
     train(spec, f"imagenet:{tree}", recipe, tmp_path / "part", should_stop=lambda it: it == 2, **kw)
     train(None, None, None, tmp_path / "part", resume=True, **kw)  # resumed in the middle of epoch 0
-    weights = lambda run: torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]  # noqa: E731
+    weights = lambda run: torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
     one = weights(tmp_path / "one")
     for k, v in weights(tmp_path / "part").items():
         assert torch.equal(v, one[k]), k
@@ -382,5 +382,5 @@ def test_gpu_path_under_torchrun_and_resumed_mid_epoch(tree, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     for k, v in weights(tmp_path / "two").items():  # each rank its half of each batch: one process's run
         torch.testing.assert_close(v, one[k], rtol=1e-4, atol=1e-5, msg=k)
-    losses = lambda run: [m["train_loss"] for m in read_metrics(run) if "train_loss" in m]  # noqa: E731
+    losses = lambda run: [m["train_loss"] for m in read_metrics(run) if "train_loss" in m]
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)

@@ -18,8 +18,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import Sampler
-from torch.utils.data import default_collate
+from torch.utils.data import Sampler, default_collate
 
 from ..distributed import shard
 from ..errors import DataError

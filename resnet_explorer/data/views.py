@@ -85,7 +85,7 @@ def eval_views(h: int, w: int, resize: int = 256, crop: int = 224, ten_crops: bo
     """The test views of an ``h × w`` image resized to shorter side ``resize``: the centre
     crop, or torchvision's ten crops (corners and centre, then those of the mirror image)."""
     rh, rw = resized_size(h, w, resize)
-    ct, cl = int(round((rh - crop) / 2.0)), int(round((rw - crop) / 2.0))
+    ct, cl = round((rh - crop) / 2.0), round((rw - crop) / 2.0)
     if not ten_crops:
         return [View(rh, rw, ct, cl, crop, crop)]
     five = [(0, 0), (0, rw - crop), (rh - crop, 0), (rh - crop, rw - crop), (ct, cl)]
