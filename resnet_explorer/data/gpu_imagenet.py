@@ -10,7 +10,9 @@ products (`views.resample_views`), adds the lighting and subtracts the mean, and
 the batch; the training loop's stream waits on it, so decoding overlaps training.
 
 On the CPU the same code runs with libjpeg-turbo instead of nvJPEG: that is how its
-equivalence with the CPU path (`ImageNetLoader`) is tested.
+equivalence with the CPU path (`ImageNetLoader`) is tested. NVIDIA DALI was not taken:
+it would add a large optional dependency that cannot be installed or tested without a
+GPU, and nothing was measured about it; torchvision's decoder comes with torchvision.
 """
 
 from __future__ import annotations

@@ -102,17 +102,19 @@ def pil_decode(data: bytes | bytearray) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
-def read_bytes(path: str) -> bytearray:
+def read_bytes(path: str) -> bytes:
     """A file's bytes, if it is a regular file of at most `MAX_FILE_BYTES` (a FIFO or a
     device named ``.JPEG`` would block or never end); else `OSError` saying why."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
+    with os.fdopen(fd, "rb", buffering=0) as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise OSError("not a regular file")
         if st.st_size > MAX_FILE_BYTES:
             raise OSError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
-        data = bytearray(f.read(MAX_FILE_BYTES + 1))
+        data = f.read(st.st_size + 1)  # + 1: a file that grew since is noticed
+        while len(data) <= MAX_FILE_BYTES and (more := f.read(1 << 20)):
+            data += more
     if len(data) > MAX_FILE_BYTES:
         raise OSError(f"larger than {MAX_FILE_BYTES >> 20} MiB")
     return data
@@ -129,7 +131,7 @@ def read_sample(path: str, label: int, seed: int, index: int,
     """A file as the GPU path wants it: bytes if nvJPEG can decode them, else decoded here;
     with ``views(height, width, seed)`` drawn here too (off the training process)."""
     try:
-        data = read_bytes(path)
+        data = bytearray(read_bytes(path))  # bytearray: writable, for torch.frombuffer
     except OSError as e:
         return Unreadable(path, e.strerror or str(e))
     size = jpeg_size(data)
