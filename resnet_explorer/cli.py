@@ -120,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = _recipe_from_args(args, args.recipe)
     out = args.out or f"runs/{spec.name}-{args.recipe}"
     result = train(spec, args.data, recipe, out, resume=args.resume, sync_bn=args.sync_bn,
-                   dist_backend=args.dist_backend, **_device_kwargs(args))
+                   dist_backend=args.dist_backend, loader=args.loader, **_device_kwargs(args))
     if not launch_env().is_main:
         return 0  # under torchrun, rank 0 alone reports
     ev = result.last_eval or {}
@@ -138,7 +138,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     scales = _ints(args.scales, "--scales", example="224,256,384,480,640")
     result = evaluate_paths(args.runs, args.data, ten_crop=args.ten_crop, scales=scales,
-                            device=args.device, batch_size=args.batch_size, workers=args.workers)
+                            device=args.device, batch_size=args.batch_size, workers=args.workers,
+                            loader=args.loader)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -277,6 +278,13 @@ def _device_options(p: argparse.ArgumentParser) -> None:
                    "shared among this node's processes, at most 8)")
 
 
+def _loader_option(p: argparse.ArgumentParser) -> None:
+    """ImageNet's input path (issue: decoding off the CPU)."""
+    p.add_argument("--loader", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="ImageNet input: cpu (PIL in worker processes), gpu (JPEGs decoded and augmented "
+                   "on the GPU), auto (gpu on CUDA)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="resnet-explorer",
@@ -307,6 +315,7 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="run directory (default runs/ARCH-RECIPE)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     _device_options(tr)
+    _loader_option(tr)
     tr.add_argument("--sync-bn", action="store_true",
                     help="under torchrun on GPUs: BatchNorm statistics over the whole global batch")
     tr.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
@@ -321,6 +330,7 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--workers", type=int, help="ImageNet decoding processes (default: the CPUs, at most 8)")
+    _loader_option(ev)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 

@@ -97,6 +97,7 @@ def train(
     sync_bn: bool = False,
     dist_backend: str = "auto",
     workers: int | None = None,
+    loader: str = "auto",
 ) -> RunResult:
     """Train ``spec`` on ``data`` (a `DataSource` or a ``--data`` string) with ``recipe`` into
     the run directory ``out``.
@@ -115,6 +116,7 @@ def train(
     ``workers`` is the number of ImageNet decoding processes per rank (default: the CPUs
     this process may use, shared among the node's ranks, at most 8); in-memory CIFAR-style
     sets use none. Batches do not depend on it, so a run may resume with another number.
+    ``loader``: ImageNet's input path, ``cpu``, ``gpu`` or ``auto`` (gpu on CUDA; `data.resolve_loader`).
     """
     if out is None:
         raise TrainingError("train() needs out=, the run directory")
@@ -131,7 +133,7 @@ def train(
         opened = _open_run_on_all_ranks(env, out, resume, spec, recipe, data, seed)
         session = Session.start(env, dev, out, *opened, amp=amp, channels_last=channels_last,
                                 compile=compile, progress=progress, on_metrics=on_metrics,
-                                sync_bn=sync_bn, workers=workers)
+                                sync_bn=sync_bn, workers=workers, loader=loader)
         result = session.run(should_stop)
         ok = True
         return result
@@ -216,7 +218,8 @@ class Session:
     def start(cls, env: D.DistEnv, dev: torch.device, run_dir: Path, spec: ArchSpec | None,
               recipe: Recipe | None, data: Any, seed: int, ckpt: dict | None, *, amp: str,
               channels_last: bool | None, compile: str | bool, progress: bool,
-              on_metrics: Callable[[dict], None] | None, sync_bn: bool, workers: int | None) -> Session:
+              on_metrics: Callable[[dict], None] | None, sync_bn: bool, workers: int | None,
+              loader: str = "auto") -> Session:
         if spec is None or recipe is None or data is None:
             raise TrainingError("a new run needs an architecture, a dataset and a recipe")
         spec.validate()
@@ -233,7 +236,7 @@ class Session:
             source, recipe.batch_size, dev, seed, val_split=recipe.val_split,
             augment=recipe.augment, channels_last=accel.channels_last,
             eval_batch_size=max(recipe.batch_size, 500), rank=env.rank, world_size=env.world_size,
-            workers=workers,
+            workers=workers, loader=loader,
         )
         if len(train_loader) == 0:
             raise TrainingError(f"the training set has {data_info['train_size']} images, fewer than one "
