@@ -145,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = _recipe_from_args(args, "cifar-paper")
     out = args.out or f"runs/{spec.name}-{recipe.name}"
     result = train(spec, args.data, recipe, out, resume=args.resume, sync_bn=args.sync_bn,
-                   dist_backend=args.dist_backend, **_device_kwargs(args))
+                   dist_backend=args.dist_backend, loader=args.loader, **_device_kwargs(args))
     if not launch_env().is_main:
         return 0  # under torchrun, rank 0 alone reports
     ev = result.last_eval or {}
@@ -163,7 +163,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     scales = _ints(args.scales, "--scales", example="224,256,384,480,640")
     result = evaluate_paths(args.runs, args.data, ten_crop=args.ten_crop, scales=scales,
-                            device=args.device, batch_size=args.batch_size, workers=args.workers)
+                            device=args.device, batch_size=args.batch_size, workers=args.workers,
+                            loader=args.loader)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -253,8 +254,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from .grading.grade import format_table, grade_folder, write_report
     from .grading.sandbox import Limits
 
-    limits = Limits(wall_s=args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb)
-    report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed)
+    limits = Limits(wall_s=args.wall_timeout or 2 * args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb)
+    report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed,
+                          sandbox=args.sandbox, on_start=lambda line: print(f"isolation: {line}", flush=True))
     csv_path, json_path = write_report(report, args.out)
     print(format_table(report))
     print(f"scores: {csv_path} (details: {json_path})")
@@ -301,6 +303,13 @@ def _device_options(p: argparse.ArgumentParser) -> None:
                    "shared among this node's processes, at most 8)")
 
 
+def _loader_option(p: argparse.ArgumentParser) -> None:
+    """ImageNet's input path (issue: decoding off the CPU)."""
+    p.add_argument("--loader", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="ImageNet input: cpu (PIL in worker processes), gpu (JPEGs decoded and augmented "
+                   "on the GPU), auto (gpu on CUDA)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="resnet-explorer",
@@ -332,6 +341,7 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true",
                     help="continue the run in --out (its own recipe, data and seed: options given must match)")
     _device_options(tr)
+    _loader_option(tr)
     tr.add_argument("--sync-bn", action="store_true",
                     help="under torchrun on GPUs: BatchNorm statistics over the whole global batch")
     tr.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
@@ -346,6 +356,7 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--workers", type=int, help="ImageNet decoding processes (default: the CPUs, at most 8)")
+    _loader_option(ev)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
@@ -378,9 +389,14 @@ def make_parser() -> argparse.ArgumentParser:
     grd.add_argument("--assignment", required=True, help="the instructor folder (solution, probes, hidden tests)")
     grd.add_argument("--out", default="scores.csv", help="score table (.csv; the .json beside it has details)")
     grd.add_argument("--jobs", type=int, default=2, help="submissions graded at once")
-    grd.add_argument("--timeout", type=float, default=300, help="wall and CPU seconds per submission")
+    grd.add_argument("--timeout", type=float, default=300,
+                     help="CPU seconds per submission, all its processes together")
+    grd.add_argument("--wall-timeout", type=float, help="wall-clock seconds per submission (default: 2 x --timeout)")
     grd.add_argument("--memory-mb", type=int, default=6144,
-                     help="address-space limit per submission (torch alone maps ~3.3 GB)")
+                     help="memory per submission: all its processes (cgroup), and each one's address space "
+                          "(torch alone maps ~3.3 GB)")
+    grd.add_argument("--sandbox", choices=["auto", "bwrap", "rlimits"], default="auto",
+                     help="auto: the best isolation here (printed); bwrap: require bubblewrap; rlimits: the fallback")
     grd.add_argument("--seed", type=int, help="the test inputs' seed (default: random, chosen now)")
     grd.set_defaults(func=cmd_grade)
 

@@ -14,8 +14,10 @@ On systems without ``fcntl`` (Windows) there is no lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import secrets
 import socket
 import sys
 import time
@@ -36,14 +38,21 @@ PathLike = str | os.PathLike
 
 def atomic_write(path: PathLike, content: bytes | Callable[[Any], None]) -> Path:
     """Write ``content`` (bytes, or a function writing to a binary file) to a temporary file,
-    then rename it over ``path``: readers never see a half-written file. The temporary file
-    is created afresh (a link planted in its place is not followed) and removed on failure
-    (a full disk leaves the old file as it was, and no ``.tmp`` behind)."""
+    then rename it over ``path``: readers never see a half-written file.
+
+    The temporary file has a private random name and is created with ``O_EXCL|O_NOFOLLOW``, so
+    in a shared folder a link planted at ``path`` or at a guessed temporary name is never
+    followed; the rename replaces a link at ``path`` instead of writing through it. On failure
+    (a full disk) it is removed, the old file is left as it was, and the `OSError` names it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()  # a stale one, or a link: unlink removes the link, never its target
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             content(f) if callable(content) else f.write(content)
@@ -52,7 +61,7 @@ def atomic_write(path: PathLike, content: bytes | Callable[[Any], None]) -> Path
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         if isinstance(e, OSError) and e.filename is None:  # say which file could not be written
             raise OSError(e.errno, e.strerror, str(tmp)) from None
         raise
@@ -70,6 +79,14 @@ def read_json(path: PathLike) -> Any | None:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+def io_error_words(e: OSError) -> str:
+    """An I/O error as what to do: a full or read-only disk, or a file that cannot be read."""
+    where = f" {e.filename}" if e.filename else " the run"
+    if e.filename is None or e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+        return f"cannot write{where} ({e.strerror or e}): free the disk, or choose a writable --out"
+    return f"cannot read or write{where} ({e.strerror})"
 
 
 def make_dir(path: Path) -> Path:

@@ -11,7 +11,6 @@ never interrupted.
 
 from __future__ import annotations
 
-import errno
 import math
 import signal
 import threading
@@ -32,6 +31,7 @@ from .evaluate import evaluate, evaluate_sharded
 from .model import build
 from .recipes import LRSchedule, Recipe
 from .resume import open_run_on_all_ranks, restoring
+from .safeio import io_error_words
 from .runs import atomic_write, load_run_config, read_metrics, save_checkpoint, write_json  # noqa: F401
 from .spec import ArchSpec
 from .step import Stepper
@@ -102,6 +102,7 @@ def train(
     sync_bn: bool = False,
     dist_backend: str = "auto",
     workers: int | None = None,
+    loader: str = "auto",
 ) -> RunResult:
     """Train ``spec`` on ``data`` (a `DataSource` or a ``--data`` string) with ``recipe`` into
     the run directory ``out``.
@@ -123,6 +124,7 @@ def train(
     ``workers`` is the number of ImageNet decoding processes per rank (default: the CPUs
     this process may use, shared among the node's ranks, at most 8); in-memory CIFAR-style
     sets use none. Batches do not depend on it, so a run may resume with another number.
+    ``loader``: ImageNet's input path, ``cpu``, ``gpu`` or ``auto`` (gpu on CUDA; `data.resolve_loader`).
     """
     if out is None:
         raise TrainingError("train() needs out=, the run directory")
@@ -140,12 +142,13 @@ def train(
         opened, lock = open_run_on_all_ranks(env, out, created, resume, spec, recipe, data, seed)
         session = Session.start(env, dev, out, opened.spec, opened.recipe, opened.data, opened.seed,
                                 opened.ckpt, amp=amp, channels_last=channels_last, compile=compile,
-                                progress=progress, on_metrics=on_metrics, sync_bn=sync_bn, workers=workers)
+                                progress=progress, on_metrics=on_metrics, sync_bn=sync_bn, workers=workers,
+                                loader=loader)
         result = session.run(should_stop)
         ok = True
         return result
     except OSError as e:  # writing the records (a full or read-only disk), or reading the data
-        raise TrainingError(f"{out}: {_io_words(e)}; nothing written before is lost") from None
+        raise TrainingError(f"{out}: {io_error_words(e)}; nothing written before is lost") from None
     except Exception as e:
         if not (env.enabled and D.is_comm_failure(e)):
             raise
@@ -190,7 +193,8 @@ class Session:
     def start(cls, env: D.DistEnv, dev: torch.device, run_dir: Path, spec: ArchSpec | None,
               recipe: Recipe | None, data: Any, seed: int, ckpt: dict | None, *, amp: str,
               channels_last: bool | None, compile: str | bool, progress: bool,
-              on_metrics: Callable[[dict], None] | None, sync_bn: bool, workers: int | None) -> Session:
+              on_metrics: Callable[[dict], None] | None, sync_bn: bool, workers: int | None,
+              loader: str = "auto") -> Session:
         if spec is None or recipe is None or data is None:
             raise TrainingError("a new run needs an architecture, a dataset and a recipe")
         spec.validate()
@@ -208,7 +212,7 @@ class Session:
             source, recipe.batch_size, dev, seed, val_split=recipe.val_split,
             augment=recipe.augment, channels_last=accel.channels_last,
             eval_batch_size=max(recipe.batch_size, 500), rank=env.rank, world_size=env.world_size,
-            workers=workers,
+            workers=workers, loader=loader,
         )
         if len(train_loader) == 0:
             raise TrainingError(f"the training set has {data_info['train_size']} images, fewer than one "
@@ -295,7 +299,7 @@ class Session:
             raise TrainingError(f"interrupted at iteration {st.iteration}; {self._kept()} (continue with: "
                                 f"resnet-explorer train --resume --out {self.run_dir})") from None
         except OSError as e:
-            raise TrainingError(f"{self.spec.name}: at iteration {st.iteration}, {_io_words(e)}; the run is stopped "
+            raise TrainingError(f"{self.spec.name}: at iteration {st.iteration}, {io_error_words(e)}; the run is stopped "
                                 f"and {self._kept()} (continue with: resnet-explorer train --resume --out "
                                 f"{self.run_dir})") from None
         finally:
@@ -416,14 +420,6 @@ def _stop_signals(session: Session) -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-
-
-def _io_words(e: OSError) -> str:
-    """An I/O error as what to do: a full or read-only disk under the run, or a file unreadable."""
-    where = f" {e.filename}" if e.filename else " the run"
-    if e.filename is None or e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
-        return f"cannot write{where} ({e.strerror or e}): free the disk, or choose a writable --out"
-    return f"cannot read or write{where} ({e.strerror})"
 
 
 def _rng_state() -> dict:
