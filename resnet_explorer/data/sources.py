@@ -172,9 +172,29 @@ def _cifar10_folder(path: str, arg: str) -> str:
     raise _fail(arg, "no cifar-10-batches-py/ with data_batch_1..5 and test_batch", "cifar10")
 
 
+# What a CIFAR-10 batch file may ask the unpickler to build: numpy arrays and their dtypes.
+# Anything else (os.system, eval …) is refused: a batch file is data, never code.
+_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """pickle, but only plain containers and numpy arrays: a hostile batch file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks to build {module}.{name}, which a CIFAR-10 batch never holds")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: str) -> dict[str, Any]:
     with open(path, "rb") as f:
-        raw = pickle.load(f, encoding="bytes")
+        raw = _DataUnpickler(f, encoding="bytes").load()
+    if not isinstance(raw, dict):
+        raise pickle.UnpicklingError(f"it holds a {type(raw).__name__}, not a CIFAR-10 batch (a dict)")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
 
 
