@@ -288,11 +288,11 @@ def test_dashboard_bad_input_is_one_line(tmp_path):
 
 
 def test_dashboard_passes_its_gpu_helpers_to_the_trainer(tmp_path, monkeypatch):
-    import resnet_explorer.widgets as widgets
+    import resnet_explorer.widgets.dashboard as dashboard_module  # the module that calls train
 
     seen = []
-    real_train = widgets.train
-    monkeypatch.setattr(widgets, "train", lambda *a, **kw: seen.append(kw) or real_train(*a, **kw))
+    real_train = dashboard_module.train
+    monkeypatch.setattr(dashboard_module, "train", lambda *a, **kw: seen.append(kw) or real_train(*a, **kw))
     d = TrainingDashboard([tiny("cifar-resnet8")], data="synthetic:128", recipe="test", iters=5,
                           out=str(tmp_path), device="cpu", amp="bf16", compile="off")
     d.start_button.click()
