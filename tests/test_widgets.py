@@ -65,10 +65,10 @@ def test_every_preset_loads_with_the_counters_numbers():
     b.set_preset("resnet152")
     assert shown_macs(b) == 11_282_415_616  # Table 1: 11.3 G (stride on the 1×1, the paper's)
     assert b.family.value.startswith("ImageNet") and b.imagenet_depth.value == 152
-    assert "11.3 G multiply-adds" in b.comparison.value and "19.6 G" in b.comparison.value  # VGG-19
+    assert "11.3 G multiply-adds" in b.comparison.value and "19.6&nbsp;G" in b.comparison.value  # VGG-19
     b.set_preset("plain34")
     assert "28.54 %" in b.comparison.value  # Table 2's plain-34 top-1
-    assert re.search(r"VGG-19</td><td[^>]*>19.6 G</td><td[^>]*>19 %", b.comparison.value)  # 3.6 / 19.6
+    assert re.search(r"VGG-19</td><td[^>]*>19.6&nbsp;G</td><td[^>]*>19&nbsp;%", b.comparison.value)  # 3.6 / 19.6
 
 
 def test_stage_edit_recounts_and_leaves_the_family():
@@ -103,7 +103,7 @@ def test_family_controls_and_options():
     b.imagenet_depth.value = 101  # keeps the chosen stride placement
     assert b.spec == get_spec("resnet101", stride_at="3x3")
     b.family.value = "CIFAR (6n+2)"
-    assert b.spec == get_spec("cifar-resnet20") and b.n.layout.display == ""
+    assert b.spec == get_spec("cifar-resnet20") and not b.n.disabled and b.imagenet_depth.disabled
     b.input_size.value, b.num_classes.value = 64, 100
     assert b.spec == get_spec("cifar-resnet20", input_size=64, num_classes=100)
 
@@ -164,7 +164,7 @@ def test_network_diagram_draws_stages_shortcuts_and_sizes():
     assert sum(s.type == "path" for s in shapes) == 4  # one shortcut arc per residual stage
     texts = [a.text for a in fig.layout.annotations]
     assert "56×56×64" in texts and "7×7×512" in texts and "1000 classes" in texts
-    assert "4 shortcuts (B), 1 projection" in texts  # conv3_x: one projection where the shape changes
+    assert "4 shortcuts (B)<br>1 projection" in texts  # conv3_x: one projection where the shape changes
     assert "21,797,672 parameters" in fig.layout.title.text
     v15 = [a.text for a in network_diagram(get_spec("resnet50", stride_at="3x3")).layout.annotations]
     assert "1×1, 128<br>3×3, 128, /2<br>1×1, 512<br><b>×4</b>" in v15  # the stride on the 3×3
@@ -179,7 +179,7 @@ def test_builder_diagram_follows_edits():
     b = ArchitectureBuilder("cifar-resnet20")
     b.stage_controls["conv4_x"].blocks.value = 4
     texts = [a.text for a in b.diagram.layout.annotations]
-    assert "4 shortcuts (A), 1 zero-pad" in texts
+    assert "4 shortcuts (A)<br>1 zero-pad" in texts
     assert f"{count(b.spec).params:,} parameters" in b.diagram.layout.title.text
 
 

@@ -1,15 +1,16 @@
 """The architecture builder: edit an `ArchSpec` and see its parameters, multiply-adds and diagram live.
 
-Every change edits the draft spec and recounts it with `count`; the zoo (`zoo.identify`)
-says which named net the draft is, so the family, n and depth controls follow the spec.
-An invalid value is shown as a one-line message, never as a traceback.
+Every change edits the draft spec and recounts it with `count`. What the family row shows
+(family, preset, n, depth, residual, shortcut, stride placement) is read back from the
+spec by `controls.controls_for` (through `zoo.identify`) after every change, so it never
+disagrees with the net; controls that do not apply to the net are disabled, each with
+its reason. An invalid value is shown as a one-line message, never as a traceback.
 """
 
 from __future__ import annotations
 
 import copy
 import html
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import ipywidgets as W
@@ -21,50 +22,31 @@ from ..diagram import diagram_parts, si
 from ..errors import SpecError
 from ..model import build
 from ..spec import ArchSpec, Stage
-from ..zoo import IMAGENET_BLOCKS, TABLE6_DEPTHS, VGG_CONFIGS, get_spec, identify
+from ..zoo import IMAGENET_BLOCKS, get_spec
 from .comparison import comparison_html, stage_table_html
+from .controls import (FAMILIES, FAMILY_LABELS, MAX_N, PRESETS, Controls, controls_for, family_default,
+                       spec_from_controls)
 from .messages import message_html
+from .page import KernelLink, Reconnecting, fit_width
+from .stages import StageControls, StageRows
 
-PRESETS: list[str] = (
-    [f"resnet{d}" for d in IMAGENET_BLOCKS] + [f"plain{d}" for d in IMAGENET_BLOCKS]
-    + [f"cifar-resnet{d}" for d in TABLE6_DEPTHS] + [f"cifar-plain{d}" for d in TABLE6_DEPTHS]
-    + [f"vgg-{c}" for c in VGG_CONFIGS] + ["alexnet", "alexnet-groups1"]
-)
-FAMILIES = {"CIFAR (6n+2)": "cifar", "ImageNet (Table 1)": "imagenet", "custom": "custom"}
-
-
-def _kind(spec: ArchSpec) -> str:
-    return "resnet" if spec.residual else "plain"
+__all__ = ["ArchitectureBuilder", "FAMILIES", "PRESETS", "StageControls"]
+LABELS = {"n": "n", "depth": "depth", "residual": "residual / plain", "shortcut": "shortcut",
+          "stride_at": "stride"}
 
 
-def _common(spec: ArchSpec) -> dict[str, Any]:
-    return dict(shortcut=spec.shortcut, input_size=spec.input_size, num_classes=spec.num_classes,
-                zero_init_residual=spec.zero_init_residual)
+def _user_name(name: str | None) -> bool:
+    """Whether ``name`` is the user's own (not a zoo name, not one the builder made up)."""
+    if not name or name.startswith("custom-"):
+        return False
+    try:
+        get_spec(name)
+    except SpecError:
+        return True
+    return False
 
 
-def _family_and_name(spec: ArchSpec) -> tuple[str, str | None]:
-    """("cifar" | "imagenet" | "custom", the zoo name the spec equals, if any)."""
-    ident = identify(spec)
-    if ident.family in ("cifar", "imagenet"):
-        return ident.family, ident.name
-    return "custom", None
-
-
-# -- the architecture builder --------------------------------------------------------------------------
-@dataclass
-class StageControls:
-    """The widgets that edit one stage of blocks (conv2_x …)."""
-
-    block: W.Dropdown
-    blocks: W.IntText
-    width: W.IntText
-    stride: W.Dropdown
-
-    def widgets(self) -> list[W.Widget]:
-        return [self.block, self.blocks, self.width, self.stride]
-
-
-class ArchitectureBuilder(W.VBox):
+class ArchitectureBuilder(Reconnecting, W.VBox):
     """Edit an architecture spec and see its parameters, multiply-adds and diagram live.
 
     ``.spec`` is the edited `ArchSpec` (a `SpecError` while the edit is invalid; the
@@ -72,39 +54,45 @@ class ArchitectureBuilder(W.VBox):
     ``.to_json()`` the spec as JSON for ``resnet-explorer train --arch FILE``.
     """
 
+    _what = "This architecture builder"
+
     def __init__(self, preset: str = "cifar-resnet20", **kwargs: Any):
         super().__init__(**kwargs)
         self._draft: ArchSpec = get_spec(preset)
         self._count: Count | None = None
+        self.controls: Controls = controls_for(self._draft)
         self.error: str | None = None
         self._quiet = False  # True while controls are set from the spec
-        self._base_name: str | None = None  # the preset last loaded
+        self._own_name: str | None = None  # a name the user gave the net (set_spec)
         self._last_summary = ""
         self._callbacks: list[Callable[[ArchitectureBuilder], None]] = []
-        narrow = W.Layout(width="90px")
 
-        self.preset = W.Dropdown(options=PRESETS, value=preset if preset in PRESETS else None,
-                                 description="preset")
-        self.family = W.Dropdown(options=list(FAMILIES), description="family")
-        self.n = W.IntText(description="n", layout=W.Layout(width="150px"))
+        self.preset = W.Dropdown(options=PRESETS, value=None, description="preset",
+                                 layout=W.Layout(width="250px"))
+        self.family = W.Dropdown(options=list(FAMILIES), description="family", layout=W.Layout(width="250px"))
+        self.n = W.Dropdown(options=[("—", None)] + [(f"{n} ({6 * n + 2} layers)", n) for n in range(1, MAX_N + 1)],
+                            description="n", layout=W.Layout(width="190px"))
         self.n.add_class("rx-n")
-        self.imagenet_depth = W.Dropdown(options=list(IMAGENET_BLOCKS), description="depth",
-                                         layout=W.Layout(width="160px"))
+        self.imagenet_depth = W.Dropdown(options=[("—", None)] + [(str(d), d) for d in IMAGENET_BLOCKS],
+                                         description="depth", layout=W.Layout(width="160px"))
+        self.imagenet_depth.add_class("rx-depth")
         self.residual = W.ToggleButtons(options=[("residual", True), ("plain", False)],
                                         style={"button_width": "80px"})
         self.shortcut = W.Dropdown(options=[("A: zero-pad identity", "A"),
                                             ("B: projection where shape changes", "B"),
-                                            ("C: all projections", "C")], description="shortcut")
+                                            ("C: all projections", "C")], description="shortcut",
+                                   layout=W.Layout(width="330px"))
         self.stride_at = W.Dropdown(options=[("on the 1×1 (paper, v1)", "1x1"),
                                              ("on the 3×3 (torchvision, v1.5)", "3x3")],
-                                    description="stride")
+                                    description="stride", layout=W.Layout(width="330px"))
         self.input_size = W.IntText(description="input", layout=W.Layout(width="160px"))
         self.num_classes = W.IntText(description="classes", layout=W.Layout(width="160px"))
-        self.add_stage_button = W.Button(description="+ stage", layout=narrow)
-        self.remove_stage_button = W.Button(description="− stage", layout=narrow)
-        self.stage_controls: dict[str, StageControls] = {}
-        self._row_widgets: list[W.Widget] = []  # the stage rows' wrappers, closed when redrawn
-        self.stage_box = W.VBox()
+        self.reasons = W.HTML()
+        self.reasons.add_class("rx-reasons")
+        self.add_stage_button = W.Button(description="+ stage", layout=W.Layout(width="90px"))
+        self.remove_stage_button = W.Button(description="− stage", layout=W.Layout(width="90px"))
+        self.rows = StageRows(self._edit_stage, [self.add_stage_button, self.remove_stage_button])
+        self.stage_controls: dict[str, StageControls] = self.rows.controls
         self.summary = W.HTML()
         self.summary.add_class("rx-summary")
         self.message = W.HTML()
@@ -112,17 +100,18 @@ class ArchitectureBuilder(W.VBox):
         self.stage_table = W.HTML()
         self.comparison = W.HTML()
         trace, layout = diagram_parts(self._draft)
-        self.diagram = go.FigureWidget(data=[trace], layout=layout)
+        self.diagram = fit_width(go.FigureWidget(data=[trace], layout=layout))
+        self.link = KernelLink()
 
         self.preset.observe(lambda ch: ch["new"] and not self._quiet and self.set_preset(ch["new"]),
                             names="value")
         self.family.observe(self._on_family, names="value")
-        self.n.observe(self._on_n, names="value")
-        self.imagenet_depth.observe(self._on_imagenet_depth, names="value")
+        self.n.observe(lambda ch: self._on_zoo_control("n", ch["new"]), names="value")
+        self.imagenet_depth.observe(lambda ch: self._on_zoo_control("depth", ch["new"]), names="value")
         for w, field in ((self.residual, "residual"), (self.shortcut, "shortcut"),
                          (self.stride_at, "stride_at"), (self.input_size, "input_size"),
                          (self.num_classes, "num_classes")):
-            w.observe(lambda ch, field=field: self._edit(**{field: ch["new"]}), names="value")
+            w.observe(lambda ch, field=field: self._edit(field, ch["new"]), names="value")
         self.add_stage_button.on_click(lambda _: self.add_stage())
         self.remove_stage_button.on_click(lambda _: self.remove_stage())
 
@@ -130,11 +119,13 @@ class ArchitectureBuilder(W.VBox):
             W.HBox([self.preset, self.family, self.n, self.imagenet_depth]),
             W.HBox([self.residual, self.shortcut, self.stride_at]),
             W.HBox([self.input_size, self.num_classes]),
-            self.stage_box,
+            self.reasons,
+            self.rows.box,
             self.message,
             self.summary,
             self.diagram,
-            W.HBox([self.stage_table, self.comparison], layout=W.Layout(grid_gap="24px")),
+            W.HBox([self.stage_table, self.comparison], layout=W.Layout(grid_gap="32px", flex_flow="row wrap")),
+            self.link,
         ]
         self.set_preset(preset)
 
@@ -172,17 +163,13 @@ class ArchitectureBuilder(W.VBox):
         except SpecError as e:
             self._show_error(str(e))
             return
-        self._draft = spec
-        self._base_name = spec.name
-        self._sync_controls(preset=spec.name if spec.name in PRESETS else None)
-        self._refresh()
+        self._own_name = None
+        self._load(spec)
 
     def set_spec(self, spec: ArchSpec) -> None:
-        """Edit ``spec`` (e.g. one read from JSON)."""
-        self._draft = copy.deepcopy(spec)
-        self._base_name = spec.name
-        self._sync_controls()
-        self._refresh()
+        """Edit ``spec`` (e.g. one read from JSON); a name of the user's own is kept."""
+        self._own_name = spec.name if _user_name(spec.name) else None
+        self._load(copy.deepcopy(spec))
 
     # -- editing -----------------------------------------------------------------------------------
     def add_stage(self) -> None:
@@ -196,9 +183,7 @@ class ArchitectureBuilder(W.VBox):
         else:
             stage = Stage(name, last.block, 1, last.width * 2, 2)
         spec.stages.append(stage)
-        self._draft = spec
-        self._sync_controls()
-        self._refresh()
+        self._load(spec)
 
     def remove_stage(self) -> None:
         """Drop the last stage (the stem stays)."""
@@ -207,14 +192,21 @@ class ArchitectureBuilder(W.VBox):
             return
         spec = copy.deepcopy(self._draft)
         spec.stages.pop()
-        self._draft = spec
-        self._sync_controls()
-        self._refresh()
+        self._load(spec)
 
-    def _edit(self, **fields: Any) -> None:
-        if self._quiet:
+    def _refuse(self, field: str) -> bool:
+        """A control that does not apply to this net was changed (from code): put it back, say why."""
+        reason = self.controls.disabled.get(field)
+        if reason is None:
+            return False
+        self._sync_controls()
+        self.message.value = message_html(f"{LABELS[field]} does not apply here: {reason}", "info")
+        return True
+
+    def _edit(self, field: str, value: Any) -> None:
+        if self._quiet or self._refuse(field):
             return
-        self._draft = self._draft.replace(**fields)
+        self._draft = self._draft.replace(**{field: value})
         self._refresh()
 
     def _edit_stage(self, name: str, field: str, value: Any) -> None:
@@ -226,118 +218,67 @@ class ArchitectureBuilder(W.VBox):
         self._draft = spec
         self._refresh()
 
+    def _on_zoo_control(self, field: str, value: Any) -> None:
+        """n (CIFAR) or depth (ImageNet): the zoo net of that size, other options kept."""
+        if self._quiet or self._refuse(field):
+            return
+        try:
+            spec = spec_from_controls(self.controls.replace(**{field: value}))
+        except SpecError as e:
+            self._show_error(str(e))
+            return
+        self._load(spec)
+
     def _on_family(self, change: dict) -> None:
         if self._quiet:
             return
         family = FAMILIES[change["new"]]
-        kind = _kind(self._draft)
-        if family == "cifar":
-            self._draft = get_spec(f"cifar-{kind}20", residual=self._draft.residual)
-        elif family == "imagenet":
-            self._draft = get_spec(f"{kind}18", residual=self._draft.residual)
-        self._sync_controls(family=family)
-        self._refresh()
-
-    def _on_n(self, change: dict) -> None:
-        if self._quiet:
+        if family == "custom":
+            self._sync_controls()
+            self.message.value = message_html(
+                "the family follows the net: edit the stages below to make a custom one", "info")
             return
-        spec = copy.deepcopy(self._draft)
-        for s in spec.stages:
-            if not s.is_conv:
-                s.num_blocks = change["new"]
-        self._draft = spec
-        self._sync_controls()
-        self._refresh()
-
-    def _on_imagenet_depth(self, change: dict) -> None:
-        if self._quiet:
-            return
-        d = self._draft
-        self._draft = get_spec(f"{_kind(d)}{change['new']}", residual=d.residual, stride_at=d.stride_at,
-                               width=d.stages[0].layers[0].out_channels, **_common(d))
-        self._sync_controls()
-        self._refresh()
+        self._own_name = None
+        self._load(family_default(family, self._draft.residual))
 
     # -- controls <-> spec ---------------------------------------------------------------------------
-    def _sync_controls(self, preset: str | None = None, family: str | None = None) -> None:
-        """Set every control from the draft spec, without triggering edits."""
-        d = self._draft
+    def _load(self, spec: ArchSpec) -> None:
+        """A new net (preset, family, n, depth, a stage more or less): the stage rows are redrawn too."""
+        self._draft = spec
+        self._refresh(rows=True)
+
+    def _sync_controls(self, rows: bool = False) -> None:
+        """Set the family row from `controls_for` (and the stage rows from the draft, if asked),
+        without triggering edits. A stage edit leaves its rows alone, so a field being typed in
+        keeps its focus."""
+        c = self.controls
         self._quiet = True
         try:
-            if preset is not None:
-                self.preset.value = preset
-            found, _ = _family_and_name(d)
-            family = family or ("custom" if self._family_key() == "custom" and preset is None else found)
-            if family != "custom" and found != family:
-                family = "custom"
-            self.family.value = next(k for k, v in FAMILIES.items() if v == family)
-            blocks = [s for s in d.stages if not s.is_conv]
-            self.n.layout.display = "" if family == "cifar" else "none"
-            self.imagenet_depth.layout.display = "" if family == "imagenet" else "none"
-            if family == "cifar":
-                self.n.value = blocks[0].num_blocks
-            if family == "imagenet":
-                self.imagenet_depth.value = next(k for k, (_, c) in IMAGENET_BLOCKS.items()
-                                                 if c == tuple(s.num_blocks for s in blocks))
-            self.residual.value = d.residual
-            self.shortcut.value = d.shortcut
-            self.stride_at.value = d.stride_at
-            self.input_size.value = d.input_size
-            self.num_classes.value = d.num_classes
-            self._sync_stage_rows()
+            self.preset.value = c.preset
+            self.family.value = FAMILY_LABELS[c.family]
+            self.n.value, self.imagenet_depth.value = c.n, c.depth
+            self.residual.value, self.shortcut.value, self.stride_at.value = c.residual, c.shortcut, c.stride_at
+            self.input_size.value, self.num_classes.value = c.input_size, c.num_classes
+            for field, w in (("n", self.n), ("depth", self.imagenet_depth), ("residual", self.residual),
+                             ("shortcut", self.shortcut), ("stride_at", self.stride_at)):
+                w.disabled = field in c.disabled
+                w.tooltip = c.disabled.get(field)
+            self.reasons.value = "" if not c.disabled else (
+                "<div style='color:#666;font-size:12px;line-height:1.4'>not for this net — " + " · ".join(
+                    f"<b>{LABELS[k]}</b>: {html.escape(v)}" for k, v in c.disabled.items()) + "</div>")
+            if rows:
+                self.rows.draw(self._draft)
+            self.remove_stage_button.disabled = len(self._draft.stages) <= 1
         finally:
             self._quiet = False
-
-    def _family_key(self) -> str:
-        return FAMILIES.get(self.family.value, "custom")
-
-    def _sync_stage_rows(self) -> None:
-        d = self._draft
-        names = [s.name for s in d.stages]
-        if list(self.stage_controls) != [s.name for s in d.stages if not s.is_conv]:
-            for old in self.stage_controls.values():  # close them: no widget left behind in the kernel
-                for w in old.widgets():
-                    w.close()
-            self.stage_controls = {}
-        for w in self._row_widgets:
-            w.close()
-        rows: list[W.Widget] = [W.HTML("<b>stage</b> — block type, blocks, width, first stride")]
-        for s in d.stages:
-            if s.is_conv:
-                layers = "; ".join(f"{l.kernel}×{l.kernel}, {l.out_channels}" + (f", /{l.stride}" if l.stride > 1 else "")
-                                   + (", pool" if l.pool else "") for l in s.layers)
-                rows.append(W.HTML(f"<code>{s.name}</code>: conv layers {html.escape(layers)}"))
-                continue
-            c = self.stage_controls.get(s.name)
-            if c is None:
-                c = StageControls(
-                    W.Dropdown(options=["basic", "bottleneck"], layout=W.Layout(width="120px")),
-                    W.IntText(layout=W.Layout(width="80px")),
-                    W.IntText(layout=W.Layout(width="90px")),
-                    W.Dropdown(options=[1, 2], layout=W.Layout(width="60px")),
-                )
-                for field, w in zip(("block", "num_blocks", "width", "stride"), c.widgets()):
-                    w.add_class(f"rx-{field}-{s.name}")
-                    w.observe(lambda ch, name=s.name, field=field: self._edit_stage(name, field, ch["new"]),
-                              names="value")
-                self.stage_controls[s.name] = c
-            c.block.value, c.blocks.value, c.width.value = s.block, s.num_blocks, s.width
-            c.stride.options = sorted({1, 2, s.stride})
-            c.stride.value = s.stride
-            rows.append(W.HBox([W.HTML(f"<code>{s.name}</code>", layout=W.Layout(width="70px")), *c.widgets()]))
-        rows.append(W.HBox([self.add_stage_button, self.remove_stage_button]))
-        self._row_widgets = [w for r in rows for w in ([r, r.children[0]] if isinstance(r, W.HBox)
-                                                         and r.children[0] is not self.add_stage_button else [r])]
-        self.remove_stage_button.disabled = len(names) <= 1
-        self.stage_box.children = rows
 
     # -- recount and redraw ----------------------------------------------------------------------------
     def _show_error(self, text: str) -> None:
         self.error = text
         self.message.value = message_html(text)
 
-    def _refresh(self) -> None:
-        """Validate and recount the draft; redraw the numbers, the diagram, the comparison."""
+    def _refresh(self, rows: bool = False) -> None:
+        """Validate and recount the draft; name it; redraw the controls, numbers, diagram, tables."""
         try:
             c = count(self._draft)
         except SpecError as e:
@@ -345,45 +286,40 @@ class ArchitectureBuilder(W.VBox):
             self._show_error(str(e))
             self.summary.value = ("<div style='color:#777'>(the numbers below are of the last valid net; "
                                   "fix the value above)</div>" + self._last_summary)
+            if rows:  # the stage just added (say) must be there to be fixed
+                self._quiet = True
+                try:
+                    self.rows.draw(self._draft)
+                finally:
+                    self._quiet = False
             return
-        family, name = _family_and_name(self._draft)
-        name = name or self._name_outside_families()
+        self.controls = controls_for(self._draft)
+        name = self._name()
         if name != self._draft.name:
             self._draft = self._draft.replace(name=name)
             c.arch = name
         self._count = c
         self.error = None
         self.message.value = ""
-        if self._family_key() != "custom" and family != self._family_key():
-            self._quiet = True  # the edit left the 6n+2 / Table 1 family
-            self.family.value = "custom"
-            self.n.layout.display = self.imagenet_depth.layout.display = "none"
-            self._quiet = False
-        self.shortcut.disabled = not self._draft.residual
-        self.stride_at.disabled = not any(s.block == "bottleneck" for s in self._draft.stages)
+        self._sync_controls(rows)
         self._draw(c)
         for cb in self._callbacks:
             cb(self)
 
-    def _name_outside_families(self) -> str:
-        """The preset's name while only input size / classes changed (VGG, AlexNet), else custom-…"""
-        d, base = self._draft, self._base_name
-        if base:
-            try:
-                ref = get_spec(base, input_size=d.input_size, num_classes=d.num_classes)
-            except SpecError:
-                return base  # the user's own net keeps its name
-            if ref == d.replace(name=ref.name):
-                return ref.name
-        return f"custom-{_kind(d)}{d.depth}"
+    def _name(self) -> str:
+        """The zoo's name for the draft; else the user's own name; else ``custom-<kind><depth>``."""
+        d = self._draft
+        if self.controls.name:
+            return self.controls.name
+        return self._own_name or f"custom-{'resnet' if d.residual else 'plain'}{d.depth}"
 
     def _draw(self, c: Count) -> None:
         spec = self._draft
-        depth = f" (6n+2, n={[s for s in spec.stages if s.block != 'conv'][0].num_blocks})" \
-            if self._family_key() == "cifar" else ""
+        n = f" (6n+2, n={self.controls.n})" if self.controls.family == "cifar" else ""
+        has_blocks = any(not s.is_conv for s in spec.stages)
+        kind = f"residual, option {spec.shortcut}" if spec.residual and has_blocks else "plain"
         self.summary.value = self._last_summary = (
-            f"<div><b class='rx-name'>{html.escape(spec.name)}</b> · {spec.depth} layers{depth} · "
-            f"{'residual, option ' + spec.shortcut if spec.residual else 'plain'} · "
+            f"<div><b class='rx-name'>{html.escape(spec.name)}</b> · {spec.depth} layers{n} · {kind} · "
             f"<b><span class='rx-params'>{c.params:,}</span></b> parameters ({si(c.params)}) · "
             f"<b><span class='rx-macs'>{c.macs:,}</span></b> multiply-adds ({si(c.macs)}) at "
             f"{spec.input_size}×{spec.input_size}<br><small>{CONVENTION}</small></div>"
@@ -395,5 +331,7 @@ class ArchitectureBuilder(W.VBox):
             self.diagram.layout.annotations = layout["annotations"]
             self.diagram.layout.title = layout["title"]
             self.diagram.layout.xaxis.range = layout["xaxis"]["range"]
+            self.diagram.layout.yaxis.range = layout["yaxis"]["range"]
+            self.diagram.layout.height = layout["height"]
         self.stage_table.value = stage_table_html(c)
         self.comparison.value = comparison_html(spec, c)

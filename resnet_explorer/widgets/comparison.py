@@ -21,10 +21,10 @@ def stage_table_html(c: Count) -> str:
     rows = "".join(
         f"<tr><td><code>{k}</code></td><td>{v['out'][1]}×{v['out'][2]}×{v['out'][0]}</td>"
         f"<td style='text-align:right'>{v['params']:,}</td><td style='text-align:right'>{v['macs']:,}</td>"
-        f"<td style='text-align:right'>{100 * v['macs'] / max(c.macs, 1):.1f} %</td></tr>"
+        f"<td style='text-align:right'>{100 * v['macs'] / max(c.macs, 1):.1f}&nbsp;%</td></tr>"
         for k, v in c.by_stage().items())
     return (
-        "<table class='rx-stages'><tr><th>stage</th><th>output H×W×C</th><th>params</th>"
+        "<table class='rx-stages' style='white-space:nowrap'><tr><th>stage</th><th>output H×W×C</th><th>params</th>"
         f"<th>multiply-adds</th><th>share</th></tr>{rows}<tr><td><b>total</b></td><td></td>"
         f"<td style='text-align:right'><b>{c.params:,}</b></td>"
         f"<td style='text-align:right'><b>{c.macs:,}</b></td><td></td></tr></table>")
@@ -50,13 +50,13 @@ def comparison_html(spec: ArchSpec, c: Count) -> str:
     for label, name in refs:
         p = PUBLISHED[name]
         if imagenet:
-            rows.append(f"<tr><td>{label}</td><td style='text-align:right'>{p.macs / 1e9:.1f} G</td>"
-                        f"<td style='text-align:right'>{100 * c.macs / p.macs:.0f} %</td></tr>")
+            rows.append(f"<tr><td>{label}</td><td style='text-align:right'>{p.macs / 1e9:.1f}&nbsp;G</td>"
+                        f"<td style='text-align:right'>{100 * c.macs / p.macs:.0f}&nbsp;%</td></tr>")
         else:
             rows.append(f"<tr><td>{label}</td><td style='text-align:right'>{si(p.params)}</td>"
-                        f"<td style='text-align:right'>{100 * c.params / p.params:.0f} %</td></tr>")
+                        f"<td style='text-align:right'>{100 * c.params / p.params:.0f}&nbsp;%</td></tr>")
     what = "multiply-adds (paper)" if imagenet else "params (paper)"
     return ("<div class='rx-comparison'>" + "".join(lines)
-            + f"<table><tr><th>reference</th><th>{what}</th><th>this net</th></tr>{''.join(rows)}</table></div>")
+            + f"<table style='white-space:nowrap'><tr><th>reference</th><th>{what}</th><th>this net</th></tr>{''.join(rows)}</table></div>")
 
 

@@ -2,7 +2,11 @@
 
 Start trains every selected spec into ``out/<name>`` one after the other; Stop makes the
 running net checkpoint and return; Resume continues every unfinished run shown; Open shows
-an existing run or experiment. Everything about run directories is asked of `runs`.
+an existing run or experiment. Training never holds the kernel: the buttons work while it
+runs, and a notebook's later cells ask `TrainingDashboard.finished_runs` for what is done.
+Runs are known by their directory everywhere (the figure keys its traces by path), so
+runs of one net in two ``out`` folders never mix. Everything about run directories is
+asked of `runs`.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from ..runs import checkpoint_iteration, find_runs, load_run_config
 from ..spec import ArchSpec
 from ..train import train
 from ..zoo import get_spec
-from .builder import PRESETS, ArchitectureBuilder
+from .builder import ArchitectureBuilder
+from .controls import PRESETS
 from .messages import message_html, one_line
+from .page import KernelLink, Reconnecting, fit_width
 
 SpecSource = str | ArchSpec | ArchitectureBuilder
 GIVEN = "(given)"  # the recipe dropdown's value for a Recipe object passed to the dashboard
+FIELD = dict(layout=W.Layout(width="100%"), style={"description_width": "80px"})
 
 
 def _resolve(source: SpecSource) -> ArchSpec:
@@ -54,15 +61,29 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-class TrainingDashboard:
+def _same_dirs(dirs: Sequence[Path]) -> list[Path]:
+    """``dirs`` without repeats (two spellings of one directory are one run), in order."""
+    seen, out = set(), []
+    for d in dirs:
+        key = Path(d).resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(Path(d))
+    return out
+
+
+class TrainingDashboard(Reconnecting):
     """Train one or more nets in a background thread with live Fig. 6 error curves.
 
-    Start trains every selected spec into ``out/<name>`` one after the other; Stop makes
-    the running one checkpoint and return; Resume continues every unfinished run shown.
-    ``open(run_dir)`` shows an existing run (or an experiment's runs) and lets Resume
-    continue it. Displayable; ``.widget`` is its ipywidgets box (not a subclass, because
-    ipywidgets' ``Widget.open`` means something else).
+    Start trains every selected spec into ``out/<name>`` one after the other (a new set of
+    runs: the figure shows only those); Stop makes the running one checkpoint and return;
+    Resume continues every unfinished run shown. ``open(run_dir)`` shows an existing run
+    (or an experiment's runs) beside them and lets Resume continue it. `finished_runs`
+    is what the notebook's later cells read. Displayable; ``.widget`` is its ipywidgets box
+    (not a subclass, because ipywidgets' ``Widget.open`` means something else).
     """
+
+    _what = "This training dashboard"
 
     def __init__(self, specs: Sequence[SpecSource] | None = None, data: str = "synthetic:2000",
                  recipe: str | Recipe = "cpu-demo", out: str = "runs/dashboard", iters: int | None = None,
@@ -88,37 +109,52 @@ class TrainingDashboard:
 
         chosen = [_label(s) for s in sources]
         self.specs = W.SelectMultiple(options=list(self._sources), value=[c for c in dict.fromkeys(chosen)],
-                                      description="nets", rows=6)
-        self.data = W.Text(value=data, description="data")
+                                      description="nets", rows=min(len(self._sources), 9),
+                                      layout=W.Layout(width="300px", flex="0 0 auto"))
+        self.data = W.Text(value=data, description="data", **FIELD)
         # a Recipe object (a named one with fields changed) is offered first, as given
         self._given_recipe = recipe if isinstance(recipe, Recipe) else None
         options = [(n, n) for n in RECIPES]
         if self._given_recipe is not None:
-            options.insert(0, (f"{recipe.name}, batch {recipe.batch_size}, {recipe.max_iters} it. (given)", GIVEN))
+            options.insert(0, (f"{recipe.name}, batch {recipe.batch_size}, {recipe.max_iters:,} iterations (given)",
+                               GIVEN))
         self.recipe = W.Dropdown(options=options, value=GIVEN if self._given_recipe else recipe,
-                                 description="recipe")
-        self.iters = W.IntText(value=iters or 0, description="iterations",
-                               tooltip="0: the recipe's own number")
-        self.out = W.Text(value=str(out), description="out")
+                                 description="recipe", **FIELD)
+        self.iters = W.IntText(value=iters or 0, description="iterations", tooltip="0: the recipe's own number",
+                               **FIELD)
+        self.out = W.Text(value=str(out), description="out", **FIELD)
+        for w in (self.data, self.out, self.recipe):  # a value too long for its field is in its tooltip
+            w.tooltip = w.label if w is self.recipe else w.value
+            w.observe(lambda ch, w=w: setattr(w, "tooltip", w.label if w is self.recipe else ch["new"]),
+                      names="value")
         self.start_button = W.Button(description="Start", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
         self.resume_button = W.Button(description="Resume", icon="forward")
-        self.open_path = W.Text(placeholder="a run (or experiment) directory", description="open")
+        for name, b in (("start", self.start_button), ("stop", self.stop_button), ("resume", self.resume_button)):
+            b.add_class(f"rx-{name}")
+        self.open_path = W.Text(placeholder="a run (or experiment) directory", description="open",
+                                layout=W.Layout(flex="1 1 300px"), style={"description_width": "50px"})
         self.open_button = W.Button(description="Open", icon="folder-open")
         self.progress = W.HTML()
         self.progress.add_class("rx-progress")
         self.message = W.HTML()
-        self.figure: go.FigureWidget = error_curves([], widget=True)
+        self.figure: go.FigureWidget = fit_width(error_curves([], widget=True))
+        self.link = KernelLink()
 
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.resume_button.on_click(lambda _: self.resume())
         self.open_button.on_click(lambda _: self.open(self.open_path.value))
+        fields = W.VBox([self.data, self.recipe, self.iters, self.out], layout=W.Layout(flex="1 1 420px"))
         self.widget = W.VBox([
-            W.HBox([self.specs, W.VBox([self.data, self.recipe, self.iters, self.out])]),
-            W.HBox([self.start_button, self.stop_button, self.resume_button, self.open_path, self.open_button]),
-            self.message, self.progress, self.figure,
-        ])
+            W.HBox([self.specs, fields], layout=W.Layout(width="100%", grid_gap="16px")),
+            W.HBox([self.start_button, self.stop_button, self.resume_button, self.open_path, self.open_button],
+                   layout=W.Layout(width="100%")),
+            self.message, self.progress, self.figure, self.link,
+        ], layout=W.Layout(width="100%"))
+
+    def _live(self) -> W.Widget:
+        return self.widget
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
         return self.widget._repr_mimebundle_(**kwargs)
@@ -147,7 +183,10 @@ class TrainingDashboard:
 
     # -- buttons ------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Train every selected net into a new run directory (in the background)."""
+        """Train every selected net into a new run directory (in the background).
+
+        A Start begins a new set of runs: the figure and `runs` show only them (Open brings
+        other runs back beside them)."""
         if self.running:
             return self._fail("training is already running: Stop it first")
         try:
@@ -175,11 +214,11 @@ class TrainingDashboard:
         try:
             self._check_accel()
             recipe = self._recipe()
-            planned = {d: spec for spec, d in self._plan()} if self.specs.value else {}
+            planned = {d.resolve(): (spec, d) for spec, d in self._plan()} if self.specs.value else {}
         except (SpecError, TrainingError, ValueError) as e:
             return self._fail(one_line(e))
         jobs = []
-        dirs = list(dict.fromkeys([*self.runs, *planned]))
+        dirs = _same_dirs([*self.runs, *(d for _, d in planned.values())])
         for d in dirs:
             if runs.has_checkpoint(d):
                 try:
@@ -188,8 +227,8 @@ class TrainingDashboard:
                     return self._fail(one_line(e))
                 if checkpoint_iteration(d) < run_recipe.max_iters:
                     jobs.append((None, d, None, None, True))
-            elif d in planned and not runs.metrics_path(d).exists():
-                jobs.append((planned[d], d, recipe, self.data.value, False))
+            elif d.resolve() in planned and not runs.metrics_path(d).exists():
+                jobs.append((planned[d.resolve()][0], d, recipe, self.data.value, False))
         if not jobs:
             self.message.value = message_html("nothing to resume: every run shown is finished", "info")
             return
@@ -202,7 +241,8 @@ class TrainingDashboard:
             self.progress.value += " · stopping (writing a checkpoint)…"
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Join the training thread; True when it has finished."""
+        """Join the training thread; True when it has finished. This holds the kernel (the
+        buttons do nothing meanwhile): for scripts and CI, not for a notebook a student uses."""
         if self._thread is not None:
             self._thread.join(timeout)
         return not self.running
@@ -217,36 +257,63 @@ class TrainingDashboard:
             found = find_runs(run_dir)
         except TrainingError as e:
             return self._fail(str(e))
-        for d in found:
-            if d not in self.runs:
-                self.runs.append(d)
+        self.runs = _same_dirs([*self.runs, *found])
         self.message.value = ""
         self.redraw()
         self.progress.value = html.escape(" · ".join(self._status(d) for d in found))
 
     def redraw(self) -> None:
-        """Refresh the error curves from the runs' metrics files (one batched update)."""
+        """Make the error curves those of `runs` (one batched update)."""
         with self._lock:
-            update_error_curves(self.figure, self.runs)
+            update_error_curves(self.figure, list(self.runs))
             self._last_draw = time.monotonic()
+
+    # -- what has finished -----------------------------------------------------------------------------
+    def _iterations(self, d: Path) -> tuple[int, int] | None:
+        """(last checkpoint's iteration, the recipe's end) of a run; None before it started."""
+        try:
+            _, recipe, _, _ = load_run_config(d)
+        except TrainingError:
+            return None
+        return checkpoint_iteration(d), recipe.max_iters
+
+    def _name(self, d: Path) -> str:
+        """A run's short name; with its folder when another run shown has the same name."""
+        same = [r for r in self.runs if r.name == d.name and r.resolve() != d.resolve()]
+        return f"{d.parent.name}/{d.name}" if same else d.name
+
+    def _status(self, d: Path) -> str:
+        done = self._iterations(d)
+        if done is None:
+            return f"{self._name(d)}: not started"
+        it, total = done
+        return f"{self._name(d)}: {it} / {total} iterations" + (" (finished)" if it >= total else "")
+
+    def finished_runs(self, report: bool = True) -> list[Path]:
+        """The runs shown that reached their recipe's end. With ``report``, prints how many,
+        and which are still to come, so a notebook cell that needs finished runs says so."""
+        done, waiting = [], []
+        for d in self.runs:
+            state = self._iterations(d)
+            if state is not None and state[0] >= state[1]:
+                done.append(d)
+            else:
+                waiting.append(self._status(d) + (" (training)" if self.running else ""))
+        if report:
+            line = f"{len(done)} of {len(self.runs)} runs finished"
+            if waiting:
+                line += (f"; still to come: {', '.join(waiting)}. The cells below use the finished ones: "
+                         "run them again when the dashboard's progress line says done.")
+            print(line + ("" if waiting else "."))
+        return done
 
     # -- the background thread ----------------------------------------------------------------------------
     def _fail(self, text: str) -> None:
         self.error = text
         self.message.value = message_html(text)
 
-    def _status(self, d: Path) -> str:
-        try:
-            _, recipe, _, _ = load_run_config(d)
-        except TrainingError:
-            return f"{d.name}: not started"
-        it = checkpoint_iteration(d)
-        return f"{d.name}: {it} / {recipe.max_iters} iterations" + (" (finished)" if it >= recipe.max_iters else "")
-
     def _launch(self, jobs: list, dirs: list[Path]) -> None:
-        for d in dirs:
-            if d not in self.runs:
-                self.runs.append(d)
+        self.runs = _same_dirs(dirs)
         self.error = None
         self.message.value = ""
         self._stop.clear()
@@ -261,11 +328,12 @@ class TrainingDashboard:
     def _work(self, jobs: list) -> None:
         try:
             for i, (spec, d, recipe, data, resume) in enumerate(jobs):
-                if self._stop.is_set():
-                    break
+                if self._stop.is_set():  # Stop came between two nets
+                    self.progress.value = f"stopped before run {i + 1}/{len(jobs)} {self._name(d)}; Resume continues"
+                    return
                 run_recipe = recipe or load_run_config(d)[1]
                 total, batch = run_recipe.max_iters, run_recipe.batch_size
-                tag = f"run {i + 1}/{len(jobs)} {d.name}"
+                tag = f"run {i + 1}/{len(jobs)} {self._name(d)}"
                 self.progress.value = f"{tag}: starting…"
                 left = sum((j[2].max_iters if j[2] else 0) for j in jobs[i + 1:])
 
@@ -281,7 +349,8 @@ class TrainingDashboard:
 
                 self.redraw()  # the new run's (empty) traces appear at once
                 result = train(spec, data, recipe, d, device=self.device, amp=self.amp, compile=self.compile,
-                               resume=resume, progress=False, should_stop=lambda it: self._stop.is_set(), on_metrics=on_metrics)
+                               resume=resume, progress=False, should_stop=lambda it: self._stop.is_set(),
+                               on_metrics=on_metrics)
                 self.redraw()
                 if not result.finished:
                     self.progress.value = (f"{tag}: stopped at iteration {result.iteration:,} / {total:,}; "

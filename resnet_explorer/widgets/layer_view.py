@@ -1,4 +1,8 @@
-"""The layer-response view: Fig. 7 of chosen runs, each analysed on its last checkpoint."""
+"""The layer-response view: Fig. 7 of chosen runs, each analysed on its last checkpoint.
+
+Runs are listed and drawn by directory: two runs of one name in different folders are two
+entries (labelled with their folder) and two lines. Adding runs keeps the current choice.
+"""
 
 from __future__ import annotations
 
@@ -14,41 +18,67 @@ from ..experiments import analyze_run
 from ..figures import layer_responses_figure
 from ..runs import analysis_current, find_runs, load_run_config
 from .messages import message_html, one_line
+from .page import KernelLink, Reconnecting, fit_width
 
-class LayerResponseView(W.VBox):
+MAX_ROWS = 12
+
+
+def _options(dirs: Sequence[Path]) -> list[tuple[str, str]]:
+    """(label, value) per run: its name, with its folder when another run has the same name."""
+    names = [d.name for d in dirs]
+    return [(d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}", str(d)) for d in dirs]
+
+
+class LayerResponseView(Reconnecting, W.VBox):
     """Fig. 7 for the chosen runs: each run's last checkpoint, analysed if not done yet."""
+
+    _what = "This layer-response view"
 
     def __init__(self, run_dirs: Sequence[str | Path] = (), data: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.data = data
         self.error: str | None = None
-        dirs = [Path(d) for d in run_dirs]
-        self.runs = W.SelectMultiple(options=[(d.name, str(d)) for d in dirs],
-                                     value=[str(d) for d in dirs], description="runs", rows=5)
-        self.add_path = W.Text(placeholder="add a run (or experiment) directory", description="add")
+        self._dirs: list[Path] = []
+        self.runs = W.SelectMultiple(description="runs", layout=W.Layout(width="340px"))
+        self.add_path = W.Text(placeholder="add a run (or experiment) directory", description="add",
+                               layout=W.Layout(width="100%"))
         self.add_button = W.Button(description="Add")
         self.show_button = W.Button(description="Show", button_style="primary")
         self.message = W.HTML()
-        self.figure: go.FigureWidget = layer_responses_figure([], widget=True)
+        self.figure: go.FigureWidget = fit_width(layer_responses_figure([], widget=True))
+        self.link = KernelLink()
         self.add_button.on_click(lambda _: self.add(self.add_path.value))
         self.show_button.on_click(lambda _: self.show())
-        self.children = [W.HBox([self.runs, W.VBox([W.HBox([self.add_path, self.add_button]), self.show_button])]),
-                         self.message, self.figure]
-        if dirs:
+        controls = W.VBox([W.HBox([self.add_path, self.add_button], layout=W.Layout(width="100%")),
+                           self.show_button], layout=W.Layout(flex="1 1 360px"))
+        self.children = [W.HBox([self.runs, controls], layout=W.Layout(width="100%", grid_gap="16px")),
+                         self.message, self.figure, self.link]
+        self._offer([Path(d) for d in run_dirs], select=True)
+        if self._dirs:
             self.show()
 
+    def _offer(self, found: Sequence[Path], select: bool) -> None:
+        """List ``found`` beside the runs already listed; the current choice is kept."""
+        chosen = list(self.runs.value)  # read before the options change: setting them clears it
+        known = {d.resolve() for d in self._dirs}
+        for d in found:
+            if d.resolve() not in known:
+                known.add(d.resolve())
+                self._dirs.append(d)
+        self.runs.options = _options(self._dirs)
+        self.runs.rows = max(4, min(len(self._dirs), MAX_ROWS))
+        wanted = {d.resolve() for d in found} if select else set()
+        self.runs.value = tuple(v for _, v in self.runs.options if v in chosen or Path(v).resolve() in wanted)
+
     def add(self, path: str | Path) -> None:
-        """Offer a run directory (or every run in a folder) for the figure."""
+        """Offer a run directory (or every run in a folder) for the figure, and choose it."""
         try:
             found = find_runs(path)
         except TrainingError as e:
             self.error = str(e)
             self.message.value = message_html(self.error)
             return
-        options = list(self.runs.options) + [(d.name, str(d)) for d in found
-                                             if str(d) not in {v for _, v in self.runs.options}]
-        self.runs.options = options
-        self.runs.value = tuple(dict.fromkeys([*self.runs.value, *(str(d) for d in found)]))
+        self._offer(found, select=True)
 
     def show(self) -> None:
         """Analyse the chosen runs that have no analysis yet, then redraw Fig. 7."""
@@ -74,3 +104,4 @@ class LayerResponseView(W.VBox):
             self.figure.data = []
             self.figure.add_traces(list(new.data))
             self.figure.layout = new.layout
+            fit_width(self.figure)
