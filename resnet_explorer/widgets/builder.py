@@ -102,6 +102,9 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         trace, layout = diagram_parts(self._draft)
         self.diagram = fit_width(go.FigureWidget(data=[trace], layout=layout))
         self.link = KernelLink()
+        for name, w in (("preset", self.preset), ("family", self.family), ("residual", self.residual),
+                        ("shortcut", self.shortcut), ("stride", self.stride_at), ("diagram", self.diagram)):
+            w.add_class(f"rx-{name}")
 
         self.preset.observe(lambda ch: ch["new"] and not self._quiet and self.set_preset(ch["new"]),
                             names="value")

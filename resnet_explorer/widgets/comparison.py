@@ -14,6 +14,9 @@ IMAGENET_REFS = [("VGG-19", "vgg-e"), ("VGG-16", "vgg-d"), ("plain-34 / ResNet-3
                  ("ResNet-18", "resnet18"), ("ResNet-50", "resnet50"), ("ResNet-101", "resnet101"),
                  ("ResNet-152", "resnet152")]
 CIFAR_REFS = [(f"ResNet-{d}", f"cifar-resnet{d}") for d in TABLE6_DEPTHS]
+# numbers never wrap ("17.3 %" stays on one line); cells get room to breathe
+STYLE = ("<style>.rx-stages td, .rx-stages th, .rx-comparison td, .rx-comparison th "
+         "{ padding: 1px 8px; white-space: nowrap; }</style>")
 
 
 def stage_table_html(c: Count) -> str:
@@ -24,7 +27,7 @@ def stage_table_html(c: Count) -> str:
         f"<td style='text-align:right'>{100 * v['macs'] / max(c.macs, 1):.1f}&nbsp;%</td></tr>"
         for k, v in c.by_stage().items())
     return (
-        "<table class='rx-stages' style='white-space:nowrap'><tr><th>stage</th><th>output H×W×C</th><th>params</th>"
+        STYLE + "<table class='rx-stages' style='white-space:nowrap'><tr><th>stage</th><th>output H×W×C</th><th>params</th>"
         f"<th>multiply-adds</th><th>share</th></tr>{rows}<tr><td><b>total</b></td><td></td>"
         f"<td style='text-align:right'><b>{c.params:,}</b></td>"
         f"<td style='text-align:right'><b>{c.macs:,}</b></td><td></td></tr></table>")

@@ -103,6 +103,7 @@ class TrainingDashboard(Reconnecting):
         self.runs: list[Path] = []
         self.error: str | None = None
         self._thread: threading.Thread | None = None
+        self._current: Path | None = None  # the run the thread is training now
         self._stop = threading.Event()
         self._last_draw = 0.0
         self._lock = threading.Lock()
@@ -297,13 +298,18 @@ class TrainingDashboard(Reconnecting):
             state = self._iterations(d)
             if state is not None and state[0] >= state[1]:
                 done.append(d)
-            else:
-                waiting.append(self._status(d) + (" (training)" if self.running else ""))
+                continue
+            now = self.running and self._current is not None and d.resolve() == self._current.resolve()
+            doing = "training now" if now else "queued" if self.running else "stopped" if state else ""
+            where = "not started" if state is None else f"{state[0]:,} / {state[1]:,} iterations"
+            waiting.append(f"{self._name(d)} ({', '.join(filter(None, [where, doing]))})")
         if report:
             line = f"{len(done)} of {len(self.runs)} runs finished"
             if waiting:
-                line += (f"; still to come: {', '.join(waiting)}. The cells below use the finished ones: "
-                         "run them again when the dashboard's progress line says done.")
+                line += (f"; still to come: {', '.join(waiting)}. "
+                         + ("" if self.running else "Press Resume to continue them. ")
+                         + "The cells below use the finished runs: run them again when the dashboard's "
+                           "progress line says done.")
             print(line + ("" if waiting else "."))
         return done
 
@@ -334,6 +340,7 @@ class TrainingDashboard(Reconnecting):
                 run_recipe = recipe or load_run_config(d)[1]
                 total, batch = run_recipe.max_iters, run_recipe.batch_size
                 tag = f"run {i + 1}/{len(jobs)} {self._name(d)}"
+                self._current = d
                 self.progress.value = f"{tag}: starting…"
                 left = sum((j[2].max_iters if j[2] else 0) for j in jobs[i + 1:])
 

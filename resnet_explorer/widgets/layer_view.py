@@ -66,7 +66,7 @@ class LayerResponseView(Reconnecting, W.VBox):
                 known.add(d.resolve())
                 self._dirs.append(d)
         self.runs.options = _options(self._dirs)
-        self.runs.rows = max(4, min(len(self._dirs), MAX_ROWS))
+        self.runs.rows = max(2, min(len(self._dirs), MAX_ROWS))  # every run in view, up to a dozen
         wanted = {d.resolve() for d in found} if select else set()
         self.runs.value = tuple(v for _, v in self.runs.options if v in chosen or Path(v).resolve() in wanted)
 
