@@ -206,8 +206,8 @@ def test_controls_round_trip_over_every_zoo_net(spec):
     b = ArchitectureBuilder()
     b.set_spec(spec)
     assert b.spec == spec and b.error is None
-    assert b.imagenet_depth.value == (ident.depth if ident.family == "imagenet" else None)
-    assert b.n.value == ((ident.depth - 2) // 6 if ident.family == "cifar" else None)
+    assert b.imagenet_depth.value == (ident.depth if ident.family == "imagenet" else 0)  # 0: "—"
+    assert b.n.value == ((ident.depth - 2) // 6 if ident.family == "cifar" else 0)
     assert b.preset.value == (spec.name if spec.name in PRESETS else None)
     assert b.family.value.lower().startswith({"cifar": "cifar", "imagenet": "imagenet", "vgg": "vgg",
                                               "alexnet": "alexnet"}[ident.family])
@@ -236,18 +236,18 @@ def test_controls_that_do_not_apply_are_disabled_with_their_reason():
     assert "custom" not in b.summary.value and "residual, option" not in b.summary.value
     b.set_preset("cifar-plain20")
     assert b.shortcut.disabled and "a plain net has no shortcuts" in b.shortcut.tooltip
-    assert not b.n.disabled and b.imagenet_depth.disabled and b.imagenet_depth.value is None
+    assert not b.n.disabled and b.imagenet_depth.disabled and b.imagenet_depth.label == "—"
     b.residual.value = True
     assert not b.shortcut.disabled and b.shortcut.tooltip is None and b.spec == get_spec("cifar-resnet20")
     b.imagenet_depth.value = 50  # does not apply to a CIFAR net
-    assert b.spec == get_spec("cifar-resnet20") and b.imagenet_depth.value is None
+    assert b.spec == get_spec("cifar-resnet20") and b.imagenet_depth.label == "—"
 
 
 def test_the_family_follows_the_blocks_there_and_back():
     b = ArchitectureBuilder("resnet101")
     assert shown_params(b) == 44_549_160  # Table 3's ResNet-101
     b.stage_controls["conv4_x"].blocks.value = 5
-    assert b.family.value == "custom" and b.spec.name == "custom-resnet47" and b.imagenet_depth.value is None
+    assert b.family.value == "custom" and b.spec.name == "custom-resnet47" and b.imagenet_depth.label == "—"
     assert b.imagenet_depth.disabled and b.preset.value is None
     b.stage_controls["conv4_x"].blocks.value = 23  # the blocks match ResNet-101 again
     assert b.family.value == "ImageNet (Table 1)" and b.imagenet_depth.value == 101
@@ -299,11 +299,11 @@ def test_every_widget_displays_a_reconnect_line_beside_its_view(tmp_path):
         with capture_output() as shown:
             display(w)
         assert [o.data.keys() for o in shown.outputs] == [line.keys(), view.keys()]
-        sent = []
-        w.link.send = sent.append
-        w.link._answer(w.link, {"ping": "someone else"}, [])
-        w.link._answer(w.link, {"ping": key}, [])
-        assert sent == [{"pong": key}]  # only its own ping is answered: the line hides while the kernel lives
+        w.link._answer(w.link, {"width": 912}, [])  # the browser says how wide the widget is
+        assert [f.layout.width for f in w.link.figures] == [912]
+        w.link._answer(w.link, {"width": "wide"}, [])
+        w.link._answer(w.link, ["width", 100], [])
+        assert w.link.width == 912
 
 
 # -- the training dashboard -----------------------------------------------------------------------------

@@ -27,10 +27,11 @@ from .comparison import comparison_html, stage_table_html
 from .controls import (FAMILIES, FAMILY_LABELS, MAX_N, PRESETS, Controls, controls_for, family_default,
                        spec_from_controls)
 from .messages import message_html
-from .page import KernelLink, Reconnecting, fit_width
+from .page import KernelLink, Reconnecting
 from .stages import StageControls, StageRows
 
 __all__ = ["ArchitectureBuilder", "FAMILIES", "PRESETS", "StageControls"]
+NONE = 0  # n's and depth's value "—": the control does not apply to this net
 LABELS = {"n": "n", "depth": "depth", "residual": "residual / plain", "shortcut": "shortcut",
           "stride_at": "stride"}
 
@@ -70,10 +71,10 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.preset = W.Dropdown(options=PRESETS, value=None, description="preset",
                                  layout=W.Layout(width="250px"))
         self.family = W.Dropdown(options=list(FAMILIES), description="family", layout=W.Layout(width="250px"))
-        self.n = W.Dropdown(options=[("—", None)] + [(f"{n} ({6 * n + 2} layers)", n) for n in range(1, MAX_N + 1)],
+        self.n = W.Dropdown(options=[("—", NONE)] + [(f"{n} ({6 * n + 2} layers)", n) for n in range(1, MAX_N + 1)],
                             description="n", layout=W.Layout(width="190px"))
         self.n.add_class("rx-n")
-        self.imagenet_depth = W.Dropdown(options=[("—", None)] + [(str(d), d) for d in IMAGENET_BLOCKS],
+        self.imagenet_depth = W.Dropdown(options=[("—", NONE)] + [(str(d), d) for d in IMAGENET_BLOCKS],
                                          description="depth", layout=W.Layout(width="160px"))
         self.imagenet_depth.add_class("rx-depth")
         self.residual = W.ToggleButtons(options=[("residual", True), ("plain", False)],
@@ -100,8 +101,9 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.stage_table = W.HTML()
         self.comparison = W.HTML()
         trace, layout = diagram_parts(self._draft)
-        self.diagram = fit_width(go.FigureWidget(data=[trace], layout=layout))
-        self.link = KernelLink()
+        self.diagram = go.FigureWidget(data=[trace], layout=layout)
+        self.link = KernelLink(self.diagram)
+        self.add_class("rx-builder")
         for name, w in (("preset", self.preset), ("family", self.family), ("residual", self.residual),
                         ("shortcut", self.shortcut), ("stride", self.stride_at), ("diagram", self.diagram)):
             w.add_class(f"rx-{name}")
@@ -225,6 +227,9 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         """n (CIFAR) or depth (ImageNet): the zoo net of that size, other options kept."""
         if self._quiet or self._refuse(field):
             return
+        if value == NONE:  # "—" picked: nothing to build, the control shows the net's value again
+            self._sync_controls()
+            return
         try:
             spec = spec_from_controls(self.controls.replace(**{field: value}))
         except SpecError as e:
@@ -259,7 +264,7 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         try:
             self.preset.value = c.preset
             self.family.value = FAMILY_LABELS[c.family]
-            self.n.value, self.imagenet_depth.value = c.n, c.depth
+            self.n.value, self.imagenet_depth.value = c.n or NONE, c.depth or NONE
             self.residual.value, self.shortcut.value, self.stride_at.value = c.residual, c.shortcut, c.stride_at
             self.input_size.value, self.num_classes.value = c.input_size, c.num_classes
             for field, w in (("n", self.n), ("depth", self.imagenet_depth), ("residual", self.residual),

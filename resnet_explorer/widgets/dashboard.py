@@ -34,7 +34,7 @@ from ..zoo import get_spec
 from .builder import ArchitectureBuilder
 from .controls import PRESETS
 from .messages import message_html, one_line
-from .page import KernelLink, Reconnecting, fit_width
+from .page import KernelLink, Reconnecting
 
 SpecSource = str | ArchSpec | ArchitectureBuilder
 GIVEN = "(given)"  # the recipe dropdown's value for a Recipe object passed to the dashboard
@@ -139,8 +139,8 @@ class TrainingDashboard(Reconnecting):
         self.progress = W.HTML()
         self.progress.add_class("rx-progress")
         self.message = W.HTML()
-        self.figure: go.FigureWidget = fit_width(error_curves([], widget=True))
-        self.link = KernelLink()
+        self.figure: go.FigureWidget = error_curves([], widget=True)
+        self.link = KernelLink(self.figure)
 
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
@@ -153,6 +153,9 @@ class TrainingDashboard(Reconnecting):
                    layout=W.Layout(width="100%")),
             self.message, self.progress, self.figure, self.link,
         ], layout=W.Layout(width="100%"))
+        self.widget.add_class("rx-dashboard")
+        for name, w in (("out", self.out), ("recipe", self.recipe), ("data", self.data), ("nets", self.specs)):
+            w.add_class(f"rx-{name}")
 
     def _live(self) -> W.Widget:
         return self.widget
@@ -300,9 +303,11 @@ class TrainingDashboard(Reconnecting):
                 done.append(d)
                 continue
             now = self.running and self._current is not None and d.resolve() == self._current.resolve()
-            doing = "training now" if now else "queued" if self.running else "stopped" if state else ""
-            where = "not started" if state is None else f"{state[0]:,} / {state[1]:,} iterations"
-            waiting.append(f"{self._name(d)} ({', '.join(filter(None, [where, doing]))})")
+            doing = "training now" if now else "queued" if self.running else "stopped"
+            if state is None:
+                doing = {"training now": "starting now", "stopped": "not started"}.get(doing, doing)
+            where = [] if state is None else [f"{state[0]:,} / {state[1]:,} iterations"]
+            waiting.append(f"{self._name(d)} ({', '.join([*where, doing])})")
         if report:
             line = f"{len(done)} of {len(self.runs)} runs finished"
             if waiting:
@@ -320,6 +325,7 @@ class TrainingDashboard(Reconnecting):
 
     def _launch(self, jobs: list, dirs: list[Path]) -> None:
         self.runs = _same_dirs(dirs)
+        self._current = jobs[0][1]  # before the thread starts: a cell run right after sees it training
         self.error = None
         self.message.value = ""
         self._stop.clear()

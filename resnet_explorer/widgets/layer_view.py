@@ -18,7 +18,7 @@ from ..experiments import analyze_run
 from ..figures import layer_responses_figure
 from ..runs import analysis_current, find_runs, load_run_config
 from .messages import message_html, one_line
-from .page import KernelLink, Reconnecting, fit_width
+from .page import KernelLink, Reconnecting
 
 MAX_ROWS = 12
 
@@ -45,14 +45,18 @@ class LayerResponseView(Reconnecting, W.VBox):
         self.add_button = W.Button(description="Add")
         self.show_button = W.Button(description="Show", button_style="primary")
         self.message = W.HTML()
-        self.figure: go.FigureWidget = fit_width(layer_responses_figure([], widget=True))
-        self.link = KernelLink()
+        self.figure: go.FigureWidget = layer_responses_figure([], widget=True)
+        self.link = KernelLink(self.figure)
         self.add_button.on_click(lambda _: self.add(self.add_path.value))
         self.show_button.on_click(lambda _: self.show())
         controls = W.VBox([W.HBox([self.add_path, self.add_button], layout=W.Layout(width="100%")),
                            self.show_button], layout=W.Layout(flex="1 1 360px"))
         self.children = [W.HBox([self.runs, controls], layout=W.Layout(width="100%", grid_gap="16px")),
                          self.message, self.figure, self.link]
+        self.add_class("rx-layers")
+        for name, w in (("runs", self.runs), ("add", self.add_path), ("add-button", self.add_button),
+                        ("show", self.show_button), ("figure", self.figure)):
+            w.add_class(f"rx-{name}")
         self._offer([Path(d) for d in run_dirs], select=True)
         if self._dirs:
             self.show()
@@ -104,4 +108,4 @@ class LayerResponseView(Reconnecting, W.VBox):
             self.figure.data = []
             self.figure.add_traces(list(new.data))
             self.figure.layout = new.layout
-            fit_width(self.figure)
+            self.link.fit(self.figure)  # the new layout has no width: the widget's again
