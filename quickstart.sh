@@ -35,6 +35,19 @@ ensure_chromium() {
     fi
 }
 
+# The sandboxed grader (tests/test_grading_attacks.py) uses bubblewrap; install it when missing.
+ensure_bubblewrap() {
+    [ -n "${RESNET_EXPLORER_BWRAP:-}" ] || command -v bwrap >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing Debian's bubblewrap for the grading sandbox"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
+            || echo "== could not install bubblewrap: the grading sandbox tests will fail" >&2
+    else
+        echo "== the grading sandbox needs bubblewrap: sudo apt-get install bubblewrap" \
+             "(or set RESNET_EXPLORER_BWRAP=/path/to/bwrap)" >&2
+    fi
+}
+
 case "${1:-}" in
     demo)
         setup
@@ -44,6 +57,7 @@ case "${1:-}" in
     test)
         setup
         ensure_chromium
+        ensure_bubblewrap
         shift
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

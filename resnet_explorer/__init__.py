@@ -1,6 +1,7 @@
 """resnet-explorer: build, count, train and see the deep residual networks of He et al. 2015."""
 
 from .count import CONVENTION, Count, LayerCount, count
+from .errors import UserError
 from .model import Net, build
 from .spec import ArchSpec, ConvLayer, Head, Pool, SpecError, Stage
 from .zoo import (
@@ -18,7 +19,7 @@ from .zoo import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArchSpec", "Stage", "ConvLayer", "Pool", "Head", "SpecError",
+    "ArchSpec", "Stage", "ConvLayer", "Pool", "Head", "SpecError", "UserError",
     "build", "Net", "count", "Count", "LayerCount", "CONVENTION",
     "get_spec", "arch_names", "imagenet_resnet", "cifar_resnet", "vgg", "alexnet",
     "PUBLISHED", "Published", "published",

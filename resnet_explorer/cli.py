@@ -8,6 +8,7 @@ when a command needs it, so ``info`` and ``tables`` start without loading PyTorc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -104,6 +105,30 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resumed_recipe(args: argparse.Namespace):
+    """On ``--resume``: the recipe that ``--recipe``/``--iters``/``--set`` ask for, built on
+    the run's own (so that `train` can say what differs); None when none of them is given."""
+    import dataclasses
+
+    from .recipes import RecipeError
+    from .runs import is_run, load_run_config
+
+    if not (args.recipe or args.iters is not None or args.set) or not is_run(args.out):
+        return None
+    saved = load_run_config(args.out)[1]
+    if args.recipe and args.recipe != saved.name:
+        return _recipe_from_args(args, args.recipe)
+    sets = _parse_sets(args.set)
+    iters = sets.pop("iters", args.iters)
+    recipe = saved.with_iters(iters) if iters is not None else saved
+    try:
+        return dataclasses.replace(recipe, **sets).validate()
+    except TypeError:
+        fields = sorted(f.name for f in dataclasses.fields(recipe))
+        raise RecipeError(f"recipe has no field(s) {', '.join(sorted(set(sets) - set(fields)))}: "
+                          f"use {', '.join(fields)}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import launch_env
     from .train import train
@@ -112,22 +137,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.out:
             raise UsageError("--resume needs --out RUN_DIR, the run to continue")
         spec = spec_from_args(args.arch, args) if args.arch else None
-        recipe = None
+        recipe = _resumed_recipe(args)
     else:
         if not args.arch or not args.data:
             raise UsageError("a new run needs --arch and --data (e.g. --arch cifar-resnet20 --data synthetic)")
         spec = spec_from_args(args.arch, args)
-        recipe = _recipe_from_args(args, args.recipe)
-    out = args.out or f"runs/{spec.name}-{args.recipe}"
+        recipe = _recipe_from_args(args, "cifar-paper")
+    out = args.out or f"runs/{spec.name}-{recipe.name}"
     result = train(spec, args.data, recipe, out, resume=args.resume, sync_bn=args.sync_bn,
-                   dist_backend=args.dist_backend, **_device_kwargs(args))
+                   dist_backend=args.dist_backend, loader=args.loader, **_device_kwargs(args))
     if not launch_env().is_main:
         return 0  # under torchrun, rank 0 alone reports
     ev = result.last_eval or {}
     summary = f"{result.run_dir}: {result.iteration} iterations"
-    if ev:
+    if isinstance(ev.get("error"), float):  # (a resumed finished run's comes from its checkpoint)
         summary += f", test error {ev['error']:.2%}"
-        if "top5_error" in ev:
+        if isinstance(ev.get("top5_error"), float):
             summary += f", top-5 {ev['top5_error']:.2%}"
     print(summary)
     return 0
@@ -138,7 +163,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     scales = _ints(args.scales, "--scales", example="224,256,384,480,640")
     result = evaluate_paths(args.runs, args.data, ten_crop=args.ten_crop, scales=scales,
-                            device=args.device, batch_size=args.batch_size, workers=args.workers)
+                            device=args.device, batch_size=args.batch_size, workers=args.workers,
+                            loader=args.loader)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -160,8 +186,8 @@ def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list,
     if launch_env().enabled:
         raise UsageError(f"{name} runs in one process, not under torchrun: train one of its nets on "
                          "several processes with resnet-explorer train (see docs/distributed.md)")
-    exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True),
-                             **_device_kwargs(args))
+    options = {**_device_kwargs(args), "seed": args.seed or 0}
+    exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True), **options)
     print()
     print(summary_text(degradation_summary(experiment_runs(exp_dir))))
     report = write_report(exp_dir, notes=notes)
@@ -228,8 +254,9 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from .grading.grade import format_table, grade_folder, write_report
     from .grading.sandbox import Limits
 
-    limits = Limits(wall_s=args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb)
-    report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed)
+    limits = Limits(wall_s=args.wall_timeout or 2 * args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb)
+    report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed,
+                          sandbox=args.sandbox, on_start=lambda line: print(f"isolation: {line}", flush=True))
     csv_path, json_path = write_report(report, args.out)
     print(format_table(report))
     print(f"scores: {csv_path} (details: {json_path})")
@@ -270,10 +297,17 @@ def _device_options(p: argparse.ArgumentParser) -> None:
                    help="NHWC memory format (default: on; faster on GPUs and CPUs alike)")
     p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
                    help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), max-autotune")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="the run's seed (default 0; on --resume, the run's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, help="ImageNet loader processes per GPU (default: the CPUs "
                    "shared among this node's processes, at most 8)")
+
+
+def _loader_option(p: argparse.ArgumentParser) -> None:
+    """ImageNet's input path (issue: decoding off the CPU)."""
+    p.add_argument("--loader", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="ImageNet input: cpu (PIL in worker processes), gpu (JPEGs decoded and augmented "
+                   "on the GPU), auto (gpu on CUDA)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -302,10 +336,12 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--arch", help="a net name (cifar-resnet56 …) or a spec .json file")
     _arch_options(tr)
     tr.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR | imagenet:DIR")
-    _recipe_options(tr, "cifar-paper")
+    _recipe_options(tr, None)
     tr.add_argument("--out", help="run directory (default runs/ARCH-RECIPE)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in --out (its own recipe, data and seed: options given must match)")
     _device_options(tr)
+    _loader_option(tr)
     tr.add_argument("--sync-bn", action="store_true",
                     help="under torchrun on GPUs: BatchNorm statistics over the whole global batch")
     tr.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
@@ -320,6 +356,7 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--workers", type=int, help="ImageNet decoding processes (default: the CPUs, at most 8)")
+    _loader_option(ev)
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
@@ -352,9 +389,14 @@ def make_parser() -> argparse.ArgumentParser:
     grd.add_argument("--assignment", required=True, help="the instructor folder (solution, probes, hidden tests)")
     grd.add_argument("--out", default="scores.csv", help="score table (.csv; the .json beside it has details)")
     grd.add_argument("--jobs", type=int, default=2, help="submissions graded at once")
-    grd.add_argument("--timeout", type=float, default=300, help="wall and CPU seconds per submission")
+    grd.add_argument("--timeout", type=float, default=300,
+                     help="CPU seconds per submission, all its processes together")
+    grd.add_argument("--wall-timeout", type=float, help="wall-clock seconds per submission (default: 2 x --timeout)")
     grd.add_argument("--memory-mb", type=int, default=6144,
-                     help="address-space limit per submission (torch alone maps ~3.3 GB)")
+                     help="memory per submission: all its processes (cgroup), and each one's address space "
+                          "(torch alone maps ~3.3 GB)")
+    grd.add_argument("--sandbox", choices=["auto", "bwrap", "rlimits"], default="auto",
+                     help="auto: the best isolation here (printed); bwrap: require bubblewrap; rlimits: the fallback")
     grd.add_argument("--seed", type=int, help="the test inputs' seed (default: random, chosen now)")
     grd.set_defaults(func=cmd_grade)
 
@@ -376,6 +418,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"resnet-explorer: error: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (``| head``): one line, not a traceback
+        with contextlib.suppress(OSError):  # and no second complaint when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("resnet-explorer: error: the output was cut short (its reader, e.g. head, stopped reading); "
+              "nothing else went wrong", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resnet-explorer: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ ensemble (Table 5) averages the probabilities of several models.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -17,10 +16,14 @@ from torch import nn
 
 from . import distributed as D
 from . import runs
-from .data import (IMAGENET_MEAN, SubtractMean, make_imagenet_loader, make_loaders, multi_scale,
-                   parse_data, resolve_workers)
-from .devices import Accel, pick_device
-from .errors import EvalError
+from .count import training_memory
+from .data import (IMAGENET_MEAN, GpuImageNetLoader, SubtractMean, make_imagenet_loader, make_loaders,
+                   multi_scale, parse_data, resolve_loader, resolve_workers)
+from .data.batches import SkipLog
+from .data.imagenet import _SeededDataset
+from .data.jpeg import Unreadable, pil_loader
+from .devices import Accel, device_memory, pick_device
+from .errors import EvalError, SpecError, TrainingError
 from .model import Net, build
 from .spec import ArchSpec
 
@@ -94,25 +97,44 @@ def evaluate_sharded(env: D.DistEnv, model: nn.Module, loader: Any, device: torc
 
 # -- loading what was trained ------------------------------------------------------------------
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Net:
-    """The model of a run directory (its last checkpoint) or of a checkpoint file."""
+    """The model of a run directory (its last checkpoint) or of a checkpoint file, read
+    with the safe loader (`runs.load_checkpoint`: tensors and plain data only)."""
     path = Path(path)
     ckpt = runs.checkpoint_path(path) if path.is_dir() else path
     if not ckpt.is_file():
         raise EvalError(f"{path}: not a run directory or checkpoint (expected {ckpt})")
     try:
         state = runs.load_checkpoint(ckpt)
-        spec = ArchSpec.from_dict(state["spec"])
-        model = build(spec)
+    except TrainingError as e:
+        raise EvalError(str(e)) from None
+    try:
+        spec = ArchSpec.from_dict(state["spec"]).validate()
+    except (SpecError, AttributeError, TypeError, ValueError) as e:
+        raise EvalError(f"{ckpt}: not a resnet-explorer checkpoint (its architecture is malformed: {e})") from None
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    weights, have = training_memory(spec, 0) // 3, device_memory(dev)  # 4 bytes a parameter, at any depth
+    if have is not None and weights > have:  # a spec.json far bigger than its tensors
+        raise EvalError(f"{ckpt}: its architecture {spec.name} has {weights // 4:,} parameters, more than "
+                        f"{dev} can hold: not a checkpoint to evaluate here")
+    model = build(spec)
+    try:
         model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise EvalError(f"{ckpt}: not a resnet-explorer checkpoint ({type(e).__name__})") from None
-    return model.to(device).eval()
+    except RuntimeError as e:
+        raise EvalError(f"{ckpt}: not a resnet-explorer checkpoint (its weights do not fit its architecture "
+                        f"{spec.name}: {str(e).splitlines()[0][:120]})") from None
+    return model.to(dev).eval()
 
 
-def multi_scale_loader(root: str, scales: Sequence[int], workers: int | None = None):
-    """ImageNet val for fully-convolutional testing: each image at every scale, and flipped."""
+def multi_scale_loader(root: str, scales: Sequence[int], workers: int | None = None, loader: str = "cpu",
+                       device: str | torch.device = "cpu"):
+    """ImageNet val for fully-convolutional testing: each image at every scale, and flipped;
+    ``loader="gpu"`` decodes and resizes on ``device`` (see `resolve_loader`)."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import v2
+
+    if resolve_loader(loader, device) == "gpu":
+        return GpuImageNetLoader(ImageFolder(os.path.join(root, "val")).samples, 1, device, False, "scales",
+                                 workers=workers, scales=scales)
 
     norm = v2.Compose([v2.ToDtype(torch.float32, scale=True), SubtractMean(IMAGENET_MEAN)])
 
@@ -123,14 +145,36 @@ def multi_scale_loader(root: str, scales: Sequence[int], workers: int | None = N
             out += [s, s.flip(-1)]
         return out
 
-    dataset = ImageFolder(os.path.join(root, "val"), transform=views)
+    dataset = ImageFolder(os.path.join(root, "val"), loader=pil_loader)
 
     def collate(batch):  # batch size 1: scales differ in size
-        (imgs, label), = batch
-        return [i[None] for i in imgs], torch.tensor([label])
+        (item,) = batch
+        return item
 
     workers = resolve_workers(workers)
-    return torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate)
+    keys = [[(i, 0)] for i in range(len(dataset))]  # _SeededDataset's keys; the seed is unused
+    batches = torch.utils.data.DataLoader(_SeededDataset(dataset, views), batch_sampler=keys,
+                                          num_workers=workers, collate_fn=collate)
+    return _SkippingViews(batches)
+
+
+class _SkippingViews:
+    """The CPU multi-scale views, an unreadable file skipped with one warning line (as the
+    batch loaders do)."""
+
+    def __init__(self, batches: Iterable):
+        self.batches, self.skipped = batches, SkipLog()
+
+    def __len__(self) -> int:
+        return len(self.batches)  # type: ignore[arg-type]
+
+    def __iter__(self):
+        for item in self.batches:
+            if isinstance(item, Unreadable):
+                self.skipped.report([item])
+                continue
+            imgs, label = item
+            yield [i[None] for i in imgs], torch.tensor([label])
 
 
 def evaluate_paths(
@@ -141,11 +185,15 @@ def evaluate_paths(
     device: str = "auto",
     batch_size: int = 500,
     workers: int | None = None,
+    loader: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate one model, or an ensemble of several (averaged softmax), on ``data``'s
-    test split (CIFAR-style) or val split (ImageNet, optionally 10-crop or multi-scale)."""
+    test split (CIFAR-style) or val split (ImageNet, optionally 10-crop or multi-scale;
+    ``loader``: its input path, see `resolve_loader`)."""
     if not paths:
         raise EvalError("give at least one run directory or checkpoint")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+        raise EvalError(f"batch size {batch_size!r} is invalid: use a positive number of images (default 500)")
     dev = pick_device(device)
     models = [load_model(p, dev) for p in paths]
     data = data or runs.data_arg(paths[0])
@@ -157,27 +205,27 @@ def evaluate_paths(
     if ten_crop and scales:
         raise EvalError("use either --ten-crop or --scales, not both")
     if scales:
-        loader = multi_scale_loader(source.path, scales, workers)
+        views = multi_scale_loader(source.path, scales, workers, loader, dev)
     elif not source.in_memory:
-        loader = make_imagenet_loader(source.path, "val", batch_size, dev, False, workers=workers,
-                                      ten_crops=ten_crop)
+        views = make_imagenet_loader(source.path, "val", batch_size, dev, False, workers=workers,
+                                     ten_crops=ten_crop, loader=loader)
     else:
-        loader = make_loaders(source, batch_size, dev, seed=0, augment=False, workers=workers)[1]
+        views = make_loaders(source, batch_size, dev, seed=0, augment=False, workers=workers)[1]
     total, labels, per_model = None, None, []
     for p, model in zip(paths, models):
         if model.spec.num_classes != source.num_classes:
             raise EvalError(f"{p} predicts {model.spec.num_classes} classes but {data} has "
                             f"{source.num_classes}")
-        probs, labels = predict(model, loader, dev)
+        probs, labels = predict(model, views, dev)
         per_model.append({"path": str(p), **errors(probs, labels)})
         total = probs if total is None else total + probs
     if ten_crop:
-        views = "10-crop"
+        described = "10-crop"
     elif scales:
-        views = f"scales {list(scales)} + flips"
+        described = f"scales {list(scales)} + flips"
     else:
-        views = "1 view (the whole image)" if source.in_memory else "1 view (the 224 centre crop of the 256 resize)"
-    result = {"data": data, "views": views, "images": labels.numel(), "models": per_model}
+        described = "1 view (the whole image)" if source.in_memory else "1 view (the 224 centre crop of the 256 resize)"
+    result = {"data": data, "views": described, "images": labels.numel(), "models": per_model}
     if len(paths) > 1:
         result["ensemble"] = errors(total / len(paths), labels)
     return result

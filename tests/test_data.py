@@ -182,6 +182,26 @@ def test_cifar10_and_imagenet_layout_errors(tmp_path, imagenet):
         D.parse_data(f"imagenet:{no_val}")
 
 
+@pytest.mark.parametrize("where", ["test/a", "train/b"])
+def test_a_symlink_loop_in_an_image_folder_is_one_line(tmp_path, capsys, where):
+    from resnet_explorer.cli import main
+
+    root = make_tree(tmp_path / "tree", {"train/a": ["1.jpg"], "train/b": ["1.jpg", "2.jpg"], "test/a": ["1.jpg"],
+                                         "test/b": ["1.jpg"]})
+    (root / where / "x.jpg").symlink_to("y.jpg")  # x -> y -> x
+    (root / where / "y.jpg").symlink_to("x.jpg")
+    (root / where / "up").symlink_to("..", target_is_directory=True)  # a folder loop is not an image: ignored
+    with pytest.raises(D.DataError, match=rf"cannot read {root / where}/x.jpg \(Too many levels of symbolic "
+                                          r"links\): remove or fix that link"):
+        D.load_image_folder(str(root), cache=False)
+    out = tmp_path / "run"
+    code = main(["train", "--arch", "cifar-resnet8", "--data", f"folder:{root}", "--recipe", "test", "--set",
+                 "batch_size=2", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "remove or fix that link" in err, err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Image folders (the mini CIFAR-10 JPEG copy)
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 One grading run (module fixture) grades, side by side: the solution, the untouched student
 notebook, four planted wrong implementations, four planted malicious submissions and a
-file that is not a notebook. Every score and failed test is asserted on it.
+file that is not a notebook. Every score and failed test is asserted on it. It runs the
+fallback isolation (rlimits and an own uid, no bubblewrap, no cgroup: ``sandbox="rlimits"``),
+so the fallback grades the same; tests/test_grading_attacks.py runs the full sandbox.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ for pid in (os.getppid(), 1):
         (subs / f"{name}.ipynb").write_text(json.dumps(nb))
     (subs / "notes.ipynb").write_text("this is not a notebook")
     limits = Limits(wall_s=300, cpu_s=90, memory_mb=5000, cell_s=60, probe_s=5)
-    report = grade_folder(subs, instructor, limits, jobs=2, seed=1234)
+    report = grade_folder(subs, instructor, limits, jobs=2, seed=1234, sandbox="rlimits")
     after = {p: _hash(p) for p in watched}
     csv_path, json_path = write_report(report, tmp / "out" / "scores.csv")
     return {"report": report, "by": {s["submission"].removesuffix(".ipynb"): s for s in report["submissions"]},
@@ -148,6 +150,7 @@ for pid in (os.getppid(), 1):
 
 def test_solution_scores_100_and_student_scores_0(graded):
     by = graded["by"]
+    assert graded["report"]["isolation_level"] == ("own uid+rlimits" if os.geteuid() == 0 else "rlimits")
     assert graded["report"]["max_points"] == MAX
     assert (by["solution"]["status"], by["solution"]["points"], by["solution"]["percent"]) == ("ok", MAX, 100.0)
     assert by["solution"]["cell_errors"] == []
@@ -184,7 +187,7 @@ def test_huge_allocations_fail_only_where_they_happen(graded):
     assert s["status"] == "ok"
     assert len(s["cell_errors"]) == 1 and "DefaultCPUAllocator" in s["cell_errors"][0]["error"]  # the 4 TB cell
     assert set(s["failed"]) == {"q6_plain_net", "q6_residual_net"}
-    assert all("MemoryError" in t["message"] for t in s["tests"] if not t["passed"])
+    assert all("MemoryError" in t["message"] for t in s["tests"] if not t["passed"]), s["tests"]
     assert s["points"] == MAX - 4
 
 

@@ -5,7 +5,11 @@
     cifar       CIFAR-10's pickled batches, and `GpuCifarLoader` (a whole dataset on the device)
     folder      image folders decoded once into memory, cached
     transforms  the paper's ImageNet preprocessing (scale, crop, flip, lighting, mean; test views)
-    imagenet    the ImageNet loader (lazy, worker processes)
+    views       the paper's ImageNet views as geometry both input paths share (draws, batched resample)
+    jpeg        reading ImageNet files for the GPU path (JPEG bytes, odd files decoded with PIL)
+    batches     the epoch's (index, seed) batches; unreadable files skipped with one warning line
+    imagenet    the ImageNet loaders: the CPU path (PIL, worker processes) and `--loader` resolution
+    gpu_imagenet  the GPU path: nvJPEG decoding and the augmentation as batched tensor ops
     loaders     `make_loaders`: the training and evaluation loaders of a source
     seeds, cpus deterministic seeds; how many loader processes this machine allows
 
@@ -16,7 +20,8 @@ from ..errors import DataError
 from .cifar import GpuCifarLoader, download_cifar10, read_cifar10
 from .cpus import resolve_workers
 from .folder import load_image_folder
-from .imagenet import ImageNetLoader, estimate_imagenet_mean, make_imagenet_loader
+from .gpu_imagenet import GpuImageNetLoader
+from .imagenet import LOADERS, ImageNetLoader, estimate_imagenet_mean, make_imagenet_loader, resolve_loader
 from .loaders import channel_std, load_tensors, make_loaders, pixel_mean, split_train_val
 from .seeds import mix_seed
 from .sources import (
@@ -40,12 +45,14 @@ from .transforms import (
     IMAGENET_STD,
     MULTI_SCALES,
     Lighting,
+    PaperTrainTransform,
     SubtractMean,
     imagenet_eval_transform,
     imagenet_train_transform,
     multi_scale,
     ten_crop,
 )
+from .views import View, draw_train_view, eval_views, resample_views, scale_views
 
 __all__ = [
     "DataError", "DataSource", "parse_data", "FORMS", "LAYOUTS", "IMAGE_EXTENSIONS",
@@ -55,5 +62,6 @@ __all__ = [
     "estimate_imagenet_mean", "make_loaders", "load_tensors", "pixel_mean", "channel_std",
     "split_train_val", "mix_seed", "IMAGENET_MEAN", "IMAGENET_STD", "IMAGENET_EIGVAL",
     "IMAGENET_EIGVEC", "MULTI_SCALES", "Lighting", "SubtractMean", "imagenet_train_transform",
-    "imagenet_eval_transform", "ten_crop", "multi_scale",
+    "imagenet_eval_transform", "ten_crop", "multi_scale", "PaperTrainTransform", "GpuImageNetLoader",
+    "LOADERS", "resolve_loader", "View", "draw_train_view", "eval_views", "scale_views", "resample_views",
 ]

@@ -1,7 +1,10 @@
-"""The ImageNet loader: JPEGs read lazily and augmented in DataLoader worker processes.
+"""The ImageNet loaders: the CPU path (PIL decoding and torchvision transforms in
+DataLoader worker processes) and the choice between it and the GPU path.
 
 Each sample's randomness comes from (seed, epoch, its position in the epoch), so batches
-do not depend on the number of workers and a resumed run replays them.
+do not depend on the number of workers and a resumed run replays them. ``loader="gpu"``
+(`gpu_imagenet`) reads the same files in the same order with the same draws, and decodes
+and augments them on the device; ``"auto"`` takes it on a CUDA device.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
-from ..distributed import shard
+from ..errors import DataError
+from .batches import SkipLog, _EpochBatchSampler, collate_readable
 from .cpus import resolve_workers
+from .jpeg import Unreadable, failure_reason, pil_loader
 from .seeds import _generator
 from .sources import _fail
 from .transforms import imagenet_eval_transform, imagenet_train_transform
+
+LOADERS = ("auto", "cpu", "gpu")
 
 
 class _SeededDataset(Dataset):
@@ -31,55 +38,17 @@ class _SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | Unreadable:
         index, seed = key
-        img, label = self.base[index]
+        try:
+            img, label = self.base[index]
+        except Exception as e:  # noqa: BLE001 - any decoder failure means this one file is unusable
+            samples = getattr(self.base, "samples", None)
+            path = samples[index][0] if samples is not None else f"sample {index}"
+            return Unreadable(path, failure_reason(e))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.transform(img), label
-
-
-class _EpochBatchSampler(Sampler):
-    """Batches of (index, seed) pairs for one epoch, from (seed, epoch); can start mid-epoch.
-
-    With ``world_size`` > 1, ``batch_size`` is the global batch and this rank's batches are
-    its contiguous slices of the global batches (the same order and seeds on every rank)."""
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
-                 sampler: Sampler | None = None, rank: int = 0, world_size: int = 1):
-        if sampler is not None and world_size > 1:
-            raise ValueError("give either a sampler (e.g. a DistributedSampler) or rank/world_size, not both")
-        self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
-        self.seed, self.sampler = seed, sampler
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.start_batch = 0, 0
-
-    def _count(self) -> int:
-        return len(self.sampler) if self.sampler is not None else self.n  # type: ignore[arg-type]
-
-    def batches_per_epoch(self) -> int:
-        n, b = self._count(), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch() - self.start_batch
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        g = _generator("imagenet-epoch", self.seed, self.epoch)
-        if self.sampler is not None:
-            if hasattr(self.sampler, "set_epoch"):
-                self.sampler.set_epoch(self.epoch)
-            order = list(self.sampler)
-        elif self.shuffle:
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        seeds = torch.randint(0, 2**62, (len(order),), generator=g).tolist()
-        for k in range(self.start_batch, self.batches_per_epoch()):
-            lo, hi = shard(k * self.batch_size, min((k + 1) * self.batch_size, len(order)),
-                           self.rank, self.world_size)
-            if lo < hi:
-                yield list(zip(order[lo:hi], seeds[lo:hi]))
 
 
 class ImageNetLoader:
@@ -90,7 +59,8 @@ class ImageNetLoader:
     resumed run (``set_epoch(e, start_batch=k)``) replays them. A DistributedSampler (or
     any sampler) may replace the built-in shuffle; its ``set_epoch`` is called for you.
     The trainer shards with ``rank``/``world_size`` instead (each rank its slice of the
-    single-process global batches), which keeps N ranks equal to one process.
+    single-process global batches), which keeps N ranks equal to one process. A file that
+    cannot be decoded is skipped with one warning line naming it (see `batches`).
     """
 
     def __init__(
@@ -111,8 +81,9 @@ class ImageNetLoader:
         self.loader = DataLoader(
             _SeededDataset(dataset, transform), batch_sampler=self.batch_sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
+            prefetch_factor=4 if workers > 0 else None, collate_fn=collate_readable,
         )
+        self.skipped = SkipLog()
 
     def __len__(self) -> int:
         return self.batch_sampler.batches_per_epoch()
@@ -125,7 +96,8 @@ class ImageNetLoader:
         epoch, start = self.epoch, self._start
         self._start = 0
         self.batch_sampler.epoch, self.batch_sampler.start_batch = epoch, start
-        for images, labels in self.loader:
+        for images, labels, bad in self.loader:
+            self.skipped.check_batch(bad, 0 if labels is None else len(labels))
             images = images.to(self.device, non_blocking=True)
             if self.channels_last and images.dim() == 4:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -133,27 +105,80 @@ class ImageNetLoader:
         self.epoch = epoch + 1
 
 
+def resolve_loader(loader: str, device: str | torch.device) -> str:
+    """``cpu`` or ``gpu`` for ``--loader`` on ``device``: ``auto`` is ``gpu`` on a CUDA device
+    whose torchvision decodes JPEGs there, else ``cpu``. ``gpu`` on the CPU runs the GPU
+    path's decoding and tensor ops on the CPU (slow: it is how that path is tested)."""
+    if loader not in LOADERS:
+        raise DataError(f"--loader {loader!r} is invalid: use auto (gpu on CUDA), cpu (PIL in worker "
+                        "processes) or gpu (nvJPEG and tensor ops on the device)")
+    device = torch.device(device)
+    if loader != "auto":
+        if loader == "gpu" and device.type == "cuda" and not gpu_decode_works(device):
+            raise DataError(f"--loader gpu: torchvision {_tv_version()} cannot decode JPEGs on {device} "
+                            "(built without nvJPEG?); use --loader cpu")
+        return loader
+    return "gpu" if device.type == "cuda" and gpu_decode_works(device) else "cpu"
+
+
+def _tv_version() -> str:
+    import torchvision
+
+    return torchvision.__version__
+
+
+_DECODE_WORKS: dict[str, bool] = {}
+
+
+def gpu_decode_works(device: torch.device) -> bool:
+    """Whether torchvision decodes a JPEG on ``device`` (asked once per device)."""
+    key = str(device)
+    if key not in _DECODE_WORKS:
+        import io
+
+        from PIL import Image
+        from torchvision.io import decode_jpeg
+
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), (200, 30, 90)).save(buf, format="JPEG")
+        try:
+            data = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+            _DECODE_WORKS[key] = decode_jpeg([data], device=device)[0].shape == (3, 16, 16)
+        except (RuntimeError, ValueError, TypeError):
+            _DECODE_WORKS[key] = False
+    return _DECODE_WORKS[key]
+
+
 def make_imagenet_loader(
     root: str, split: str, batch_size: int, device: str | torch.device, train: bool,
     seed: int = 0, workers: int | None = None, sampler: Sampler | None = None,
     mean: Sequence[float] | torch.Tensor | None = None, channels_last: bool = False,
     dtype: torch.dtype = torch.float32, ten_crops: bool = False, std: Sequence[float] | None = None,
-    augment: bool = True, rank: int = 0, world_size: int = 1,
-) -> ImageNetLoader:
+    augment: bool = True, rank: int = 0, world_size: int = 1, loader: str = "auto",
+) -> Any:
     """A loader over ``root/<split>/<wnid>/*`` (torchvision ImageFolder) with the paper's
     train transform (``train`` and ``augment``) or test transform. ``ten_crops`` makes
-    test batches B×10×3×224×224."""
+    test batches B×10×3×224×224. ``loader``: ``cpu`` (`ImageNetLoader`), ``gpu``
+    (`GpuImageNetLoader`) or ``auto`` (see `resolve_loader`); both give the same batches
+    up to decoding and resize rounding."""
     from torchvision.datasets import ImageFolder
 
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
         raise _fail(f"imagenet:{root}", f"no {split}/ subfolder", "imagenet")
+    dataset = ImageFolder(folder, loader=pil_loader)
+    if resolve_loader(loader, device) == "gpu":
+        from .gpu_imagenet import GpuImageNetLoader
+
+        views = "train" if train and augment else ("ten" if ten_crops else "centre")
+        return GpuImageNetLoader(dataset.samples, batch_size, device, train, views, seed, workers, sampler,
+                                 mean, std, channels_last, dtype, rank, world_size)
     if train and augment:
         transform = imagenet_train_transform(mean, std=std)
     else:
         transform = imagenet_eval_transform(mean, ten_crops=ten_crops, std=std)
     return ImageNetLoader(
-        ImageFolder(folder), transform, batch_size, device, train, seed, workers, sampler, channels_last, dtype,
+        dataset, transform, batch_size, device, train, seed, workers, sampler, channels_last, dtype,
         rank, world_size,
     )
 

@@ -20,7 +20,7 @@ from ..errors import DataError
 from .cifar import GpuCifarLoader, read_cifar10
 from .cpus import resolve_workers
 from .folder import load_image_folder
-from .imagenet import ImageNetLoader, make_imagenet_loader
+from .imagenet import make_imagenet_loader, resolve_loader
 from .seeds import _generator
 from .sources import SYNTHETIC_TEST, SYNTHETIC_TRAIN, DataSource
 from .synthetic import _synthetic_cached
@@ -71,15 +71,17 @@ def make_loaders(
     val_split: int | None = None, augment: bool = True, channels_last: bool = False,
     *, dtype: torch.dtype = torch.float32, normalize_std: bool = False,
     eval_batch_size: int | None = None, workers: int | None = None, sampler: Sampler | None = None,
-    rank: int = 0, world_size: int = 1,
-) -> tuple[GpuCifarLoader | ImageNetLoader, GpuCifarLoader | ImageNetLoader, dict[str, Any]]:
+    rank: int = 0, world_size: int = 1, loader: str = "auto",
+) -> tuple[Any, Any, dict[str, Any]]:
     """The training and evaluation loaders for a source, and a JSON-ready ``info`` dict.
 
     With ``val_split`` (CIFAR-style sources only) that many training images are held out
     and become the evaluation set (the paper's 45k/5k split); otherwise the test split is
     evaluated. The mean is computed on the images actually trained on. With ``world_size``
     > 1 both loaders yield rank ``rank``'s slice of each (global) batch. ``workers``: ImageNet
-    loader processes (default: see `resolve_workers`).
+    loader processes (default: see `resolve_workers`). ``loader``: ImageNet's input path,
+    ``cpu`` (PIL in the workers), ``gpu`` (decoded and augmented on the device) or ``auto``
+    (gpu on CUDA; see `resolve_loader`); CIFAR-style sources always live on the device.
     """
     eval_batch_size = eval_batch_size or batch_size
     workers = resolve_workers(workers)
@@ -88,14 +90,16 @@ def make_loaders(
         if val_split:
             raise DataError("val_split applies to CIFAR-style sources; ImageNet evaluates on val/")
         std = IMAGENET_STD if normalize_std else None
+        path = resolve_loader(loader, device)
         common = dict(seed=seed, workers=workers, channels_last=channels_last, dtype=dtype, std=std,
-                      rank=rank, world_size=world_size)
+                      rank=rank, world_size=world_size, loader=path)
         train = make_imagenet_loader(source.path, "train", batch_size, device, True, sampler=sampler,
                                      augment=augment, **common)
         test = make_imagenet_loader(source.path, "val", eval_batch_size, device, False, **common)
         info.update(train_size=train.num_samples, eval_size=test.num_samples, eval_split="val",
                     mean=list(IMAGENET_MEAN), std=None if std is None else list(std),
-                    augment="scale [256,480], crop 224, flip, lighting 0.1" if augment else "none")
+                    augment="scale [256,480], crop 224, flip, lighting 0.1" if augment else "none",
+                    loader=path)
         return train, test, info
 
     t0 = time.perf_counter()

@@ -112,6 +112,16 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+def _is_image_file(entry: os.DirEntry, arg: str) -> bool:
+    """Whether a folder entry is an image file; a link in a loop (or that cannot be read) is one line."""
+    if not _is_image(entry.name):
+        return False
+    try:
+        return entry.is_file() and entry.stat().st_size >= 0
+    except OSError as e:
+        raise DataError(f"{arg}: cannot read {entry.path} ({e.strerror}): remove or fix that link") from None
+
+
 def _subdirs(path: str) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
@@ -138,7 +148,7 @@ def _check_class_tree(root: str, arg: str, kind: str, splits: Sequence[str]) -> 
             )
         for name in names:
             with os.scandir(os.path.join(folder, name)) as it:
-                if not any(e.is_file() and _is_image(e.name) for e in it):
+                if not any(_is_image_file(e, arg) for e in it):
                     raise _fail(arg, f"class folder {split}/{name}/ has no images", kind)
     assert classes is not None
     return classes

@@ -2,7 +2,8 @@
 
 Training: scale augmentation (shorter side S ∈ [256, 480]), a random 224×224 crop or its
 flip, AlexNet's PCA lighting, and mean subtraction. Testing: the 224 centre crop of the
-image resized to 256, the ten-crop, or several scales (fully convolutional).
+image resized to 256, the ten-crop, or several scales (fully convolutional). The training
+draws come from `views.draw_train_view`, which the GPU path uses too.
 """
 
 from __future__ import annotations
@@ -15,17 +16,10 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from .views import IMAGENET_EIGVAL, IMAGENET_EIGVEC, View, apply_view, draw_train_view
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per-channel RGB mean, [0, 1] units
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Eigen-decomposition of the RGB covariance of ImageNet pixels in [0, 1] units, as used
-# for AlexNet-style lighting noise by fb.resnet.torch and most reimplementations.
-# Columns of IMAGENET_EIGVEC are the eigenvectors p_i; IMAGENET_EIGVAL are the λ_i.
-IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
-IMAGENET_EIGVEC = (
-    (-0.5675, 0.7192, 0.4009),
-    (-0.5808, -0.0045, -0.8140),
-    (-0.5836, -0.6948, 0.4203),
-)
 MULTI_SCALES = (224, 256, 384, 480, 640)
 
 
@@ -73,22 +67,39 @@ class SubtractMean(v2.Transform):
         return out if self.std is None else out / self.std.to(inpt)
 
 
+class PaperTrainTransform:
+    """Sec. 3.4's training input for one image (PIL or uint8 C×H×W): shorter side S ∈
+    ``scale``, a random ``crop``² window or its mirror, PCA lighting, mean subtraction.
+
+    The view is drawn by `draw_train_view` from torch's global generator (which the loader
+    seeds per sample), or given; `GpuImageNetLoader` draws the same views from the same seeds."""
+
+    def __init__(self, mean: Sequence[float] | torch.Tensor | None = None, lighting: float = 0.1,
+                 scale: tuple[int, int] = (256, 480), crop: int = 224, std: Sequence[float] | None = None):
+        if scale[0] < crop:
+            raise ValueError(f"scale={scale} starts below the crop size {crop}")
+        self.lighting, self.scale, self.crop = lighting, scale, crop
+        self.normalize = SubtractMean(IMAGENET_MEAN if mean is None else mean, std)
+
+    def view(self, h: int, w: int, generator: torch.Generator | None = None) -> View:
+        """The random view of an ``h × w`` image (see `draw_train_view`)."""
+        return draw_train_view(h, w, generator, self.scale, self.crop, self.lighting)
+
+    def __call__(self, img: Image.Image | torch.Tensor, view: View | None = None) -> torch.Tensor:
+        img = v2.functional.to_image(img).as_subclass(torch.Tensor)
+        view = view or self.view(*img.shape[-2:])
+        x = v2.functional.to_dtype(apply_view(img, view), torch.float32, scale=True)
+        x = x + torch.tensor(view.rgb, dtype=torch.float32).view(3, 1, 1)
+        return self.normalize(x).as_subclass(torch.Tensor)
+
+
 def imagenet_train_transform(
     mean: Sequence[float] | torch.Tensor | None = None, lighting: float = 0.1,
     scale: tuple[int, int] = (256, 480), crop: int = 224, std: Sequence[float] | None = None,
-) -> v2.Compose:
+) -> PaperTrainTransform:
     """Sec. 3.4's training input: shorter side S ∈ [256, 480], random 224 crop or its flip,
     PCA lighting, mean subtraction (the per-channel ImageNet mean unless given one)."""
-    return v2.Compose([
-        v2.ToImage(),
-        v2.RandomResize(scale[0], scale[1] + 1, antialias=True),  # upper bound exclusive
-        v2.RandomCrop(crop),
-        v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-        Lighting(lighting),
-        SubtractMean(IMAGENET_MEAN if mean is None else mean, std),
-        v2.ToPureTensor(),
-    ])
+    return PaperTrainTransform(mean, lighting, scale, crop, std)
 
 
 def ten_crop(img: torch.Tensor, size: int = 224) -> torch.Tensor:

@@ -2,13 +2,18 @@
 
 - `assign.make_student_version`: a solution notebook (otter-grader's assign format) → the
   student notebook with its visible checks (``grader.check("q1")``);
-- `grade.grade_folder`: a folder of submitted notebooks → a score table (CSV and JSON),
-  each submission run in its own sandboxed process (`sandbox`), the hidden tests judged in
-  the trusted grader process;
+- `grade.grade_folder`: a folder of submitted notebooks → a score table (`report`: CSV and
+  JSON), one row per entry of the folder (`submissions`, `notebook`), each submission run in
+  its own sandbox (`sandbox`: bubblewrap namespaces and a cgroup where the machine allows,
+  `isolation` says which; an own uid and rlimits otherwise), the hidden tests of the
+  `assignment` judged in the trusted grader process (`judge`);
+- `integrity`: the library code a question's answer may not call, traced in the sandbox;
 - `checks`: the visible checks of the resnet_basics assignment, with messages that say
   what is wrong.
 """
 
-from .grade import GradingError, HiddenTest, grade_folder
+from ..errors import GradingError
+from .assignment import HiddenTest
+from .grade import grade_folder
 
 __all__ = ["GradingError", "HiddenTest", "grade_folder"]

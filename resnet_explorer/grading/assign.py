@@ -17,7 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .grade import GradingError, read_notebook
+from ..errors import GradingError
+from .notebook import read_notebook
 
 
 def default_student_dir(instructor_dir: Path) -> Path:

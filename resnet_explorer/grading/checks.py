@@ -5,6 +5,10 @@ Each ``check_*`` compares the student's code with the library's own implementati
 all is right; otherwise it prints one message naming the case and the likely mistake
 (``grader.check("q2")`` shows it). They never raise: a crash in the student's code is
 reported as a message too.
+
+`FORBIDDEN` is what each question's answer may not call (the library's own answer to it,
+or a counter that does the work): the checks refuse such an answer, and the grader
+(`integrity`) gives it no points.
 """
 
 from __future__ import annotations
@@ -18,7 +22,19 @@ from .. import model as ref
 from ..analysis import layer_responses as ref_layer_responses
 from ..count import count
 from ..zoo import get_spec
+from .integrity import Forbidden, resolve, uses
 from .probing import randomize, seeded
+
+_COUNTERS = ["resnet_explorer.count", "torch.utils.flop_counter", "fvcore", "torchinfo", "thop", "ptflops"]
+FORBIDDEN: dict[str, list[str]] = {
+    "q1": ["resnet_explorer.model.ShortcutA", "resnet_explorer.model.make_shortcut"],
+    "q2": ["resnet_explorer.model.BasicBlock", "resnet_explorer.model.ShortcutA", "resnet_explorer.model.make_shortcut"],
+    "q3": ["resnet_explorer.model.Bottleneck", "resnet_explorer.model.Projection", "resnet_explorer.model.make_shortcut"],
+    "q4": _COUNTERS,
+    "q5": _COUNTERS,
+    "q6": ["resnet_explorer.analysis.layer_responses", "resnet_explorer.analysis.conv_bn_pairs"],
+}
+_resolved: dict[str, Forbidden] = {}
 
 
 class CheckFailed(Exception):
@@ -38,11 +54,18 @@ def _fail(msg: str) -> None:
     raise CheckFailed(msg)
 
 
-def _call(what: str, fn: Callable[[], Any]) -> Any:
+def _call(what: str, fn: Callable[[], Any], question: str | None = None) -> Any:
+    """``fn()`` (the student's code); fails when it raises or runs what ``question`` may not call."""
+    if question not in _resolved:
+        _resolved[question] = resolve(FORBIDDEN.get(question, []))
     try:
-        return fn()
+        result, used = uses(_resolved[question], fn)
     except Exception as e:
         _fail(f"{what} raised {type(e).__name__}: {e}")
+    if used:
+        _fail(f"{what} calls {', '.join(used)}: the assignment asks for your own code here "
+              f"({question} may not use {', '.join(FORBIDDEN[question])})")
+    return result
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -55,7 +78,7 @@ def check_shortcut_a(ShortcutA: type) -> None:
         for cin, cout, stride, size in ((16, 16, 1, 8), (16, 32, 2, 8), (8, 16, 2, 7)):
             x = seeded(size, 2, cin, size, size)
             what = f"ShortcutA({cin}, {cout}, stride={stride}) on a {size}x{size} map"
-            got = _call(what, lambda: ShortcutA(cin, cout, stride)(x))
+            got = _call(what, lambda: ShortcutA(cin, cout, stride)(x), "q1")
             want = ref.ShortcutA(cin, cout, stride)(x)
             if not isinstance(got, torch.Tensor):
                 _fail(f"{what} returned {type(got).__name__}, not a tensor")
@@ -89,10 +112,11 @@ def _block_variants(block: ref.BasicBlock | ref.Bottleneck, x: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def _check_block(name: str, student: type, cases: list[tuple], make_ref: Callable[..., nn.Module]) -> None:
+def _check_block(name: str, student: type, cases: list[tuple], make_ref: Callable[..., nn.Module],
+                 question: str) -> None:
     for args, cin in cases:
         what = f"{name}{args}"
-        mine = _call(what, lambda: student(*args))
+        mine = _call(what, lambda: student(*args), question)
         want_block = make_ref(*args)
         keys, want_keys = set(mine.state_dict()), set(want_block.state_dict())
         if keys != want_keys:
@@ -106,7 +130,7 @@ def _check_block(name: str, student: type, cases: list[tuple], make_ref: Callabl
         randomize(mine, 1)
         randomize(want_block, 1)
         x = seeded(2, 2, cin, 8, 8)
-        got = _call(f"{what} forward", lambda: mine(x.clone()))
+        got = _call(f"{what} forward", lambda: mine(x.clone()), question)
         want = want_block(x.clone())
         if got.shape != want.shape:
             _fail(f"{what}: output shape {tuple(got.shape)}, expected {tuple(want.shape)}")
@@ -122,14 +146,14 @@ def check_basic_block(BasicBlock: type) -> None:
     """q2: y = relu(F(x) + shortcut(x)), F = bn2(conv2(relu(bn1(conv1(x)))))."""
     _report(lambda: _check_block(
         "BasicBlock", BasicBlock, [((16, 16, 1), 16), ((16, 32, 2), 16)],
-        lambda cin, cout, stride: ref.BasicBlock(cin, cout, stride, True, "A")))
+        lambda cin, cout, stride: ref.BasicBlock(cin, cout, stride, True, "A"), "q2"))
 
 
 def check_bottleneck(Bottleneck: type) -> None:
     """q3: 1x1 reduce (strided) → 3x3 → 1x1 expand ×4, projection shortcut where the shape changes."""
     _report(lambda: _check_block(
         "Bottleneck", Bottleneck, [((64, 16, 1), 64), ((32, 16, 2), 32)],
-        lambda cin, width, stride: ref.Bottleneck(cin, width, stride, True, "B", "1x1")))
+        lambda cin, width, stride: ref.Bottleneck(cin, width, stride, True, "B", "1x1"), "q3"))
 
 
 def check_conv_macs(conv_macs: Callable) -> None:
@@ -139,7 +163,7 @@ def check_conv_macs(conv_macs: Callable) -> None:
                                                    (8, 24, 3, 1, 1, 1, True, 12), (96, 256, 5, 1, 2, 2, False, 27)):
             conv = nn.Conv2d(cin, cout, k, s, p, groups=g, bias=bias)
             what = f"conv_macs(nn.Conv2d({cin}, {cout}, {k}, stride={s}, padding={p}, groups={g}, bias={bias}), ({size}, {size}))"
-            got = _call(what, lambda: conv_macs(conv, (size, size)))
+            got = _call(what, lambda: conv_macs(conv, (size, size)), "q4")
             out = (size + 2 * p - k) // s + 1
             want = k * k * (cin // g) * cout * out * out
             if got == want:
@@ -162,7 +186,8 @@ def check_net_macs(net_macs: Callable) -> None:
     def run() -> None:
         for name, size in (("cifar-resnet20", 32), ("resnet18", 64)):
             spec = get_spec(name, input_size=size)
-            got = _call(f"net_macs(build({name!r}), {size})", lambda: net_macs(ref.build(spec).eval(), size))
+            model = ref.build(spec).eval()
+            got = _call(f"net_macs(build({name!r}), {size})", lambda: net_macs(model, size), "q5")
             c = count(spec)
             want = c.macs
             if got != want:
@@ -180,7 +205,7 @@ def check_layer_responses(layer_responses: Callable) -> None:
         for name in ("cifar-plain8", "cifar-resnet8"):
             model = randomize(ref.build(name, width=4), 3)
             x = seeded(4, 8, 3, 32, 32)
-            got = _call(f"layer_responses({name})", lambda: layer_responses(model, x))
+            got = _call(f"layer_responses({name})", lambda: layer_responses(model, x), "q6")
             want = {r.name: r.std for r in ref_layer_responses(model, x)}
             if not isinstance(got, dict):
                 _fail(f"layer_responses should return a dict {{BN module name: std}}, got {type(got).__name__}")
@@ -212,5 +237,5 @@ def check_degradation(results: Any, depths: tuple[int, ...]) -> None:
     _report(run)
 
 
-__all__ = ["check_shortcut_a", "check_basic_block", "check_bottleneck", "check_conv_macs",
+__all__ = ["FORBIDDEN", "check_shortcut_a", "check_basic_block", "check_bottleneck", "check_conv_macs",
            "check_net_macs", "check_layer_responses", "check_degradation"]

@@ -1,10 +1,11 @@
 """The sandboxed side of grading: run one notebook's code, then the probes; return data only.
 
-Started by `sandbox.run_notebook` as ``python -I -m resnet_explorer.grading.child`` under
-its own uid (when the grader is root), in its own session and working directory. It reads
-one JSON job on stdin (the code cells, the probe source, the probe names and seeds, the
-limits), imports torch while still trusted, sets its resource limits, and only then runs
-the submitted code. Everything after the first submitted cell is untrusted: this process
+Started by `sandbox.run_notebook` as ``python -I -m resnet_explorer.grading.child`` (in a
+bubblewrap sandbox where there is one), in its own session and working directory. It reads
+one JSON job on stdin (the code cells, the probe source, the probe names, seeds and
+questions, the library code each question may not call, the limits), imports torch and
+resolves the forbidden code while still trusted, sets its resource limits, drops to its
+own uid (a root grader), and only then runs the submitted code. Everything after the first submitted cell is untrusted: this process
 only *reports data* (probe outputs as JSON with base64 arrays, one line each on the result
 fd); it never judges. The trusted parent compares those outputs with the solution's.
 """
@@ -123,11 +124,15 @@ def main() -> None:
 
     import torch
 
+    from .integrity import Watch, resolve
+
     torch.set_num_threads(1)
     preload()
+    forbidden = {q: resolve(list(names)) for q, names in (job.get("forbidden") or {}).items()}
     set_limits(job["limits"])
     os.chdir(job["workdir"])
     if job.get("uid") is not None:  # started as root: become the submission's own uid for good
+        os.chown(job["workdir"], job["uid"], job["uid"])
         os.setgroups([])
         os.setgid(job["uid"])
         os.setuid(job["uid"])
@@ -145,12 +150,20 @@ def main() -> None:
     exec(compile(job["probes"], "<probes>", "exec"), probes)
     for probe in job["tests"]:
         name = probe["name"]
+        watched = forbidden.get(probe.get("question"))
+        watch = Watch(watched) if watched else None
         try:
             with soft_timeout(job["limits"]["probe_s"]):
-                result = probes[name](ns, probe["seed"])
+                if watch:
+                    with watch:
+                        result = probes[name](ns, probe["seed"])
+                else:
+                    result = probes[name](ns, probe["seed"])
                 record = {"probe": name, "outputs": encode(result)}
         except BaseException as e:
             record = {"probe": name, "error": describe(e)}
+        if watch:
+            record["uses"] = watch.report()
         emit(record)
     emit({"event": "done"})
     out.close()

@@ -5,9 +5,14 @@ points. The grader runs the probe on the solution and on each submission (each i
 sandbox, on seeds chosen at grading time) and compares the outputs here, in the trusted
 process: tensors and floats to ``rtol``/``atol``, integers and strings exactly. No
 expected value is written down: the solution computes them.
+
+FORBIDDEN: the library code each question's answer may not call (the library's own
+answer, or a counter doing the work); a test whose probe ran one of them gets no points.
+The student notebook says so, and its visible checks refuse such answers.
 """
 
 from resnet_explorer.grading import HiddenTest
+from resnet_explorer.grading.checks import FORBIDDEN  # noqa: F401  (the same list the visible checks use)
 
 T = HiddenTest
 TESTS = [
