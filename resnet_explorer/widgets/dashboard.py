@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from .. import runs
 from ..data import parse_data
 from ..devices import Accel, pick_device
-from ..errors import SpecError, TrainingError
+from ..errors import SpecError, TrainingError, UserError
 from ..figures import error_curves, update_error_curves
 from ..recipes import RECIPES, Recipe, get_recipe
 from ..runs import checkpoint_iteration, find_runs, load_run_config
@@ -227,9 +227,10 @@ class TrainingDashboard(Reconnecting):
             if runs.has_checkpoint(d):
                 try:
                     _, run_recipe, _, _ = load_run_config(d)
-                except TrainingError as e:
+                    unfinished = checkpoint_iteration(d) < run_recipe.max_iters
+                except UserError as e:
                     return self._fail(one_line(e))
-                if checkpoint_iteration(d) < run_recipe.max_iters:
+                if unfinished:
                     jobs.append((None, d, None, None, True))
             elif d.resolve() in planned and not runs.metrics_path(d).exists():
                 jobs.append((planned[d.resolve()][0], d, recipe, self.data.value, False))
@@ -259,8 +260,8 @@ class TrainingDashboard(Reconnecting):
         """Show an existing run directory (or every run of an experiment / folder of runs)."""
         try:
             found = find_runs(run_dir)
-        except TrainingError as e:
-            return self._fail(str(e))
+        except UserError as e:
+            return self._fail(one_line(e))
         self.runs = _same_dirs([*self.runs, *found])
         self.message.value = ""
         self.redraw()
@@ -277,9 +278,9 @@ class TrainingDashboard(Reconnecting):
         """(last checkpoint's iteration, the recipe's end) of a run; None before it started."""
         try:
             _, recipe, _, _ = load_run_config(d)
-        except TrainingError:
+            return checkpoint_iteration(d), recipe.max_iters
+        except UserError:
             return None
-        return checkpoint_iteration(d), recipe.max_iters
 
     def _name(self, d: Path) -> str:
         """A run's short name; with its folder when another run shown has the same name."""
