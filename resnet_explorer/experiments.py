@@ -19,9 +19,10 @@ import torch
 
 from . import runs
 from .analysis import gradient_norms, layer_responses
-from .data import make_loaders, parse_data
+from .data import GpuCifarLoader, make_loaders, parse_data
+from .data.loaders import load_tensors, pixel_mean, split_train_val
 from .errors import TrainingError, UsageError
-from .evaluate import load_model
+from .evaluate import evaluate, load_model
 from .model import build
 from .recipes import Recipe, get_recipe
 from .runs import analysis_current, checkpoint_iteration, experiment_runs  # noqa: F401 (re-exported)
@@ -56,6 +57,21 @@ def degradation(depths: Sequence[int] = (20, 32, 44, 56), recipe: Recipe | None 
             spec = get_spec(f"cifar-{'resnet' if residual else 'plain'}{d}", width=width)
             plans.append(RunPlan(f"{'resnet' if residual else 'plain'}-{d}", spec, recipe))
     return plans
+
+
+# The CPU demo's experiment (`resnet-explorer demo`, notebook 03's cpu mode, the benchmark
+# benchmarks/demo_orderings.py): its data and net width; its recipe is `cpu-demo`.
+CPU_DEMO_DATA = "synthetic-demo"
+CPU_DEMO_WIDTH = 8
+
+
+def cpu_demo(depths: Sequence[int] = (20, 56), iters: int | None = None, width: int | None = None,
+             **recipe_overrides: object) -> tuple[list[RunPlan], str]:
+    """The CPU demo's degradation experiment: plain and residual nets of ``depths``,
+    ``CPU_DEMO_WIDTH`` wide, all trained with the one `cpu-demo` recipe on
+    ``CPU_DEMO_DATA``. Returns the plans and the ``--data`` string."""
+    recipe = get_recipe("cpu-demo", **({"iters": iters} if iters else {}), **recipe_overrides)
+    return degradation(depths, recipe, width or CPU_DEMO_WIDTH), CPU_DEMO_DATA
 
 
 def shortcuts(depth: int = 20, recipe: Recipe | None = None, width: int = 16) -> list[RunPlan]:
@@ -98,12 +114,34 @@ def _probe_batch(data: str, n: int = 500, seed: int = 0) -> tuple[torch.Tensor, 
     return next(iter(test))
 
 
+TRAIN_SUBSET = 2000  # training images of the eval-mode pass that measures training error
+
+
+def train_subset_error(model: torch.nn.Module, data: str, n: int = TRAIN_SUBSET,
+                       val_split: int | None = None, seed: int = 0) -> dict:
+    """Training error measured as the paper's curves mean it, but without their noise: one
+    pass in eval mode (BN running statistics, no augmentation) over the first ``n`` images
+    the net was trained on, preprocessed as in training. Returns ``{"images", "error", "loss"}``."""
+    source = parse_data(data)
+    train_x, train_y, _, _ = load_tensors(source)
+    if val_split:
+        train_x, train_y, _, _ = split_train_val(train_x, train_y, val_split, seed)
+    mean = pixel_mean(train_x)  # the training loader's mean: over all images trained on
+    n = min(n, int(train_x.shape[0]))
+    loader = GpuCifarLoader(train_x[:n], train_y[:n], 500, "cpu", False, mean, seed, False)
+    result = evaluate(model, loader, torch.device("cpu"))
+    return {"images": n, "error": result["error"], "loss": result["loss"]}
+
+
 def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
-    """Layer responses of the trained net, gradient norms at init (same seed) and at the end."""
+    """Layer responses of the trained net, gradient norms at init (same seed) and at the end,
+    and its training error in eval mode on a fixed training subset (`train_subset_error`)."""
     run_dir = Path(run_dir)
     x, y = _probe_batch(data)
     model = load_model(run_dir).cpu()
-    torch.manual_seed(runs.load_run_config(run_dir)[3] if runs.is_run(run_dir) else seed)
+    config = runs.load_run_config(run_dir) if runs.is_run(run_dir) else None
+    seed = config[3] if config else seed
+    torch.manual_seed(seed)
     init = build(model.spec)  # the run's initial weights: same seed, same build
     result = {
         "iteration": checkpoint_iteration(run_dir),
@@ -111,6 +149,8 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
         "layer_responses": [{"name": r.name, "std": r.std} for r in layer_responses(model, x)],
         "gradient_norms": {"init": gradient_norms(init, x[:128], y[:128]),
                            "final": gradient_norms(model, x[:128], y[:128])},
+        "train_subset": train_subset_error(model, data, val_split=config[1].val_split if config else None,
+                                           seed=seed),
     }
     runs.write_analysis(run_dir, result)
     return result

@@ -30,8 +30,15 @@ HOLDS, FAILS, UNKNOWN = "✓ holds", "✗ FAILS", "? n/a"
 
 # -- the numbers ------------------------------------------------------------------------------------
 def _run_row(run: Run) -> dict:
-    """One run's costs and errors (fractions, as in metrics.jsonl; None where not logged yet)."""
+    """One run's costs and errors (fractions, as in metrics.jsonl; None where not logged yet).
+    The final training error is the eval-mode pass over a fixed training subset recorded by
+    the run's analysis where there is one (``train_measure`` "eval"), else the last logged
+    window of training batches ("window")."""
     train = [r["train_error"] for r in run.rows("train") if r.get("train_error") is not None]
+    subset = (run.analysis or {}).get("train_subset")
+    eval_train = subset.get("error") if isinstance(subset, dict) else None
+    if not isinstance(eval_train, (int, float)) or isinstance(eval_train, bool) or not 0 <= eval_train <= 1:
+        eval_train = None  # a hand-edited or damaged analysis.json: fall back to the window
     test = [r["test_error"] for r in run.rows("eval") if r.get("test_error") is not None]
     c = count(run.spec)
     paper = published(run.spec)
@@ -43,7 +50,10 @@ def _run_row(run: Run) -> dict:
         "shortcut": run.spec.shortcut,
         "params": c.params,
         "macs": c.macs,
-        "final_train_error": train[-1] if train else None,
+        "final_train_error": eval_train if eval_train is not None else train[-1] if train else None,
+        "train_measure": "eval" if eval_train is not None else "window",
+        "train_subset_images": subset.get("images") if eval_train is not None else None,
+        "window_train_error": train[-1] if train else None,
         "best_train_error": min(train) if train else None,
         "final_test_error": test[-1] if test else None,
         "best_test_error": min(test) if test else None,
@@ -66,15 +76,29 @@ def _pick(rows: list[dict], residual: bool, key: str, deepest: bool) -> dict | N
     return next(r for r in have if r["depth"] == depth)
 
 
+# What each ordering means, for a student (one sentence each, in `orderings`' order).
+MEANINGS = (
+    "The degradation problem: the deeper plain net fits its own training images worse than the "
+    "shallower one, although it could copy it and add identity layers, so it is an optimisation failure, not overfitting.",
+    "Shortcuts fix it: at the same depth and the same number of weights, the residual net fits "
+    "the training images better than the plain one.",
+    "With shortcuts, depth helps again: the deeper ResNet fits the training images at least as "
+    "well as the shallower one.",
+)
+
+
 def _claim(text: str, a: dict | None, b: dict | None, key: str,
-           test: Callable[[float, float], bool], fallback: str) -> dict:
-    """``{"claim", "holds", "values"}`` comparing run a with run b on ``key``."""
+           test: Callable[[float, float], bool], fallback: str, meaning: str = "") -> dict:
+    """``{"claim", "holds", "values", "margin", "meaning"}`` comparing run a with run b on
+    ``key``; ``margin`` is by how much it holds (negative: by how much it fails)."""
     if a is None or b is None or (a["depth"], a["residual"]) == (b["depth"], b["residual"]):
-        return {"claim": fallback, "holds": None, "values": {}}
+        return {"claim": fallback, "holds": None, "values": {}, "margin": None, "meaning": meaning}
     return {
         "claim": text.format(a=_label(a), b=_label(b)),
         "holds": bool(test(a[key], b[key])),
         "values": {a["name"]: a[key], b["name"]: b[key]},
+        "margin": a[key] - b[key] if test(1.0, 0.0) else b[key] - a[key],
+        "meaning": meaning,
     }
 
 
@@ -96,11 +120,11 @@ def orderings(rows: list[dict], key: str = "final_train_error") -> list[dict]:
     res_at, plain_at = _deepest_pair(rows, key)
     return [
         _claim("{a} > {b}", deep_plain, shallow_plain, key, lambda a, b: a > b,
-               "deepest plain > shallowest plain (needs two plain depths)"),
+               "deepest plain > shallowest plain (needs two plain depths)", MEANINGS[0]),
         _claim("{a} < {b}", res_at, plain_at, key, lambda a, b: a < b,
-               "deepest ResNet < plain net of the same depth (needs both)"),
+               "deepest ResNet < plain net of the same depth (needs both)", MEANINGS[1]),
         _claim("{a} <= {b}", deep_res, shallow_res, key, lambda a, b: a <= b,
-               "deepest ResNet <= shallowest ResNet (needs two residual depths)"),
+               "deepest ResNet <= shallowest ResNet (needs two residual depths)", MEANINGS[2]),
     ]
 
 
@@ -127,12 +151,28 @@ def _verdict(holds: bool | None) -> str:
     return UNKNOWN if holds is None else HOLDS if holds else FAILS
 
 
-def _ordering_lines(items: list[dict]) -> list[str]:
+def _ordering_lines(items: list[dict], meanings: bool = False) -> list[str]:
     lines = []
     for o in items:
         values = ", ".join(f"{k} {_pct(v)} %" for k, v in o["values"].items())
         lines.append(f"  {_verdict(o['holds']):9} {o['claim']}" + (f"   ({values})" if values else ""))
+        if meanings and o.get("meaning"):
+            lines.append(f"            {o['meaning']}")
     return lines
+
+
+def train_measure_text(rows: list[dict]) -> str:
+    """One sentence: how the final training errors in ``rows`` were measured."""
+    measures = {r.get("train_measure") for r in rows if r.get("final_train_error") is not None}
+    images = sorted({r["train_subset_images"] for r in rows if r.get("train_measure") == "eval"})
+    eval_text = (f"one pass in eval mode (BN running statistics, no augmentation) over the first "
+                 f"{'/'.join(map(str, images))} training images, after training")
+    window = "the last logged window of augmented training batches, in train mode"
+    if measures == {"eval"}:
+        return f"Training error is {eval_text}."
+    if measures == {"window"}:
+        return f"Training error is {window}."
+    return f"Training error is {eval_text} where the run has an analysis, else {window}."
 
 
 def summary_text(summary: dict) -> str:
@@ -147,7 +187,8 @@ def summary_text(summary: dict) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in table]
     lines.insert(1, "-" * len(lines[0]))
-    lines += ["", "Orderings of Fig. 6 on final training error:"] + _ordering_lines(summary["orderings"])
+    lines += ["", train_measure_text(summary["runs"]), "Orderings of Fig. 6 on final training error:"]
+    lines += _ordering_lines(summary["orderings"], meanings=True)
     lines += ["Same on final test error:"] + _ordering_lines(summary.get("test_orderings", []))
     return "\n".join(lines)
 
@@ -195,8 +236,9 @@ def _orderings_html(items: list[dict]) -> str:
     for o in items:
         cls = "na" if o["holds"] is None else "holds" if o["holds"] else "fails"
         values = ", ".join(f"{_e(k)}: {_pct(v)} %" for k, v in o["values"].items())
+        meaning = f"<br><small>{_e(o['meaning'])}</small>" if o.get("meaning") else ""
         out.append(f'<li><span class="{cls}">{_e(_verdict(o["holds"]))}</span> {_e(o["claim"])}'
-                   + (f" <span class='meta'>({values})</span>" if values else "") + "</li>")
+                   + (f" <span class='meta'>({values})</span>" if values else "") + meaning + "</li>")
     return "<ul>" + "".join(out) + "</ul>"
 
 
@@ -246,7 +288,8 @@ def write_report(exp_dir: PathLike, out_path: PathLike | None = None, title: str
     if unfinished:
         body.append(f"<p class='na'>not finished: {_e(', '.join(unfinished))}</p>")
     body += [
-        "<h2>Orderings of Fig. 6 (final training error)</h2>", _orderings_html(summary["orderings"]),
+        "<h2>Orderings of Fig. 6 (final training error)</h2>",
+        f"<p class='meta'>{_e(train_measure_text(summary['runs']))}</p>", _orderings_html(summary["orderings"]),
         "<h3>The same on final test error</h3>", _orderings_html(summary["test_orderings"]),
         "<h2>Runs</h2>", _summary_table(summary),
         f"<p class='meta'>Multiply-adds: {_e(CONVENTION)}. The paper's Table 6 errors are for the "

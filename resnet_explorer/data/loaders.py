@@ -30,7 +30,8 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD
 def load_tensors(source: DataSource) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """An in-memory source as ``(train_x, train_y, test_x, test_y)`` (uint8 NCHW, int64)."""
     if source.kind == "synthetic":
-        return _synthetic_cached(source.n_train or SYNTHETIC_TRAIN, source.n_test or SYNTHETIC_TEST, source.seed or 0)
+        return _synthetic_cached(source.n_train or SYNTHETIC_TRAIN, source.n_test or SYNTHETIC_TEST,
+                                 source.seed or 0, source.variant)
     if source.kind == "cifar10":
         return read_cifar10(source.path)
     if source.kind == "folder":
@@ -111,15 +112,17 @@ def make_loaders(
     mean = pixel_mean(train_x)
     std = channel_std(train_x) if normalize_std else None
     shards = dict(rank=rank, world_size=world_size)
+    side = int(train_x.shape[-1])
+    pad = max(1, side // 8)  # the paper's 4 px of 32, scaled to the image
     train = GpuCifarLoader(train_x, train_y, batch_size, device, True, mean, seed, augment,
-                           channels_last, dtype, std, **shards)
+                           channels_last, dtype, std, pad=pad, **shards)
     test = GpuCifarLoader(test_x, test_y, eval_batch_size, device, False, mean, seed, False,
                           channels_last, dtype, std, **shards)
     info.update(
         train_size=int(train_x.shape[0]), eval_size=int(test_x.shape[0]), eval_split=eval_split,
         mean=[round(v, 6) for v in mean.mean((1, 2)).tolist()],  # the mean image's average colour
         std=None if std is None else [round(v, 6) for v in std.tolist()],
-        augment="pad 4, crop 32, flip" if augment else "none",
+        augment=f"pad {pad}, crop {side}, flip" if augment else "none",
         load_seconds=round(time.perf_counter() - t0, 3),
     )
     return train, test, info

@@ -2,6 +2,8 @@
 
     synthetic[:N[:SEED]]  the embedded default (`data.synthetic`): N training images
                           (default 10,000) and 2,000 test images, generated from SEED (default 0)
+    synthetic-demo[:N[:SEED]]  the same generator made for the CPU demo: 16×16 images, a
+                          colour cast per class, 5 sub-types per class (see `data.synthetic`)
     cifar10:DIR           torchvision's CIFAR-10 folder DIR/cifar-10-batches-py (or DIR itself)
     folder:DIR            an image-folder tree DIR/train/<class>/* and DIR/test/<class>/*,
                           decoded once into memory at 32×32 and cached next to the images
@@ -26,10 +28,17 @@ CIFAR10_CLASSES = (
 )
 SYNTHETIC_CLASSES = tuple(f"pattern{i}" for i in range(10))
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000
+# Named variants of the generator (`data.synthetic`): its knobs that differ from the default.
+# synthetic-demo is the CPU demo's dataset (16×16; see the docstring of `data.synthetic`).
+SYNTHETIC_VARIANTS: dict[str, dict[str, Any]] = {
+    "synthetic": {},
+    "synthetic-demo": {"size": 16, "tint": 0.6, "modes": 5},
+}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
-FORMS = "synthetic[:N[:SEED]], cifar10:DIR, folder:DIR or imagenet:DIR"
+FORMS = "synthetic[:N[:SEED]], synthetic-demo[:N[:SEED]], cifar10:DIR, folder:DIR or imagenet:DIR"
 LAYOUTS = {
-    "synthetic": "synthetic, synthetic:N or synthetic:N:SEED with N >= 10 training images and SEED >= 0",
+    "synthetic": "synthetic, synthetic:N or synthetic:N:SEED (or synthetic-demo, synthetic-demo:N, "
+                 "synthetic-demo:N:SEED) with N >= 10 training images and SEED >= 0",
     "cifar10": "DIR/cifar-10-batches-py/ holding data_batch_1..5 and test_batch "
                "(torchvision's CIFAR-10 layout; download_cifar10(DIR) fetches it)",
     "folder": "DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg",
@@ -53,12 +62,13 @@ class DataSource:
     n_train: int | None = None  # synthetic only: images generated per split
     n_test: int | None = None
     seed: int | None = None  # synthetic only: the dataset's own seed (not the training seed)
+    variant: str = "synthetic"  # synthetic only: a name in SYNTHETIC_VARIANTS
 
     @property
     def spec(self) -> str:
         """The ``--data`` string that names this source again."""
         if self.kind == "synthetic":
-            return f"synthetic:{self.n_train}:{self.seed}"
+            return f"{self.variant}:{self.n_train}:{self.seed}"
         return f"{self.kind}:{self.path}"
 
     @property
@@ -75,8 +85,8 @@ def parse_data(arg: str) -> DataSource:
     """Parse a ``--data`` argument and check the dataset's layout (not its every file)."""
     kind, _, rest = arg.partition(":")
     kind = kind.strip().lower()
-    if kind == "synthetic":
-        return _parse_synthetic(arg, rest)
+    if kind in SYNTHETIC_VARIANTS:
+        return _parse_synthetic(arg, rest, kind)
     if kind not in ("cifar10", "folder", "imagenet"):
         raise DataError(f"unknown data source {arg!r}: use {FORMS}")
     if not rest.strip():
@@ -94,7 +104,7 @@ def parse_data(arg: str) -> DataSource:
     return DataSource("imagenet", path, len(classes), classes, 224)
 
 
-def _parse_synthetic(arg: str, rest: str) -> DataSource:
+def _parse_synthetic(arg: str, rest: str, variant: str = "synthetic") -> DataSource:
     parts = rest.split(":") if rest else []
     try:
         n_train = int(parts[0]) if parts else SYNTHETIC_TRAIN
@@ -103,8 +113,9 @@ def _parse_synthetic(arg: str, rest: str) -> DataSource:
         raise _fail(arg, "N and SEED must be integers", "synthetic") from None
     if len(parts) > 2 or n_train < 10 or seed < 0:
         raise _fail(arg, "bad size or seed", "synthetic")
+    size = SYNTHETIC_VARIANTS[variant].get("size", 32)
     return DataSource(
-        "synthetic", None, 10, list(SYNTHETIC_CLASSES), 32, n_train, SYNTHETIC_TEST, seed
+        "synthetic", None, 10, list(SYNTHETIC_CLASSES), size, n_train, SYNTHETIC_TEST, seed, variant
     )
 
 

@@ -28,7 +28,7 @@ from PIL import Image
 
 from ..errors import DataError
 from .seeds import _generator
-from .sources import SYNTHETIC_CLASSES, SYNTHETIC_TEST, SYNTHETIC_TRAIN
+from .sources import SYNTHETIC_CLASSES, SYNTHETIC_TEST, SYNTHETIC_TRAIN, SYNTHETIC_VARIANTS
 
 
 # Knobs of the generator; the defaults are tuned so that depth matters (see module doc).
@@ -40,15 +40,18 @@ _SYNTH: dict[str, Any] = dict(
     shift=8.0,  # per-image translation, ± px
     amplitude=(0.7, 1.3), distractor=(0.25, 0.55), distractor_shift=12.0,
     colour_mix=0.25, offset=0.3, gradient=0.3, noise=0.12, contrast=60.0,
+    size=32,  # image side, px (places and widths above are in units of a 32-px image)
+    modes=1,  # sub-types (prototypes) per class
+    tint=0.0,  # strength of a per-class background colour cast
 )
-# Pixel centres, relative to the image centre. The images are computed in float64 from
-# float32 random draws, so that machines whose exp/cos differ in the last bit (AVX2 vs
-# AVX-512 kernels) still round every pixel to the same uint8 value.
-_AXIS = torch.arange(32, dtype=torch.float64) - 15.5
+# The images are computed in float64 from float32 random draws, so that machines whose
+# exp/cos differ in the last bit (AVX2 vs AVX-512 kernels) still round every pixel to the
+# same uint8 value.
 
 
-def _prototypes(g: torch.Generator, k: int, p: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Each class's gratings and blobs: orientation, frequency, colour, place, width."""
+def _prototypes(g: torch.Generator, k: int, p: dict[str, Any], classes: int) -> dict[str, torch.Tensor]:
+    """Each prototype's gratings and blobs (orientation, frequency, colour, place, width);
+    ``k`` prototypes (``classes`` × sub-types) and, with a tint, one colour cast per class."""
     G, B = p["gratings"], p["blobs"]
 
     def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
@@ -57,38 +60,43 @@ def _prototypes(g: torch.Generator, k: int, p: dict[str, Any]) -> dict[str, torc
     def colour(*shape: int) -> torch.Tensor:  # unit RGB directions, so colours differ in hue
         return torch.nn.functional.normalize(torch.randn(*shape, 3, generator=g), dim=-1)
 
-    return dict(
+    out = dict(
         g_theta=uniform(0, math.pi, k, G), g_freq=uniform(*p["grating_freq"], k, G),
         g_colour=colour(k, G), g_sigma=uniform(*p["grating_sigma"], k, G),
         g_pos=uniform(-0.5, 0.5, k, G, 2) * p["grating_spread"],
         b_colour=colour(k, B) * p["blob_gain"], b_sigma=uniform(*p["blob_sigma"], k, B),
         b_pos=uniform(-0.5, 0.5, k, B, 2) * p["blob_spread"],
     )
+    if p["tint"]:  # drawn last, so that the other draws do not depend on it
+        out["tint"] = colour(classes)
+    return out
 
 
 def _pattern_factors(
     proto: dict[str, torch.Tensor], cls: torch.Tensor, amp: torch.Tensor, shift: torch.Tensor,
-    g: torch.Generator, p: dict[str, Any],
+    g: torch.Generator, p: dict[str, Any], axis: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One class pattern per image as a sum of rank-1 terms: column profile × row profile
     × RGB colour. A blob is one term, a windowed grating two (cos(a+b) = cos a cos b −
-    sin a sin b), so an image is a small batched matmul instead of a per-pixel loop."""
+    sin a sin b), so an image is a small batched matmul instead of a per-pixel loop. Places
+    and widths are in units of a 32-pixel image, scaled to the image's side."""
     n, G, B = cls.shape[0], p["gratings"], p["blobs"]
+    s = axis.shape[0] / 32
 
     def gauss(centre: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-((_AXIS - centre[..., None]) ** 2) / (2 * sigma[..., None] ** 2))
+        return torch.exp(-((axis - centre[..., None]) ** 2) / (2 * sigma[..., None] ** 2))
 
-    pos = proto["b_pos"][cls] + shift[:, None] + p["blob_jitter"] * torch.randn(n, B, 2, generator=g)
-    b_sigma = proto["b_sigma"][cls]
+    pos = (proto["b_pos"][cls] + shift[:, None] + p["blob_jitter"] * torch.randn(n, B, 2, generator=g)) * s
+    b_sigma = proto["b_sigma"][cls] * s
     b_y, b_x = gauss(pos[..., 1], b_sigma), gauss(pos[..., 0], b_sigma)
 
-    centre, g_sigma = proto["g_pos"][cls] + shift[:, None], proto["g_sigma"][cls]
+    centre, g_sigma = (proto["g_pos"][cls] + shift[:, None]) * s, proto["g_sigma"][cls] * s
     w_y, w_x = gauss(centre[..., 1], g_sigma), gauss(centre[..., 0], g_sigma)
-    omega = proto["g_freq"][cls] * (2 * math.pi / 32)
+    omega = proto["g_freq"][cls] * (2 * math.pi / axis.shape[0])  # cycles per image
     theta = proto["g_theta"][cls]
     phase = torch.rand(n, G, generator=g) * (2 * math.pi)
-    a = (omega * torch.cos(theta))[..., None] * _AXIS + phase[..., None]  # along x
-    b = (omega * torch.sin(theta))[..., None] * _AXIS  # along y
+    a = (omega * torch.cos(theta))[..., None] * axis + phase[..., None]  # along x
+    b = (omega * torch.sin(theta))[..., None] * axis  # along y
     g_y = torch.cat([w_y * torch.cos(b), -w_y * torch.sin(b)], 1)
     g_x = torch.cat([w_x * torch.cos(a), w_x * torch.sin(a)], 1)
 
@@ -102,33 +110,41 @@ def _render(
     proto: dict[str, torch.Tensor], n: int, g: torch.Generator, p: dict[str, Any], k: int,
     chunk: int = 4096,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """n balanced, shuffled images of the prototypes, with per-image nuisances."""
+    """n balanced, shuffled images of the prototypes, with per-image nuisances. With
+    ``modes`` > 1, prototype q is sub-type q // k of class q % k."""
     proto = {name: value.double() for name, value in proto.items()}
-    labels = (torch.arange(n) % k)[torch.randperm(n, generator=g)]
-    images = torch.empty(n, 3, 32, 32, dtype=torch.uint8)
+    size, modes = p["size"], p["modes"]
+    axis = torch.arange(size, dtype=torch.float64) - (size - 1) / 2  # pixel centres
+    kinds = (torch.arange(n) % (k * modes))[torch.randperm(n, generator=g)]
+    labels = kinds % k
+    images = torch.empty(n, 3, size, size, dtype=torch.uint8)
     for start in range(0, n, chunk):
-        cls = labels[start:start + chunk]
+        cls = kinds[start:start + chunk]
         m = cls.shape[0]
 
         def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
             return lo + (hi - lo) * torch.rand(*shape, generator=g)
 
-        main = _pattern_factors(proto, cls, uniform(*p["amplitude"], m), uniform(-1, 1, m, 2) * p["shift"], g, p)
-        other = (cls + torch.randint(1, k, (m,), generator=g)) % k
+        main = _pattern_factors(proto, cls, uniform(*p["amplitude"], m), uniform(-1, 1, m, 2) * p["shift"], g, p, axis)
+        other = (cls % k + torch.randint(1, k, (m,), generator=g)) % k  # another class
+        if modes > 1:
+            other = other + k * torch.randint(0, modes, (m,), generator=g)
         distractor = _pattern_factors(
-            proto, other, uniform(*p["distractor"], m), uniform(-1, 1, m, 2) * p["distractor_shift"], g, p
+            proto, other, uniform(*p["distractor"], m), uniform(-1, 1, m, 2) * p["distractor_shift"], g, p, axis
         )
         # Background: a flat colour and a colour gradient along y and along x (rank-1 terms too).
-        ones, ramp = torch.ones(m, 1, 32), (_AXIS / 16).expand(m, 1, 32)
+        ones, ramp = torch.ones(m, 1, size), (axis / (size / 2)).expand(m, 1, size)
         bg_rows, bg_cols = torch.cat([ones, ramp, ones], 1), torch.cat([ones, ones, ramp], 1)
         bg_colours = torch.cat([
             p["offset"] * torch.randn(m, 1, 3, generator=g),
             p["gradient"] * torch.randn(m, 2, 3, generator=g),
         ], 1)
+        if p["tint"]:  # the class's colour cast, on top of the random background colour
+            bg_colours[:, 0] += p["tint"] * proto["tint"][cls % k].float()
         mixing = (torch.eye(3) + p["colour_mix"] * torch.randn(m, 3, 3, generator=g)).double()
         colours = torch.cat([main[2], distractor[2]], 1) @ mixing.transpose(1, 2)
 
-        rows = torch.cat([main[0], distractor[0], bg_rows], 1)  # m × terms × 32
+        rows = torch.cat([main[0], distractor[0], bg_rows], 1)  # m × terms × size
         cols = torch.cat([main[1], distractor[1], bg_cols], 1)
         colours = torch.cat([colours, bg_colours.double()], 1)  # m × terms × 3
         # image[c, y, x] = Σ_t colours[t, c] · rows[t, y] · cols[t, x]
@@ -141,7 +157,7 @@ def _render(
 def _synthetic(n_train: int, n_test: int, seed: int, **overrides: Any) -> tuple[torch.Tensor, ...]:
     p = {**_SYNTH, **overrides}
     k = len(SYNTHETIC_CLASSES)
-    proto = _prototypes(_generator("synthetic", seed, "classes"), k, p)
+    proto = _prototypes(_generator("synthetic", seed, "classes"), k * p["modes"], p, k)
     # Train and test come from their own streams, so the test set does not depend on n_train.
     train_x, train_y = _render(proto, n_train, _generator("synthetic", seed, "train"), p, k)
     test_x, test_y = _render(proto, n_test, _generator("synthetic", seed, "test"), p, k)
@@ -183,14 +199,15 @@ def write_synthetic_imagenet(
     return str(root)
 
 
-_SYNTHETIC_CACHE: dict[tuple[int, int, int], tuple[torch.Tensor, ...]] = {}
+_SYNTHETIC_CACHE: dict[tuple[int, int, int, str], tuple[torch.Tensor, ...]] = {}
 
 
-def _synthetic_cached(n_train: int, n_test: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """The synthetic set, generated once per process (the last one asked for is kept) and
-    handed out as copies: the runs of an experiment, and their analyses, share it."""
-    key = (n_train, n_test, seed)
+def _synthetic_cached(n_train: int, n_test: int, seed: int, variant: str = "synthetic") -> tuple[torch.Tensor, ...]:
+    """The synthetic set (one of `SYNTHETIC_VARIANTS`), generated once per process (the last
+    one asked for is kept) and handed out as copies: the runs of an experiment, and their
+    analyses, share it."""
+    key = (n_train, n_test, seed, variant)
     if key not in _SYNTHETIC_CACHE:
         _SYNTHETIC_CACHE.clear()
-        _SYNTHETIC_CACHE[key] = _synthetic(*key)
+        _SYNTHETIC_CACHE[key] = _synthetic(n_train, n_test, seed, **SYNTHETIC_VARIANTS[variant])
     return tuple(t.clone() for t in _SYNTHETIC_CACHE[key])
