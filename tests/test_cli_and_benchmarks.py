@@ -106,3 +106,31 @@ def test_train_throughput_benchmark_runs():
     assert lines[2].startswith("cifar-resnet8") and "reference" in lines[2]
     assert any("ours fp32" in line and "x" in line for line in lines[3:])
     assert "failed" not in r.stdout
+
+
+@pytest.mark.slow
+def test_demo_orderings_benchmark_runs_on_a_tiny_setting(tmp_path):
+    """The script runs and prints its table (one row per seed, the per-ordering summary),
+    on nets and runs far too small for its figures to mean anything."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "demo_orderings.py"), "--seeds", "2", "--depths", "8,14",
+         "--iters", "4", "--width", "4", "--data", "synthetic-demo:64", "--out", str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    train = lines.index("Training error % (eval mode, fixed training subset):")
+    test = lines.index("Test error %:")
+    head = lines[train + 1].split()
+    assert head[:5] == ["seed", "plain-8", "plain-14", "resnet-8", "resnet-14"]
+    for block in (train, test):
+        rows = [lines[block + 2].split(), lines[block + 3].split()]
+        assert [row[0] for row in rows] == ["0", "1"]
+        assert all(0 <= float(v) <= 100 for row in rows for v in row[1:5])
+        assert all(v in ("holds", "FAILS") for row in rows for v in row[5:8])
+        summary = [line for line in lines[block:] if line.startswith("ordering ")][:3]
+        assert [s.split(":")[0] for s in summary] == ["ordering 1", "ordering 2", "ordering 3"]
+        assert all("of 2 seeds; smallest margin" in s and "seed-to-seed spread" in s for s in summary)
+    # the runs are kept in --out: one experiment per seed, analysed (eval-mode training error)
+    analysis = json.loads((tmp_path / "b" / "seed1" / "resnet-14" / "analysis.json").read_text())
+    assert analysis["train_subset"]["images"] == 64 and 0 <= analysis["train_subset"]["error"] <= 1

@@ -3,7 +3,8 @@
     synthetic[:N[:SEED]]  the embedded default (`data.synthetic`): N training images
                           (default 10,000) and 2,000 test images, generated from SEED (default 0)
     synthetic-demo[:N[:SEED]]  the same generator made for the CPU demo: 16×16 images, a
-                          colour cast per class, 5 sub-types per class (see `data.synthetic`)
+                          colour cast per class, 5 sub-types per class, N = 4,000 by default
+                          (see `data.synthetic`)
     cifar10:DIR           torchvision's CIFAR-10 folder DIR/cifar-10-batches-py (or DIR itself)
     folder:DIR            an image-folder tree DIR/train/<class>/* and DIR/test/<class>/*,
                           decoded once into memory at 32×32 and cached next to the images
@@ -28,12 +29,14 @@ CIFAR10_CLASSES = (
 )
 SYNTHETIC_CLASSES = tuple(f"pattern{i}" for i in range(10))
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000
-# Named variants of the generator (`data.synthetic`): its knobs that differ from the default.
-# synthetic-demo is the CPU demo's dataset (16×16; see the docstring of `data.synthetic`).
+# Named variants of the generator (`data.synthetic`): its knobs that differ from the default,
+# and how many training images the name alone means. synthetic-demo is the CPU demo's
+# dataset (16×16; see the docstring of `data.synthetic`).
 SYNTHETIC_VARIANTS: dict[str, dict[str, Any]] = {
     "synthetic": {},
     "synthetic-demo": {"size": 16, "tint": 0.6, "modes": 5},
 }
+SYNTHETIC_VARIANT_TRAIN = {"synthetic": SYNTHETIC_TRAIN, "synthetic-demo": 4_000}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 FORMS = "synthetic[:N[:SEED]], synthetic-demo[:N[:SEED]], cifar10:DIR, folder:DIR or imagenet:DIR"
 LAYOUTS = {
@@ -107,7 +110,7 @@ def parse_data(arg: str) -> DataSource:
 def _parse_synthetic(arg: str, rest: str, variant: str = "synthetic") -> DataSource:
     parts = rest.split(":") if rest else []
     try:
-        n_train = int(parts[0]) if parts else SYNTHETIC_TRAIN
+        n_train = int(parts[0]) if parts else SYNTHETIC_VARIANT_TRAIN[variant]
         seed = int(parts[1]) if len(parts) > 1 else 0
     except ValueError:
         raise _fail(arg, "N and SEED must be integers", "synthetic") from None
