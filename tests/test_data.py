@@ -78,6 +78,9 @@ def test_synthetic_is_deterministic_balanced_and_cifar_shaped():
     assert torch.equal(D.synthetic_cifar(300, 200, seed=0)[2], test_x)
 
 
+DEMO_DIGEST = "f65fe64c788f6fea2a3315b457f9d504dcf8b9c21786e2b706dd1b48e3ea165d"
+
+
 def test_synthetic_is_pinned_bit_for_bit():
     """Runs recorded on `synthetic` must stay comparable: any change to the generator (or a
     torch whose random streams differ) shows up here."""
@@ -100,6 +103,40 @@ def test_synthetic_label_lives_in_spatial_structure_not_mean_colour():
     linear_acc = (((f_test - mu) @ w).argmax(1) == test_y).float().mean().item()
     assert colour_acc < 0.3, colour_acc
     assert linear_acc > 0.4, linear_acc
+
+
+def test_synthetic_demo_is_16px_pinned_and_carries_a_colour_cue_and_sub_types():
+    """synthetic-demo: the CPU demo's variant (16×16, 5 sub-types per class, a colour cast per
+    class). Its mean colour now says something about the class (what plain-56 can learn), but
+    far from all of it."""
+    from resnet_explorer.data.synthetic import _synthetic_cached
+
+    src = D.parse_data("synthetic-demo")
+    assert (src.n_train, src.image_size, src.spec, src.variant) == (4000, 16, "synthetic-demo:4000:0", "synthetic-demo")
+    assert D.parse_data(src.spec) == src and D.parse_data("synthetic-demo:300:2").spec == "synthetic-demo:300:2"
+    train_x, train_y, test_x, test_y = _synthetic_cached(3000, 1000, 0, "synthetic-demo")
+    assert train_x.shape == (3000, 3, 16, 16) and test_x.shape == (1000, 3, 16, 16)
+    assert train_y.bincount().tolist() == [300] * 10
+    again = _synthetic_cached(200, 100, 0, "synthetic-demo")
+    digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in again)).hexdigest()
+    assert digest == DEMO_DIGEST
+    rgb_train, rgb_test = train_x.float().mean((2, 3)), test_x.float().mean((2, 3))
+    centres = torch.stack([rgb_train[train_y == k].mean(0) for k in range(10)])
+    colour_acc = (torch.cdist(rgb_test, centres).argmin(1) == test_y).float().mean().item()
+    assert 0.3 < colour_acc < 0.7, colour_acc  # the default set: < 0.3 (above)
+    # 5 sub-types per class (5 unrelated prototypes share a label): a linear classifier on
+    # pixels does clearly worse than on the same generator with one prototype per class
+    from resnet_explorer.data.synthetic import _synthetic
+
+    def linear_acc(x, y, tx, ty):
+        f, ft = x.float().flatten(1) / 255, tx.float().flatten(1) / 255
+        mu = f.mean(0)
+        a = f - mu
+        w = torch.linalg.solve(a.T @ a + torch.eye(a.shape[1]), a.T @ torch.nn.functional.one_hot(y, 10).float())
+        return (((ft - mu) @ w).argmax(1) == ty).float().mean().item()
+
+    one = _synthetic(3000, 1000, 0, size=16, tint=0.6, modes=1)
+    assert linear_acc(train_x, train_y, test_x, test_y) < linear_acc(*one) - 0.1
 
 
 # ---------------------------------------------------------------------------------------------

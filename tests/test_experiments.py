@@ -102,6 +102,29 @@ def test_experiment_cli_bad_inputs(tmp_path, capsys):
     assert "--depths '20,x' is invalid" in capsys.readouterr().err
 
 
+def test_demo_on_a_cpu_is_the_cpu_demo_design(monkeypatch, capsys):
+    """Without options, the CPU demo trains plain and residual 20/56 nets, 4 wide, with the one
+    cpu-demo recipe (the paper's SGD, lr steps, no augmentation) on synthetic-demo, and its
+    notes say so (what the nets and the data are)."""
+    import resnet_explorer.cli as cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_run_experiment_and_report",
+                        lambda args, name, plans, notes: seen.update(args=args, plans=plans, notes=notes) or 0)
+    assert main(["demo", "--device", "cpu", "--quiet"]) == 0
+    assert seen["args"].data == "synthetic-demo" and seen["args"].out == "runs/demo"
+    plans = seen["plans"]
+    assert [p.name for p in plans] == ["plain-20", "plain-56", "resnet-20", "resnet-56"]
+    assert {p.spec.stages[0].layers[0].out_channels for p in plans} == {4} and len({json.dumps(p.recipe.to_dict()) for p in plans}) == 1
+    r = plans[0].recipe
+    assert (r.name, r.max_iters, r.batch_size, r.lr, r.milestones, r.augment) == ("cpu-demo", 1000, 64, 0.1, [500, 750], False)
+    assert (r.momentum, r.weight_decay) == (0.9, 1e-4)
+    notes = " ".join(seen["notes"])
+    assert "nets 4 wide" in notes and "1000 iterations of batch 64" in notes and "no augmentation" in notes
+    assert "synthetic-demo" in notes and "colour cast" in notes
+    assert "synthetic-demo, 1000 iterations each" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_demo_end_to_end_small(tmp_path, capsys):
     out = tmp_path / "demo"
@@ -112,5 +135,7 @@ def test_demo_end_to_end_small(tmp_path, capsys):
     assert (out / "report.html").exists()
     html = (out / "report.html").read_text()
     assert "nets 4 wide" in html and "plain-14" in html and "resnet-14" in html
+    assert "no augmentation" in html and "one pass in eval mode" in html and "Shortcuts fix it" in html
+    assert "Training error is one pass in eval mode (BN running statistics, no augmentation) over the first 256" in text
     assert "plain-8" in text and "resnet-14" in text and "report:" in text
     assert json.loads((out / "manifest.json").read_text())["name"] == "degradation"

@@ -239,6 +239,47 @@ def test_orderings_fail(tmp_path):
     assert text.count("FAILS") >= 3 and "plain-56" in text
 
 
+def test_training_error_is_the_eval_mode_pass_where_the_analysis_has_one(exp):
+    """The orderings use the analysis' eval-mode training error (fixed training subset) when a
+    run has one, say so, and report by how much each ordering holds; a run without one, or with
+    a damaged value (hostile analysis.json), falls back to the last logged training window."""
+    for name, error in (("plain-20", 0.12), ("plain-56", 0.40), ("resnet-20", 0.30), ("resnet-56", 0.10)):
+        path = exp / name / "analysis.json"
+        a = json.loads(path.read_text())
+        a["train_subset"] = {"images": 2000, "error": error, "loss": 1.0}
+        path.write_text(json.dumps(a))
+    s = degradation_summary(dirs(exp))
+    rows = {r["name"]: r for r in s["runs"]}
+    assert rows["resnet-20"]["final_train_error"] == 0.30 and rows["resnet-20"]["window_train_error"] == 0.08
+    assert {r["train_measure"] for r in s["runs"]} == {"eval"}
+    assert [o["holds"] for o in s["orderings"]] == [True, True, True]
+    assert [round(o["margin"], 6) for o in s["orderings"]] == [0.28, 0.30, 0.20]
+    text = summary_text(s)
+    assert "Training error is one pass in eval mode (BN running statistics, no augmentation) over the first 2000" in text
+    assert "The degradation problem: the deeper plain net fits its own training images worse" in text
+    assert "Shortcuts fix it" in text and "depth helps again" in text
+    html = write_report(exp).read_text()
+    assert "one pass in eval mode" in html and "Shortcuts fix it" in html
+    # a failing ordering still says FAILS, with a negative margin
+    path = exp / "resnet-56" / "analysis.json"
+    a = json.loads(path.read_text())
+    a["train_subset"]["error"] = 0.35
+    path.write_text(json.dumps(a))
+    s = degradation_summary(dirs(exp))
+    assert s["orderings"][2]["holds"] is False and round(s["orderings"][2]["margin"], 6) == -0.05
+    assert "✗ FAILS   ResNet-56 <= ResNet-20" in summary_text(s)
+    # damaged values: not a number, out of range, a bool -> the window, and the text says so
+    for bad in ("0.1", 1.5, True, None, -0.2):
+        a["train_subset"]["error"] = bad
+        path.write_text(json.dumps(a))
+        rows = {r["name"]: r for r in degradation_summary(dirs(exp))["runs"]}
+        assert rows["resnet-56"]["final_train_error"] == 0.05 and rows["resnet-56"]["train_measure"] == "window"
+    a["train_subset"] = "everything"
+    path.write_text(json.dumps(a))
+    s = degradation_summary(dirs(exp))
+    assert "else the last logged window" in summary_text(s)
+
+
 def test_orderings_with_missing_runs(tmp_path):
     runs = {"plain-20": RUNS["plain-20"], "resnet-20": RUNS["resnet-20"], "resnet-56": RUNS["resnet-56"]}
     exp = make_experiment(tmp_path, runs)

@@ -165,7 +165,8 @@ def test_03_degradation_cifar10(run):
     s = run("03_degradation_cifar10").summary
     runs = s["runs"]
     assert set(runs) == {"cifar-plain20", "cifar-plain56", "cifar-resnet20", "cifar-resnet56"}  # the dashboard's runs
-    assert all(r["iterations"] == 120 for r in runs.values())
+    assert all(r["iterations"] == 100 for r in runs.values())
+    assert all(r["train_measure"] == "eval" for r in runs.values())  # the eval-mode pass, not the window
     assert runs["cifar-plain56"]["params"] == runs["cifar-resnet56"]["params"]  # option A: same parameters
     assert all(0 <= r["train_error"] <= 1 and 0 <= r["test_error"] <= 1 for r in runs.values())
     assert min(r["train_error"] for r in runs.values()) < 0.85
