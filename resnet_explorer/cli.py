@@ -402,6 +402,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, ours beside published")
     tables.set_defaults(func=cmd_tables)
+
+    from .cli_notebooks import add_commands  # notebooks, lab, assignment new (the packaged notebooks)
+
+    add_commands(sub)
     return p
 
 
