@@ -89,13 +89,16 @@ def _device_kwargs(args: argparse.Namespace) -> dict:
 def cmd_info(args: argparse.Namespace) -> int:
     spec = spec_from_args(args.arch, args)
     c = count(spec)
+    from . import crosscheck as X  # (imports PyTorch only when --check or --summary builds the model)
+
+    checked = X.check_count(spec) if args.check else None
     if args.json:
-        d = c.to_dict(layers=args.layers)
-        d["spec"] = spec.to_dict()
-        print(json.dumps(d, indent=2))
+        extra = {"fvcore_macs": checked.fvcore, "fvcore_agrees": checked.agrees} if checked else {}
+        print(json.dumps({**c.to_dict(layers=args.layers), "spec": spec.to_dict(), **extra}, indent=2))
     else:
-        print(format_info(c, spec, layers=args.layers))
-    return 0
+        print(X.summary(spec) if args.summary else format_info(c, spec, layers=args.layers))
+        print(checked.line() if checked else "", end="\n" if checked else "")
+    return 1 if checked and checked.agrees is False else 0
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
@@ -325,6 +328,8 @@ def make_parser() -> argparse.ArgumentParser:
     info.add_argument("--classes", type=int, help="number of classes")
     info.add_argument("--layers", action="store_true", help="one row per layer")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--summary", action="store_true", help="torchinfo's summary of the built model instead")
+    info.add_argument("--check", action="store_true", help="fvcore's traced multiply-adds beside ours (exit 1: differ)")
     info.set_defaults(func=cmd_info)
 
     tr = sub.add_parser(
