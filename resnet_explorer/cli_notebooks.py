@@ -41,9 +41,10 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 
 def lab_command(folder: Path, port: int | None = None, browser: bool = True) -> list[str]:
     """The JupyterLab command for ``folder``: this Python, so the kernel imports this install."""
+    root = hasattr(os, "geteuid") and os.geteuid() == 0  # a container's root: Jupyter refuses without it
     return [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
             *([f"--ServerApp.port={port}", "--ServerApp.port_retries=0"] if port else []),
-            *([] if browser else ["--no-browser"])]
+            *([] if browser else ["--no-browser"]), *(["--allow-root"] if root else [])]
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
