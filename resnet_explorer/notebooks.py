@@ -5,6 +5,7 @@
     python -m resnet_explorer.notebooks check [NB ...]    # exit 1 unless every one is output-free
                                                           # and has exactly one "parameters" cell
     python -m resnet_explorer.notebooks setup [NB ...]    # (re)write the setup cell and short-mode line
+    python -m resnet_explorer.notebooks links --repo OWNER/NAME   # the Colab link list of notebooks/README.md
     python -m resnet_explorer.notebooks run --smoke [NB ...] [--out DIR]
                                                           # execute top to bottom (nbclient), print times
 
@@ -207,6 +208,14 @@ def apply_setup_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return changed
 
 
+def hosted_links(repo: str, branch: str = "main") -> str:
+    """A markdown list of the walkthrough as Colab links to the GitHub repository ``repo``
+    (``owner/name``): the list in ``notebooks/README.md``, rewritten once the repository is public."""
+    rows = [f"- [{p.stem}](https://colab.research.google.com/github/{repo}/blob/{branch}/notebooks/{p.name})"
+            for p in notebook_paths(walkthrough_dir())]
+    return "\n".join(rows)
+
+
 # -- running ----------------------------------------------------------------------------------------
 @dataclass
 class Executed:
@@ -300,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, text in (("strip", "remove outputs in place"), ("check", "fail on outputs or parameter cells"),
                        ("setup", "give each notebook the setup cell and the short-mode line, in place")):
         sub.add_parser(name, help=text).add_argument("notebooks", nargs="*")
+    links = sub.add_parser("links", help="the Colab links of notebooks/README.md, for a GitHub repository")
+    links.add_argument("--repo", required=True, help="owner/name on GitHub")
+    links.add_argument("--branch", default="main")
     run = sub.add_parser("run", help="execute notebooks headless")
     run.add_argument("notebooks", nargs="*")
     run.add_argument("--smoke", action="store_true", help=f"smoke mode ({SMOKE_ENV}=1)")
@@ -307,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--runs", help=f"where the notebooks write their runs ({RUNS_ENV})")
     args = p.parse_args(argv)
 
+    if args.command == "links":
+        print(hosted_links(args.repo, args.branch))
+        return 0
     if args.command == "list":
         for path in notebook_paths():
             print(path)

@@ -168,3 +168,10 @@ def test_lab_without_jupyterlab_is_one_line_saying_how_to_install_it(tmp_path, c
     assert rc == 2 and err == ('resnet-explorer: error: JupyterLab is not installed here: pip install '
                                '"resnet-explorer[notebooks]", then run resnet-explorer lab again\n')
     assert "9 copied" in out  # the notebooks are there for another Jupyter
+
+
+def test_notebooks_readme_links_every_notebook_for_a_hosted_service():
+    text = (N.walkthrough_dir() / "README.md").read_text()
+    links = N.hosted_links("OWNER/resnet-explorer")
+    assert links in text and links.count("https://colab.research.google.com/github/") == 8
+    assert N.main(["links", "--repo", "me/rx", "--branch", "dev"]) == 0

@@ -11,6 +11,7 @@ editable install's finder stays inactive there and ``resnet_explorer`` is the wh
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -151,6 +152,17 @@ def test_from_the_wheel_a_teacher_gets_the_student_notebook_and_assigns_from_an_
     assert made.strip() == "handout/resnet_basics.ipynb"
     student = json.loads((tmp_path / "handout" / "resnet_basics.ipynb").read_text())
     assert "# BEGIN SOLUTION" not in json.dumps(student) and len(student["cells"]) > 10
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copy(tmp_path / "handout" / "resnet_basics.ipynb", subs / "untouched.ipynb")
+    shutil.copy(mine / "resnet_basics.ipynb", subs / "perfect.ipynb")
+    # rlimits: bubblewrap's fresh /tmp would hide this test's environment, which lives under /tmp
+    graded = _run(venv, tmp_path, "resnet-explorer", "grade", "subs", "--assignment", str(mine), "--out",
+                  "scores.csv", "--jobs", "1", "--sandbox", "rlimits", "--seed", "3")
+    rows = {r["submission"]: r for r in csv.DictReader((tmp_path / "scores.csv").open())}
+    assert (rows["perfect.ipynb"]["status"], rows["perfect.ipynb"]["points"]) == ("ok", "27"), graded.stdout
+    assert (rows["untouched.ipynb"]["status"], rows["untouched.ipynb"]["points"]) == ("ok", "0"), graded.stdout
 
 
 def _free_port() -> int:
