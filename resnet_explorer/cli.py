@@ -1,4 +1,5 @@
-"""The ``resnet-explorer`` command line: info, tables, train, eval, experiment, demo, assign, grade.
+"""The ``resnet-explorer`` command line: info, tables, train, eval, experiment, demo, assign, grade
+(and, from `cli_notebooks`, notebooks, lab, assignment new).
 
 Each command is a small function over the library. Bad input raises a `UserError`, which
 `main` prints as one line (exit 2). The library behind the training commands is imported

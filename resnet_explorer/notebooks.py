@@ -295,7 +295,7 @@ def execute(
 
 # -- command line -----------------------------------------------------------------------------------
 def _paths(given: Sequence[str]) -> list[Path]:
-    paths = [Path(p) for p in given] if given else notebook_paths()
+    paths = [Path(p) for p in given] if given else notebook_paths(walkthrough_dir())
     if not paths:
         raise SystemExit(f"no notebooks given and none in {walkthrough_dir()}")
     return paths
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(hosted_links(args.repo, args.branch))
         return 0
     if args.command == "list":
-        for path in notebook_paths():
+        for path in notebook_paths(walkthrough_dir()):
             print(path)
         return 0
     paths = _paths(args.notebooks)
@@ -351,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     total, failed = 0.0, []
     for path in paths:
         try:
-            done = execute(path, smoke=args.smoke, runs=runs, summary=None)
+            # a packaged notebook (a wheel's site-packages) runs, and writes its runs/, in the working directory
+            cwd = Path.cwd() if path.resolve().is_relative_to(_PACKAGE) else None
+            done = execute(path, smoke=args.smoke, cwd=cwd, runs=runs, summary=None)
         except CellExecutionError as e:
             print(f"{path}: FAILED\n{e}", flush=True)
             failed.append(path)

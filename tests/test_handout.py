@@ -175,3 +175,26 @@ def test_notebooks_readme_links_every_notebook_for_a_hosted_service():
     links = N.hosted_links("OWNER/resnet-explorer")
     assert links in text and links.count("https://colab.research.google.com/github/") == 8
     assert N.main(["links", "--repo", "me/rx", "--branch", "dev"]) == 0
+
+
+def test_a_packaged_notebook_runs_in_the_working_directory_not_in_site_packages(tmp_path, monkeypatch):
+    package = tmp_path / "site-packages" / "resnet_explorer"
+    (package / "walkthrough").mkdir(parents=True)
+    nb = package / "walkthrough" / "00_x.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), nb)
+    outside = tmp_path / "mine.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), outside)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(N, "_PACKAGE", package)
+    assert N.walkthrough_dir() == package / "walkthrough"  # a wheel install: the package data
+    seen = {}
+
+    def fake_execute(path, cwd=None, **kw):
+        seen[path.name] = cwd
+        return N.Executed(path, nbformat.v4.new_notebook(), 0.0, None)
+
+    monkeypatch.setattr(N, "execute", fake_execute)
+    assert N.main(["run", "--smoke"]) == 0 and seen == {"00_x.ipynb": work}  # not the package folder
+    assert N.main(["run", "--smoke", str(outside)]) == 0 and seen["mine.ipynb"] is None  # its own folder

@@ -118,6 +118,9 @@ def test_from_the_wheel_a_student_copies_and_runs_a_notebook_and_the_demo(venv, 
     where = _run(venv, tmp_path, "python", "-c", "import resnet_explorer, torch; print(resnet_explorer.__file__)")
     assert where.stdout.startswith(str(venv)), "the wheel's resnet_explorer, not the checkout's"
 
+    listed = _run(venv, tmp_path, "python", "-m", "resnet_explorer.notebooks", "list").stdout.split()
+    assert len(listed) == 8 and all(p.startswith(str(venv)) for p in listed)  # the packaged walkthrough
+
     out = _run(venv, tmp_path, "resnet-explorer", "notebooks").stdout
     assert out.startswith("resnet-explorer-notebooks: 9 copied")
     folder = tmp_path / "resnet-explorer-notebooks"
