@@ -139,3 +139,36 @@ def test_ctrl_c_checkpoints_every_run_and_a_rerun_resumes_each(tmp_path):
     for n in ("a", "b"):
         its = [row["iter"] for row in read_metrics(out / n) if row["kind"] == "train"]
         assert its == list(range(1, 61))  # resumed where it stopped: every iteration once
+
+
+def image_folder(root: Path, train: int = 13, test: int = 2) -> Path:
+    """A tiny CIFAR-shaped image folder (10 classes of 32x32 PNGs): just over one batch of 128."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for c in range(10):
+            (root / split / f"class{c}").mkdir(parents=True)
+            for i in range(n):
+                pixels = (rng.random((32, 32, 3)) * 60 + 20 * c).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / f"class{c}" / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_the_fidelity_benchmark_runs_its_three_rows_side_by_side_on_a_tiny_schedule(tmp_path):
+    data = image_folder(tmp_path / "images")
+    out = tmp_path / "fidelity"
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / "cifar_fidelity.py"),
+                        "--data", f"folder:{data}", "--iters", "3", "--device", "cpu", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "3 rows in" in r.stdout and "| row | what | iters | wall s | images/s |" in r.stdout
+    rows = json.loads((out / "fidelity.json").read_text())
+    assert [x["row"] for x in rows] == ["a", "b", "c"]
+    for x in rows:
+        assert x["iters"] == x["planned_iters"] == 3 and x["images_per_s"] > 0
+        assert [i for i, _ in x["evals"]] == [1, 2, 3] and 0 <= x["final_error"] <= 1  # every iteration (3 // 8 -> 1)
+    assert "amp off, NCHW, compile off" in rows[1]["what"] and "reference" in rows[2]["what"]
+    assert "(a) - (b) at iteration 3" in (out / "fidelity.md").read_text()
