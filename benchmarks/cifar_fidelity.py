@@ -12,7 +12,9 @@ In one launch, side by side on one device (one process per row, `resnet_explorer
       torchvision ImageFolder (PIL) decoded once, a DataLoader with torchvision v2 transforms
       (per-pixel mean subtracted, pad 4 and random 32x32 crop, horizontal flip), its own
       ResNet (6n+2, option A, He init), SGD 0.1 / momentum 0.9 / weight decay 1e-4, batch 128,
-      lr /10 at 50 % and 75 % of the iterations, fp32 eager.
+      lr /10 at 50 % and 75 % of the iterations, fp32 eager;
+  (d) (on request, ``--rows a,b,c,d``) row (a) with ``bn_batch=64``: BatchNorm statistics over
+      the 64 images each of the paper's two GPUs saw.
 
 ``--iters`` shortens the schedule for all three (milestones move with it, as ``iters=`` does
 for a recipe); ``--budget`` stops every row after that many seconds of its own (the table
@@ -41,7 +43,8 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 PAPER_ITERS = 64_000
 ROWS = {"a": "engine, cifar-paper, bf16 + channels_last + compile", "b": "engine, cifar-paper, fp32 eager",
-        "c": "reference loop (torchvision DataLoader), fp32 eager"}
+        "c": "reference loop (torchvision DataLoader), fp32 eager",
+        "d": "engine as (a), BN over 64 images (bn_batch=64: the paper's two GPUs)"}
 
 
 def _eval_every(iters: int) -> int:
@@ -50,7 +53,7 @@ def _eval_every(iters: int) -> int:
 
 # -- rows (a) and (b): the engine -----------------------------------------------------------------
 def row_engine(row: str, arch: str, data: str, iters: int, out: str, device: str, amp: str,
-               channels_last: bool, compile: str, budget: float | None) -> dict:
+               channels_last: bool, compile: str, budget: float | None, bn_batch: int | None = None) -> dict:
     """Train ``arch`` with ``cifar-paper`` shortened to ``iters`` through `resnet_explorer.train`."""
     from resnet_explorer import get_spec
     from resnet_explorer.recipes import get_recipe
@@ -59,7 +62,7 @@ def row_engine(row: str, arch: str, data: str, iters: int, out: str, device: str
 
     every = _eval_every(iters)
     recipe = get_recipe("cifar-paper", iters=iters, eval_every=every, log_every=min(100, every),
-                        checkpoint_every=iters)
+                        checkpoint_every=iters, bn_batch=bn_batch)
     t0 = time.perf_counter()
     result = train(get_spec(arch), data, recipe, out, device=device, amp=amp, channels_last=channels_last,
                    compile=compile, progress=False,
@@ -70,7 +73,7 @@ def row_engine(row: str, arch: str, data: str, iters: int, out: str, device: str
     evals = [(r["iter"], r["test_error"]) for r in rows if r["kind"] == "eval"]
     env = read_env(result.run_dir)
     what = f"engine, cifar-paper, amp {env['amp']}, {'channels_last' if env['channels_last'] else 'NCHW'}, " \
-           f"compile {env['compile']}"
+           f"compile {env['compile']}" + (f", bn_batch {bn_batch}" if bn_batch else "")
     return {**_summary(row, result.iteration, iters, wall, speeds[1:] or speeds, evals), "what": what}
 
 
@@ -215,7 +218,8 @@ def table(results: list[dict], arch: str, device: str) -> str:
     at = {r["row"]: next((e for i, e in r.get("evals", []) if i == common), None) for r in results}
     lines = [f"{arch} on {device}, side by side, one process per row; Table 6: "
              f"{PUBLISHED[arch].cifar10_error if arch in PUBLISHED else '-'} % (original CIFAR-10)", "",
-             f"| row | what | iters | wall s | images/s | final test err % | best test err % | err % at iter {common} |",
+             "| row | what | iters | wall s | images/s | final test err % | best test err % "
+             f"| err % at iter {common} |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
@@ -226,7 +230,8 @@ def table(results: list[dict], arch: str, device: str) -> str:
         lines.append(f"| ({r['row']}) | {r['what']} | {done} | {r['wall_s']:.1f} | {ips} | {pct(r['final_error'])} "
                      f"| {pct(r['best_error'])} | {pct(at[r['row']])} |")
     gaps = [f"({x}) - ({y}) at iteration {common}: {100 * (at[x] - at[y]):+.2f} pp"
-            for x, y in (("a", "b"), ("a", "c")) if isinstance(at.get(x), float) and isinstance(at.get(y), float)]
+            for x, y in (("a", "b"), ("a", "c"), ("d", "a"))
+            if isinstance(at.get(x), float) and isinstance(at.get(y), float)]
     lines += [""] + gaps if gaps else []
     return "\n".join(lines)
 
@@ -242,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, help="seconds each row may train (stopped there, reported as far as it got)")
     p.add_argument("--workers", type=int, help="row (c)'s DataLoader processes (default 4; 0 on a CPU)")
     p.add_argument("--out", default="/tmp/cifar-fidelity", help="runs, logs and the table")
+    p.add_argument("--tables", help="where fidelity.md and .json go (default: --out)")
     args = p.parse_args(argv)
     if not args.data.startswith("folder:"):
         p.error("--data must be folder:DIR (the reference reads the same image folder)")
@@ -264,14 +270,19 @@ def main(argv: list[str] | None = None) -> int:
     from resnet_explorer.jobs import Job, run_jobs
 
     load_tensors(parse_data(args.data))  # decode and cache the folder once, before the rows share it
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH")) if p)
+    paths = (str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)  # the jobs import this file's rows
     engine = dict(arch=args.arch, data=args.data, iters=args.iters, device=device, budget=args.budget)
     kwargs = {"a": dict(engine, row="a", out=str(out / "a"), amp="auto", channels_last=True, compile=compile),
               "b": dict(engine, row="b", out=str(out / "b"), amp="off", channels_last=False, compile="off"),
+              "d": dict(engine, row="d", out=str(out / "d"), amp="auto", channels_last=True, compile=compile,
+                        bn_batch=64),
               "c": dict(root=root, depth=depth, iters=args.iters, device=device, workers=workers, budget=args.budget)}
     jobs = [Job(r, f"cifar_fidelity:{'row_reference' if r == 'c' else 'row_engine'}", kwargs[r],
                 out / "logs" / f"{r}.log") for r in rows]
     results: dict[str, dict] = {}
+    tables = Path(args.tables or out)
+    tables.mkdir(parents=True, exist_ok=True)
 
     def done(o) -> None:  # the table is rewritten as each row ends, so a later failure loses nothing
         results[o.name] = o.value if o.status == "done" else {"row": o.name, "error": o.error}
@@ -279,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(rs: list[dict]) -> None:
         text = table(rs, args.arch, device)
-        (out / "fidelity.md").write_text(text + "\n")
-        (out / "fidelity.json").write_text(json.dumps(rs, indent=1))
+        (tables / "fidelity.md").write_text(text + "\n")
+        (tables / "fidelity.json").write_text(json.dumps(rs, indent=1))
 
     t = time.perf_counter()
     outcomes, stopped = run_jobs(jobs, len(jobs), log=lambda m: print(m, flush=True), on_done=done)

@@ -236,7 +236,8 @@ def _run_parallel(todo: list[tuple[RunPlan, str]], data: str, out: Path, seed: i
     def done(o: Outcome) -> None:
         if o.status == "done":
             err = (o.value or {}).get("test_error")
-            log(f"{o.name}: finished in {o.seconds:.0f} s" + (f", test error {err:.2%}" if isinstance(err, float) else ""))
+            log(f"{o.name}: finished in {o.seconds:.0f} s"
+                + (f", test error {err:.2%}" if isinstance(err, float) else ""))
         elif o.status == "failed":
             failed[o.name] = o.error or "failed"
             log(f"{o.name}: FAILED: {o.error}")
@@ -250,6 +251,7 @@ def _run_parallel(todo: list[tuple[RunPlan, str]], data: str, out: Path, seed: i
         raise TrainingError(f"stopped by {stopped}: {sum(o.status == 'interrupted' for o in outcomes)} running "
                             f"run(s) checkpointed; run the same command again to resume them")
     if failed:
-        raise TrainingError(f"{len(failed)} of {len(todo)} runs failed ({'; '.join(f'{k}: {v}' for k, v in failed.items())}); "
+        why = "; ".join(f"{k}: {v}" for k, v in failed.items())
+        raise TrainingError(f"{len(failed)} of {len(todo)} runs failed ({why}); "
                             f"the others finished; see {runs.manifest_path(out)} and the logs beside it, "
                             "and run the same command again to retry")

@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as e:  # a bug or an unexpected failure: the traceback goes to the job's log
         traceback.print_exc()
-        result.write_text(json.dumps({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}))
+        words = str(e).splitlines()[0] if str(e) else ""
+        result.write_text(json.dumps({"ok": False, "error": f"{type(e).__name__}: {words}"}))
         return 1
     result.write_text(json.dumps({"ok": True, "value": value}))
     return 0
