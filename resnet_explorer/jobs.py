@@ -91,6 +91,8 @@ def run_jobs(jobs: Sequence[Job], n: int, log: Callable[[str], None] = print,
     outcomes (in ``jobs``' order; a job never started because of a signal is left out) and the
     name of the signal that stopped the pool (None when it ran to the end)."""
     n = check_jobs(n)
+    for job in jobs:  # before any starts: a log that cannot be written stops nothing half-way
+        _check_log(job.log)
     threads = threads_per_job(min(n, len(jobs)))
     pending, running, outcomes = list(jobs), [], {}
     stop: list[str] = []
@@ -134,14 +136,22 @@ def _forwarding(handler: Callable[[int, Any], None]) -> Iterator[None]:
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
+def _check_log(path: Path) -> None:
+    """A job's log is written in a folder that may be shared: never through a planted link."""
+    for p in (path.parent, path):
+        if p.is_symlink():
+            raise UsageError(f"{p} is a link: remove it (a job's log is written there, never through a link)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create {path.parent} for the jobs' logs ({e.strerror}): choose another --out") from None
+
+
 def _start(job: Job, tmp: Path, threads: int) -> _Running:
     spec = tmp / f"{len(list(tmp.iterdir()))}-job.json"
     result = spec.with_name(spec.name.replace("-job", "-result"))
     spec.write_text(json.dumps({"target": job.target, "kwargs": job.kwargs, "threads": threads,
                                 "result": str(result), "parent": os.getpid()}))
-    job.log.parent.mkdir(parents=True, exist_ok=True)
-    if job.log.parent.is_symlink():
-        raise UsageError(f"{job.log.parent} is a link: remove it (the jobs' logs are written there)")
     fd = os.open(job.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o644)  # never through a planted link
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "resnet_explorer.jobs", str(spec)], stdin=subprocess.DEVNULL,

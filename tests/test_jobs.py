@@ -204,3 +204,23 @@ def test_the_prepared_gpu_script_runs_both_parts_on_a_cpu_and_stops_at_its_budge
     assert r.returncode == 1  # fig1 was stopped short of its schedule: the script says so
     assert sorted(p.name for p in out.iterdir()) == ["env.txt", "fidelity.json", "fidelity.md", "fig1.json",
                                                       "fig1.md", "log-fidelity.txt", "log-fig1.txt"]
+
+
+def test_a_planted_link_at_a_jobs_log_is_refused_before_any_run_starts(tmp_path):
+    """The attack: out/logs/RUN.log (or out/logs itself) is a link to a file of the victim's."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    plans = degradation((8,), get_recipe("test", iters=2), width=4)
+    out = tmp_path / "exp"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "resnet-8.log").symlink_to(victim)
+    with pytest.raises(UsageError, match=r"resnet-8.log is a link: remove it"):
+        run_experiment("degradation", plans, "synthetic:256", out, device="cpu", progress=False, log=quiet, jobs=2)
+    assert victim.read_text() == "precious"
+    assert not (out / "plain-8").exists()  # nothing started
+    (out / "logs" / "resnet-8.log").unlink()
+    (out / "logs").rmdir()
+    (out / "logs").symlink_to(tmp_path)
+    with pytest.raises(UsageError, match=r"logs is a link"):
+        run_experiment("degradation", plans, "synthetic:256", out, device="cpu", progress=False, log=quiet, jobs=2)
+    assert not (tmp_path / "plain-8.log").exists()
