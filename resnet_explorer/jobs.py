@@ -105,20 +105,29 @@ def run_jobs(jobs: Sequence[Job], n: int, log: Callable[[str], None] = print,
                 r.signalled = True
 
     with tempfile.TemporaryDirectory(prefix="resnet-explorer-jobs-") as tmp, _forwarding(forward):
-        while pending or running:
-            while pending and len(running) < n and not stop:
-                job = pending.pop(0)
-                running.append(_start(job, Path(tmp), threads))
-                log(f"{job.name}: started (pid {running[-1].proc.pid}, {threads} CPU thread"
-                    f"{'s' if threads > 1 else ''}; log {job.log})")
-            time.sleep(poll)
-            for r in [r for r in running if r.proc.poll() is not None]:
-                running.remove(r)
+        try:
+            while pending or running:
+                while pending and len(running) < n and not stop:
+                    job = pending.pop(0)
+                    running.append(_start(job, Path(tmp), threads))
+                    log(f"{job.name}: started (pid {running[-1].proc.pid}, {threads} CPU thread"
+                        f"{'s' if threads > 1 else ''}; log {job.log})")
+                time.sleep(poll)
+                for r in [r for r in running if r.proc.poll() is not None]:
+                    running.remove(r)
+                    os.close(r.log_fd)
+                    outcome = _outcome(r)
+                    outcomes[r.job.name] = outcome
+                    if on_done is not None:
+                        on_done(outcome)
+        except BaseException:  # the parent itself failed: let every running job checkpoint first
+            for r in running:
+                with contextlib.suppress(ProcessLookupError):
+                    r.proc.send_signal(signal.SIGINT)
+            for r in running:
+                r.proc.wait()
                 os.close(r.log_fd)
-                outcome = _outcome(r)
-                outcomes[r.job.name] = outcome
-                if on_done is not None:
-                    on_done(outcome)
+            raise
     return [outcomes[j.name] for j in jobs if j.name in outcomes], (stop[0] if stop else None)
 
 
@@ -144,7 +153,8 @@ def _check_log(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"cannot create {path.parent} for the jobs' logs ({e.strerror}): choose another --out") from None
+        raise UsageError(f"cannot create {path.parent} for the jobs' logs ({e.strerror}): "
+                         "choose another --out") from None
 
 
 def _start(job: Job, tmp: Path, threads: int) -> _Running:
@@ -152,7 +162,11 @@ def _start(job: Job, tmp: Path, threads: int) -> _Running:
     result = spec.with_name(spec.name.replace("-job", "-result"))
     spec.write_text(json.dumps({"target": job.target, "kwargs": job.kwargs, "threads": threads,
                                 "result": str(result), "parent": os.getpid()}))
-    fd = os.open(job.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o644)  # never through a planted link
+    try:  # never through a planted link
+        fd = os.open(job.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o644)
+    except OSError as e:
+        raise UsageError(f"cannot write the job log {job.log} ({e.strerror}): remove what is there, "
+                         "or choose another --out") from None
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "resnet_explorer.jobs", str(spec)], stdin=subprocess.DEVNULL,
                             stdout=fd, stderr=subprocess.STDOUT, env=env, start_new_session=True)

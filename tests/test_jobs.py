@@ -224,3 +224,17 @@ def test_a_planted_link_at_a_jobs_log_is_refused_before_any_run_starts(tmp_path)
     with pytest.raises(UsageError, match=r"logs is a link"):
         run_experiment("degradation", plans, "synthetic:256", out, device="cpu", progress=False, log=quiet, jobs=2)
     assert not (tmp_path / "plain-8.log").exists()
+
+
+@pytest.mark.slow
+def test_when_the_parent_itself_fails_every_running_job_is_stopped_and_waited_for(tmp_path):
+    def fail(outcome) -> None:
+        raise RuntimeError(f"the caller broke on {outcome.name}")
+
+    jobs = [Job("quick", "json:dumps", {"obj": 1}, tmp_path / "quick.log"),
+            Job("long", "subprocess:call", {"args": ["sleep", "120"]}, tmp_path / "long.log")]
+    t = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the caller broke on quick"):
+        run_jobs(jobs, 2, log=quiet, on_done=fail)
+    assert time.perf_counter() - t < 100  # "long" was stopped (SIGINT), not waited out
+    assert "KeyboardInterrupt" in (tmp_path / "long.log").read_text()
