@@ -23,7 +23,8 @@ error, and the error of each row at the last evaluation all rows reached (the fa
 comparison when some were stopped), and writes it to ``OUT/fidelity.md`` and ``.json``.
 Running the rows side by side shares the device: each row's speed is not its solo speed.
 
-On a CPU, ``--iters 20 --device cpu`` on a small image folder runs in about a minute.
+On a CPU, ``--iters 4 --device cpu`` on a small image folder (160 images) takes about a minute
+(measured on a shared 2-core CPU).
 """
 
 from __future__ import annotations
