@@ -190,7 +190,7 @@ def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list,
     if launch_env().enabled:
         raise UsageError(f"{name} runs in one process, not under torchrun: train one of its nets on "
                          "several processes with resnet-explorer train (see docs/distributed.md)")
-    options = {**_device_kwargs(args), "seed": args.seed or 0}
+    options = {**_device_kwargs(args), "seed": args.seed or 0, "jobs": getattr(args, "jobs", 1)}
     exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True), **options)
     print()
     print(summary_text(degradation_summary(experiment_runs(exp_dir))))
@@ -377,6 +377,8 @@ def make_parser() -> argparse.ArgumentParser:
     exp.add_argument("name", help="degradation, shortcuts, or a JSON file of runs")
     exp.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR")
     exp.add_argument("--depth", type=int, default=20, help="the depth of the shortcuts experiment")
+    exp.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each, on the same "
+                     "device (on a CPU they split its cores); each run's numbers are its solo run's")
     experiment_options(exp)
     exp.set_defaults(func=cmd_experiment)
 
