@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=None, help="net width (default: the demo's)")
     p.add_argument("--data", default=None, help="--data of the runs (default: the demo's)")
     p.add_argument("--out", default=None, help="where the runs go (default: a temporary folder)")
+    p.add_argument("--jobs", type=int, default=2, help="nets trained at once, one process each (default 2, "
+                   "as the demo on a CPU)")
     args = p.parse_args(argv)
 
     import torch
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             t = time.perf_counter()
             exp = run_experiment(f"demo-seed{seed}", plans, data, root / f"seed{seed}", device="cpu",
-                                 seed=seed, progress=False, log=lambda m: None)
+                                 seed=seed, progress=False, log=lambda m: None, jobs=args.jobs)
             results.append({"seed": seed, "seconds": time.perf_counter() - t,
                             "summary": degradation_summary(experiment_runs(exp))})
             print(f"seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)

@@ -217,6 +217,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .devices import pick_device
+    from .data.cpus import _cpu_count
     from .experiments import CPU_DEMO_DATA, CPU_DEMO_WIDTH, degradation
 
     gpu = pick_device(args.device).type == "cuda"
@@ -225,12 +226,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         recipe = _recipe_from_args(args, "cifar-paper")
         width = args.width or 16
         args.data = args.data or "synthetic"
+        args.jobs = args.jobs or 1
         notes = [f"the paper's recipe ({recipe.name}): {recipe.max_iters} iterations of batch "
                  f"{recipe.batch_size}, nets {width} wide"]
         args.compile = args.compile if args.compile != "off" else "reduce-overhead"
     else:
         recipe = _recipe_from_args(args, "cpu-demo")
         width = args.width or CPU_DEMO_WIDTH
+        # the demo's nets are small enough that one core each beats two cores per net in turn
+        args.jobs = args.jobs or (2 if _cpu_count() >= 2 else 1)
         args.data = args.data or CPU_DEMO_DATA
         notes = [f"a CPU demo: nets {width} wide (the paper's are 16), every one trained with the same recipe "
                  f"{recipe.name}: SGD, momentum {recipe.momentum}, weight decay {recipe.weight_decay:g}, "
@@ -390,6 +394,8 @@ def make_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the degradation problem, trained and reported (the main job)")
     demo.add_argument("--data", default=None, help="synthetic-demo (the default on a CPU; synthetic on a GPU) | "
                       "synthetic | cifar10:DIR | folder:DIR")
+    demo.add_argument("--jobs", type=int, default=None, help="nets trained at once, one process each (default: "
+                      "2 on a CPU with 2 or more cores, each on its share of them; 1 on a GPU)")
     experiment_options(demo)
     demo.set_defaults(func=cmd_demo)
 

@@ -112,7 +112,10 @@ def test_demo_on_a_cpu_is_the_cpu_demo_design(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_run_experiment_and_report",
                         lambda args, name, plans, notes: seen.update(args=args, plans=plans, notes=notes) or 0)
     assert main(["demo", "--device", "cpu", "--quiet"]) == 0
+    from resnet_explorer.data.cpus import _cpu_count
+
     assert seen["args"].data == "synthetic-demo" and seen["args"].out == "runs/demo"
+    assert seen["args"].jobs == (2 if _cpu_count() >= 2 else 1)  # two nets at once, a core each
     plans = seen["plans"]
     assert [p.name for p in plans] == ["plain-20", "plain-56", "resnet-20", "resnet-56"]
     assert {p.spec.stages[0].layers[0].out_channels for p in plans} == {4} and len({json.dumps(p.recipe.to_dict()) for p in plans}) == 1
