@@ -120,7 +120,7 @@ def test_demo_on_a_cpu_is_the_cpu_demo_design(monkeypatch, capsys):
     assert [p.name for p in plans] == ["plain-20", "plain-56", "resnet-20", "resnet-56"]
     assert {p.spec.stages[0].layers[0].out_channels for p in plans} == {4} and len({json.dumps(p.recipe.to_dict()) for p in plans}) == 1
     r = plans[0].recipe
-    assert (r.name, r.max_iters, r.batch_size, r.lr, r.milestones, r.augment) == ("cpu-demo", 1000, 64, 0.1, [500, 750], False)
+    assert (r.name, r.max_iters, r.batch_size, r.lr, r.milestones, r.augment) == ("cpu-demo", 1000, 64, 0.02, [500, 750], False)
     assert (r.momentum, r.weight_decay) == (0.9, 1e-4)
     notes = " ".join(seen["notes"])
     assert "nets 4 wide" in notes and "1000 iterations of batch 64" in notes and "no augmentation" in notes
