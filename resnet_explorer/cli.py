@@ -218,7 +218,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .devices import pick_device
     from .data.cpus import _cpu_count
-    from .experiments import CPU_DEMO_DATA, CPU_DEMO_WIDTH, degradation
+    from .experiments import CPU_DEMO_DATA, CPU_DEMO_WIDTH, cpu_demo_note, data_notes, degradation
 
     gpu = pick_device(args.device).type == "cuda"
     depths = _ints(args.depths, "--depths") or [20, 56]
@@ -236,20 +236,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # the demo's nets are small enough that one core each beats two cores per net in turn
         args.jobs = args.jobs or (2 if _cpu_count() >= 2 else 1)
         args.data = args.data or CPU_DEMO_DATA
-        notes = [f"a CPU demo: nets {width} wide (the paper's are 16), every one trained with the same recipe "
-                 f"{recipe.name}: SGD, momentum {recipe.momentum}, weight decay {recipe.weight_decay:g}, "
-                 f"{recipe.max_iters} iterations of batch {recipe.batch_size} (the paper: 64,000 of 128), "
-                 f"lr {recipe.lr} divided by 10 at iterations {' and '.join(map(str, recipe.milestones))}, "
-                 + ("random crops and flips" if recipe.augment else "no augmentation (the demo asks how well "
-                    "each net fits a fixed training set)")]
-    if args.data.startswith("synthetic-demo"):
-        notes.append("data: the embedded synthetic-demo set (4,000 training images of 10 classes of generated "
-                     "16×16 patterns: a colour cast per class, which even a badly trained net can use, and 5 "
-                     "textured sub-types per class, which take depth and training to fit), not CIFAR-10: "
-                     "errors are not comparable with the paper's")
-    elif args.data.startswith("synthetic"):
-        notes.append("data: the embedded synthetic CIFAR-shaped set (10 classes of generated patterns), "
-                     "not CIFAR-10: errors are not comparable with the paper's")
+        notes = [cpu_demo_note(recipe, width)]
+    notes += data_notes(args.data)
     args.out = args.out or "runs/demo"
     print(f"resnet-explorer demo: plain and residual nets of depth {', '.join(map(str, depths))} on "
           f"{args.data}, {recipe.max_iters} iterations each -> {args.out}", flush=True)

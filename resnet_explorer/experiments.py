@@ -118,6 +118,29 @@ def _probe_batch(data: str, n: int = 500, seed: int = 0) -> tuple[torch.Tensor, 
     return next(iter(test))
 
 
+def cpu_demo_note(recipe: Recipe, width: int) -> str:
+    """One sentence for a student: the CPU demo's settings (the same for every net)."""
+    return (f"a CPU demo: nets {width} wide (the paper's are 16), every one trained with the same recipe "
+            f"{recipe.name}: SGD, momentum {recipe.momentum}, weight decay {recipe.weight_decay:g}, "
+            f"{recipe.max_iters} iterations of batch {recipe.batch_size} (the paper: 64,000 of 128), "
+            f"lr {recipe.lr} divided by 10 at iterations {' and '.join(map(str, recipe.milestones))}, "
+            + ("random crops and flips" if recipe.augment else "no augmentation (the demo asks how well "
+               "each net fits a fixed training set)"))
+
+
+def data_notes(data: str) -> list[str]:
+    """What a report should say about the embedded datasets (nothing for real ones)."""
+    if data.startswith("synthetic-demo"):
+        return ["data: the embedded synthetic-demo set (4,000 training images of 10 classes of generated "
+                "16×16 patterns: a colour cast per class, which even a badly trained net can use, and 5 "
+                "textured sub-types per class, which take depth and training to fit), not CIFAR-10: "
+                "errors are not comparable with the paper's"]
+    if data.startswith("synthetic"):
+        return ["data: the embedded synthetic CIFAR-shaped set (10 classes of generated patterns), "
+                "not CIFAR-10: errors are not comparable with the paper's"]
+    return []
+
+
 TRAIN_SUBSET = 2000  # training images of the eval-mode pass that measures training error
 
 
