@@ -16,7 +16,7 @@ from pathlib import Path
 from .count import count
 from .errors import SpecError, UsageError, UserError
 from .spec import ArchSpec
-from .tables import format_info, table1, table6
+from .tables import beyond, format_info, table1, table6
 from .zoo import FIG6_DEPTHS, get_spec
 
 # The demo's CPU settings: 8-wide nets (the paper's are 16) and 500 iterations of batch 64
@@ -101,6 +101,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     print(table1())
     print()
     print(table6())
+    print()
+    print(beyond())
     return 0
 
 
@@ -171,7 +173,7 @@ def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list,
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiments import EXPERIMENTS, degradation, load_plans, shortcuts
+    from .experiments import EXPERIMENTS, degradation, load_plans, preact, shortcuts
 
     if not args.data:
         raise UsageError("an experiment needs --data (synthetic, cifar10:DIR, folder:DIR)")
@@ -181,6 +183,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         plans = degradation(_ints(args.depths, "--depths") or FIG6_DEPTHS, recipe, width)
     elif args.name == "shortcuts":
         plans = shortcuts(args.depth, recipe, width)
+    elif args.name == "preact":
+        plans = preact(args.depth, recipe, width)
     elif args.name.endswith(".json"):
         plans = load_plans(args.name)
     else:
@@ -341,10 +345,11 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="the experiment's directory")
         _device_options(p)
 
-    exp = sub.add_parser("experiment", help="a named set of runs (degradation, shortcuts, or a .json)")
-    exp.add_argument("name", help="degradation, shortcuts, or a JSON file of runs")
+    exp = sub.add_parser("experiment", help="a named set of runs (degradation, shortcuts, preact, or a .json)")
+    exp.add_argument("name", help="degradation, shortcuts (plain, A, B, C, gated), preact (post vs pre), "
+                                  "or a JSON file of runs")
     exp.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR")
-    exp.add_argument("--depth", type=int, default=20, help="the depth of the shortcuts experiment")
+    exp.add_argument("--depth", type=int, default=20, help="the depth of the shortcuts and preact experiments")
     experiment_options(exp)
     exp.set_defaults(func=cmd_experiment)
 
@@ -374,7 +379,8 @@ def make_parser() -> argparse.ArgumentParser:
     grd.add_argument("--seed", type=int, help="the test inputs' seed (default: random, chosen now)")
     grd.set_defaults(func=cmd_grade)
 
-    tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, ours beside published")
+    tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, and the highway / pre-activation "
+                                           "nets, ours beside published")
     tables.set_defaults(func=cmd_tables)
     return p
 

@@ -1,7 +1,9 @@
 """Experiments: a named set of runs (spec + recipe each) on one dataset, in one directory.
 
 ``degradation`` trains plain and residual nets of several depths (Fig. 1, 6);
-``shortcuts`` trains one depth with options A, B and C (Table 3). Runs go one after the
+``shortcuts`` trains one depth with options A, B and C (Table 3) and a gated (highway)
+shortcut; ``preact`` trains the paper's post-activation block against He et al. 2016's
+pre-activation one at one depth. Runs go one after the
 other into ``<out>/<run name>/``; ``manifest.json`` lists them with their status, so
 running the experiment again skips finished runs and resumes a partial one. After each
 run, ``analysis.json`` records its layer responses (Fig. 7) and gradient norms at
@@ -58,17 +60,39 @@ def degradation(depths: Sequence[int] = (20, 32, 44, 56), recipe: Recipe | None 
     return plans
 
 
-def shortcuts(depth: int = 20, recipe: Recipe | None = None, width: int = 16) -> list[RunPlan]:
-    """One residual depth with shortcut options A, B and C (Table 3), and its plain twin."""
+SHORTCUT_KINDS = ("A", "B", "C", "gated")
+
+
+def shortcuts(depth: int = 20, recipe: Recipe | None = None, width: int = 16,
+              kinds: Sequence[str] = SHORTCUT_KINDS) -> list[RunPlan]:
+    """One residual depth with shortcut options A, B and C (Table 3), a highway-gated one
+    (``gated``: option A's shapes, T·F + (1 − T)·S), and its plain twin."""
     recipe = recipe or get_recipe("cifar-paper")
+    unknown = [k for k in kinds if k not in SHORTCUT_KINDS]
+    if unknown:
+        raise UsageError(f"shortcut kind(s) {', '.join(map(str, unknown))} invalid: use {', '.join(SHORTCUT_KINDS)}")
     plans = [RunPlan(f"plain-{depth}", get_spec(f"cifar-plain{depth}", width=width), recipe)]
-    for option in "ABC":
-        spec = get_spec(f"cifar-resnet{depth}", width=width, shortcut=option)
-        plans.append(RunPlan(f"resnet-{depth}-{option}", spec, recipe))
+    for kind in kinds:
+        if kind == "gated":
+            plans.append(RunPlan(f"resnet-{depth}-gated", get_spec(f"cifar-highway{depth}", width=width), recipe))
+        else:
+            spec = get_spec(f"cifar-resnet{depth}", width=width, shortcut=kind)
+            plans.append(RunPlan(f"resnet-{depth}-{kind}", spec, recipe))
     return plans
 
 
-EXPERIMENTS: dict[str, Callable[..., list[RunPlan]]] = {"degradation": degradation, "shortcuts": shortcuts}
+def preact(depth: int = 20, recipe: Recipe | None = None, width: int = 16) -> list[RunPlan]:
+    """The paper's (post-activation) ResNet and He et al. 2016's pre-activation one at one
+    CIFAR depth, same blocks and shortcuts (``cifar-preresnetD``'s: basic for 6n+2, the
+    2016 paper's bottlenecks for 164 and 1001)."""
+    recipe = recipe or get_recipe("cifar-paper")
+    pre = get_spec(f"cifar-preresnet{depth}", width=width)
+    post = get_spec(f"cifar-resnet{depth}", width=width, block=pre.stages[1].block, shortcut=pre.shortcut)
+    return [RunPlan(f"resnet-{depth}-post", post, recipe), RunPlan(f"resnet-{depth}-pre", pre, recipe)]
+
+
+EXPERIMENTS: dict[str, Callable[..., list[RunPlan]]] = {
+    "degradation": degradation, "shortcuts": shortcuts, "preact": preact}
 
 
 def load_plans(path: str | Path) -> list[RunPlan]:

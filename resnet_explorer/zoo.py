@@ -81,7 +81,7 @@ PUBLISHED: dict[str, Published] = {
     "cifar-preresnet110": Published(params=1_700_000, cifar10_error=6.37, source="He et al. 2016 Table 3 (pre-act)"),
     "cifar-preresnet164": Published(params=1_700_000, cifar10_error=5.46, source="He et al. 2016 Table 4 (pre-act)"),
     "cifar-preresnet1001": Published(params=10_200_000, cifar10_error=4.92,
-                                     source="He et al. 2016 Table 4 (pre-act; 4.62 with batch 64)"),
+                                     source="He et al. 2016 Table 4 (pre-act; 4.62 % in its abstract)"),
     "cifar-resnet1001": Published(params=10_200_000, cifar10_error=7.61, source="He et al. 2016 Table 4 (original)"),
     "preresnet152": Published(top1=21.1, top5=5.5, source="He et al. 2016 Table 5 (single 320x320 crop)"),
 }
