@@ -8,6 +8,7 @@ when a command needs it, so ``info`` and ``tables`` start without loading PyTorc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -106,6 +107,30 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resumed_recipe(args: argparse.Namespace):
+    """On ``--resume``: the recipe that ``--recipe``/``--iters``/``--set`` ask for, built on
+    the run's own (so that `train` can say what differs); None when none of them is given."""
+    import dataclasses
+
+    from .recipes import RecipeError
+    from .runs import is_run, load_run_config
+
+    if not (args.recipe or args.iters is not None or args.set) or not is_run(args.out):
+        return None
+    saved = load_run_config(args.out)[1]
+    if args.recipe and args.recipe != saved.name:
+        return _recipe_from_args(args, args.recipe)
+    sets = _parse_sets(args.set)
+    iters = sets.pop("iters", args.iters)
+    recipe = saved.with_iters(iters) if iters is not None else saved
+    try:
+        return dataclasses.replace(recipe, **sets).validate()
+    except TypeError:
+        fields = sorted(f.name for f in dataclasses.fields(recipe))
+        raise RecipeError(f"recipe has no field(s) {', '.join(sorted(set(sets) - set(fields)))}: "
+                          f"use {', '.join(fields)}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .distributed import launch_env
     from .train import train
@@ -114,22 +139,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.out:
             raise UsageError("--resume needs --out RUN_DIR, the run to continue")
         spec = spec_from_args(args.arch, args) if args.arch else None
-        recipe = None
+        recipe = _resumed_recipe(args)
     else:
         if not args.arch or not args.data:
             raise UsageError("a new run needs --arch and --data (e.g. --arch cifar-resnet20 --data synthetic)")
         spec = spec_from_args(args.arch, args)
-        recipe = _recipe_from_args(args, args.recipe)
-    out = args.out or f"runs/{spec.name}-{args.recipe}"
+        recipe = _recipe_from_args(args, "cifar-paper")
+    out = args.out or f"runs/{spec.name}-{recipe.name}"
     result = train(spec, args.data, recipe, out, resume=args.resume, sync_bn=args.sync_bn,
                    dist_backend=args.dist_backend, loader=args.loader, **_device_kwargs(args))
     if not launch_env().is_main:
         return 0  # under torchrun, rank 0 alone reports
     ev = result.last_eval or {}
     summary = f"{result.run_dir}: {result.iteration} iterations"
-    if ev:
+    if isinstance(ev.get("error"), float):  # (a resumed finished run's comes from its checkpoint)
         summary += f", test error {ev['error']:.2%}"
-        if "top5_error" in ev:
+        if isinstance(ev.get("top5_error"), float):
             summary += f", top-5 {ev['top5_error']:.2%}"
     print(summary)
     return 0
@@ -163,8 +188,8 @@ def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list,
     if launch_env().enabled:
         raise UsageError(f"{name} runs in one process, not under torchrun: train one of its nets on "
                          "several processes with resnet-explorer train (see docs/distributed.md)")
-    exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True),
-                             **_device_kwargs(args))
+    options = {**_device_kwargs(args), "seed": args.seed or 0}
+    exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True), **options)
     print()
     print(summary_text(degradation_summary(experiment_runs(exp_dir))))
     report = write_report(exp_dir, notes=notes)
@@ -276,7 +301,7 @@ def _device_options(p: argparse.ArgumentParser) -> None:
                    help="NHWC memory format (default: on; faster on GPUs and CPUs alike)")
     p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
                    help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), max-autotune")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="the run's seed (default 0; on --resume, the run's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, help="ImageNet loader processes per GPU (default: the CPUs "
                    "shared among this node's processes, at most 8)")
@@ -315,9 +340,10 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--arch", help="a net name (cifar-resnet56 …) or a spec .json file")
     _arch_options(tr)
     tr.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR | imagenet:DIR")
-    _recipe_options(tr, "cifar-paper")
+    _recipe_options(tr, None)
     tr.add_argument("--out", help="run directory (default runs/ARCH-RECIPE)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in --out (its own recipe, data and seed: options given must match)")
     _device_options(tr)
     _loader_option(tr)
     tr.add_argument("--sync-bn", action="store_true",
@@ -398,6 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"resnet-explorer: error: {_rank_prefix()}{e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (``| head``): one line, not a traceback
+        with contextlib.suppress(OSError):  # and no second complaint when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("resnet-explorer: error: the output was cut short (its reader, e.g. head, stopped reading); "
+              "nothing else went wrong", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resnet-explorer: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

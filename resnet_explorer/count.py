@@ -18,7 +18,7 @@ pre-activation, use bare 1×1 projections, and add ``final_act.bn`` before the p
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .spec import (ArchSpec, ConvLayer, SpecError, Stage, has_final_activation, hidden_fc_names,
                    needs_projection, own_preactivation)
@@ -243,3 +243,24 @@ def count(spec: ArchSpec) -> Count:
             f"input size {spec.input_size} is too small for {spec.name}: {e.layer} would "
             f"output an empty map; use input_size >= {hi}"
         ) from None
+
+
+def training_memory(spec: ArchSpec, batch_size: int, bytes_per_value: int = 4) -> int:
+    """A lower bound on the bytes one training step of ``spec`` needs: every layer's output
+    for ``batch_size`` images (kept for the backward pass) at ``bytes_per_value`` (4: fp32;
+    2: bf16/fp16 autocast), plus the fp32 weights, their gradients and SGD's momentum.
+
+    Real use is higher (cuDNN workspaces, the allocator's cache, the data), so a run this
+    says cannot fit never would. Quick at any depth: the blocks after a stage's second have
+    the second's shapes, so they are counted once and multiplied.
+    """
+    short = spec.replace(stages=[s if s.is_conv or s.num_blocks <= 2 else replace(s, num_blocks=2)
+                                 for s in spec.stages])
+    repeats = {s.name: s.num_blocks - 1 for s in spec.stages if not s.is_conv and s.num_blocks > 2}
+    values = params = 0
+    for r in count(short).rows:
+        stage, _, rest = r.name.partition(".")
+        times = repeats.get(stage, 1) if rest.startswith("1.") else 1
+        values += times * r.out_shape[0] * r.out_shape[1] * r.out_shape[2]
+        params += times * r.params
+    return values * batch_size * bytes_per_value + 3 * 4 * params

@@ -8,6 +8,7 @@ this module, so a choice made once means the same everywhere.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from contextlib import nullcontext
@@ -16,22 +17,63 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .count import training_memory
 from .errors import TrainingError
+from .spec import ArchSpec
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 AMP_MODES = ("off", "bf16", "fp16")
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto``: the GPU if there is one, else the CPU."""
+    """``auto``: the GPU if there is one, else the CPU; ``cpu``, ``cuda`` or ``cuda:N`` by name
+    (a device PyTorch knows but we cannot train on, like ``meta``, is one line)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError("--device cuda asked for, but PyTorch sees no GPU: use --device cpu")
     try:
-        return torch.device(device)
-    except RuntimeError:
-        raise TrainingError(f"device {device!r} is invalid: use auto, cpu or cuda") from None
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TrainingError(f"device {device!r} is invalid: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "mps" and torch.backends.mps.is_available():
+        return dev
+    if dev.type not in ("cpu", "cuda"):
+        raise TrainingError(f"device {device!r} cannot train or evaluate a net: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda asked for, but PyTorch sees no GPU: use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise TrainingError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
+def device_memory(device: torch.device) -> int | None:
+    """The bytes a run may use on ``device``: a GPU's total memory, or the RAM now available
+    on the CPU (``MemAvailable``); None when it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(spec: ArchSpec, batch: int, device: torch.device, amp: str = "off") -> None:
+    """Refuse at once a net whose training step cannot fit ``device`` (`count.training_memory`
+    is a lower bound), rather than fail after minutes of allocating."""
+    need = training_memory(spec, batch, 2 if amp != "off" else 4)
+    have = device_memory(device)
+    if have is not None and need > have:
+        where = f"the GPU has {have / 2**30:.1f} GiB" if device.type == "cuda" else f"{have / 2**30:.1f} GiB of RAM is free"
+        raise TrainingError(f"{spec.name} at batch {batch} needs at least {need / 2**30:,.1f} GiB to train but "
+                            f"{where}: use a narrower (--width) or shallower net, or --set batch_size=N")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from .spec import ArchSpec, ConvLayer, Stage
 COLORS = {"input": "#d9d9d9", "conv": "#bdbdbd", "basic": "#9ecae1", "bottleneck": "#fdae6b",
           "head": "#a1d99b"}
 STEP, BOX_W = 1.0, 0.8  # horizontal spacing of the boxes and their width
+PX_PER_Y = 62  # vertical pixels per unit of the y axis: the figure's height follows its content
 
 
 def si(n: float) -> str:
@@ -77,7 +78,7 @@ def _shortcut_text(spec: ArchSpec, stage: Stage, c: Count) -> str:
         parts.append(f"{proj} projection{'s' if proj > 1 else ''}")
     if pad:
         parts.append(f"{pad} zero-pad")
-    return ", ".join(parts)
+    return "<br>".join(parts)  # one short line each: the labels of neighbouring arcs never meet
 
 
 def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -103,6 +104,7 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
 
     big = max(math.log2(max(b["out"][1], 1)) for b in boxes) or 1.0
     shapes, annotations, xs, ys, hover = [], [], [], [], []
+    top, bottom = 0.0, 0.0  # the content's extent on the y axis
     for i, b in enumerate(boxes):
         x = i * STEP
         h = 1.2 + 1.4 * math.log2(max(b["out"][1], 1)) / big
@@ -116,16 +118,19 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
         size = f"{hh}×{ww}×{ch}" if b["kind"] != "head" else f"{ch} classes"
         annotations.append(dict(x=x, y=-h / 2 - 0.05, text=size, showarrow=False, yanchor="top",
                                 font=dict(size=10, color="#333")))
+        top, bottom = max(top, h / 2 + 0.3), min(bottom, -h / 2 - 0.35)  # the name above, the size below
         if i:
             shapes.append(dict(type="line", x0=x - STEP + BOX_W / 2, x1=x0, y0=0, y1=0,
                                line=dict(color="#555", width=1)))
         stage = b.get("stage")
         if spec.residual and stage is not None and not stage.is_conv:
-            top = h / 2 + 0.35
-            shapes.append(dict(type="path", path=f"M {x0 + 0.05},{top} Q {x},{top + 0.9} {x1 - 0.05},{top}",
+            y0 = h / 2 + 0.35
+            text = _shortcut_text(spec, stage, c)
+            shapes.append(dict(type="path", path=f"M {x0 + 0.05},{y0} Q {x},{y0 + 0.9} {x1 - 0.05},{y0}",
                                line=dict(color="#d62728", width=2)))
-            annotations.append(dict(x=x, y=top + 0.5, text=_shortcut_text(spec, stage, c), showarrow=False,
+            annotations.append(dict(x=x, y=y0 + 0.5, text=text, showarrow=False,
                                     yanchor="bottom", font=dict(size=9, color="#d62728")))
+            top = max(top, y0 + 0.5 + 0.22 * (text.count("<br>") + 1))
         xs.append(x)
         ys.append(0)
         hover.append(f"<b>{b['name']}</b><br>output {size}<br>params {b['params']:,}"
@@ -138,9 +143,10 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
                  marker=dict(size=28, opacity=0), showlegend=False, name="stages")
     layout = dict(
         title=dict(text=title, font=dict(size=14)), shapes=shapes, annotations=annotations,
-        xaxis=dict(visible=False, range=[-0.6, (len(boxes) - 1) * STEP + 0.6]),
-        yaxis=dict(visible=False, range=[-2.0, 3.0]), height=330,
-        margin=dict(l=10, r=10, t=50, b=10), plot_bgcolor="white",
+        xaxis=dict(visible=False, range=[-0.6, (len(boxes) - 1) * STEP + 0.6], fixedrange=True),
+        yaxis=dict(visible=False, range=[bottom, top], fixedrange=True),
+        height=round((top - bottom) * PX_PER_Y) + 45, autosize=True,
+        margin=dict(l=10, r=10, t=35, b=5), plot_bgcolor="white",
     )
     return trace, layout
 

@@ -8,7 +8,6 @@ ensemble (Table 5) averages the probabilities of several models.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -17,13 +16,14 @@ from torch import nn
 
 from . import distributed as D
 from . import runs
+from .count import training_memory
 from .data import (IMAGENET_MEAN, GpuImageNetLoader, SubtractMean, make_imagenet_loader, make_loaders,
                    multi_scale, parse_data, resolve_loader, resolve_workers)
 from .data.batches import SkipLog
 from .data.imagenet import _SeededDataset
 from .data.jpeg import Unreadable, pil_loader
-from .devices import Accel, pick_device
-from .errors import EvalError
+from .devices import Accel, device_memory, pick_device
+from .errors import EvalError, SpecError, TrainingError
 from .model import Net, build
 from .spec import ArchSpec
 
@@ -97,19 +97,32 @@ def evaluate_sharded(env: D.DistEnv, model: nn.Module, loader: Any, device: torc
 
 # -- loading what was trained ------------------------------------------------------------------
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Net:
-    """The model of a run directory (its last checkpoint) or of a checkpoint file."""
+    """The model of a run directory (its last checkpoint) or of a checkpoint file, read
+    with the safe loader (`runs.load_checkpoint`: tensors and plain data only)."""
     path = Path(path)
     ckpt = runs.checkpoint_path(path) if path.is_dir() else path
     if not ckpt.is_file():
         raise EvalError(f"{path}: not a run directory or checkpoint (expected {ckpt})")
     try:
         state = runs.load_checkpoint(ckpt)
-        spec = ArchSpec.from_dict(state["spec"])
-        model = build(spec)
+    except TrainingError as e:
+        raise EvalError(str(e)) from None
+    try:
+        spec = ArchSpec.from_dict(state["spec"]).validate()
+    except (SpecError, AttributeError, TypeError, ValueError) as e:
+        raise EvalError(f"{ckpt}: not a resnet-explorer checkpoint (its architecture is malformed: {e})") from None
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    weights, have = training_memory(spec, 0) // 3, device_memory(dev)  # 4 bytes a parameter, at any depth
+    if have is not None and weights > have:  # a spec.json far bigger than its tensors
+        raise EvalError(f"{ckpt}: its architecture {spec.name} has {weights // 4:,} parameters, more than "
+                        f"{dev} can hold: not a checkpoint to evaluate here")
+    model = build(spec)
+    try:
         model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise EvalError(f"{ckpt}: not a resnet-explorer checkpoint ({type(e).__name__})") from None
-    return model.to(device).eval()
+    except RuntimeError as e:
+        raise EvalError(f"{ckpt}: not a resnet-explorer checkpoint (its weights do not fit its architecture "
+                        f"{spec.name}: {str(e).splitlines()[0][:120]})") from None
+    return model.to(dev).eval()
 
 
 def multi_scale_loader(root: str, scales: Sequence[int], workers: int | None = None, loader: str = "cpu",
@@ -179,6 +192,8 @@ def evaluate_paths(
     ``loader``: its input path, see `resolve_loader`)."""
     if not paths:
         raise EvalError("give at least one run directory or checkpoint")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+        raise EvalError(f"batch size {batch_size!r} is invalid: use a positive number of images (default 500)")
     dev = pick_device(device)
     models = [load_model(p, dev) for p in paths]
     data = data or runs.data_arg(paths[0])

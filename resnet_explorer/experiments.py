@@ -127,7 +127,7 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
     run_dir = Path(run_dir)
     x, y = _probe_batch(data)
     model = load_model(run_dir).cpu()
-    torch.manual_seed(runs.read_env(run_dir).get("seed", seed))
+    torch.manual_seed(runs.load_run_config(run_dir)[3] if runs.is_run(run_dir) else seed)
     init = build(model.spec)  # the run's initial weights: same seed, same build
     result = {
         "iteration": checkpoint_iteration(run_dir),
@@ -155,16 +155,42 @@ def run_experiment(
     workers: int | None = None,
 ) -> Path:
     """Run every plan into ``out``; finished runs are skipped, a partial one resumed.
-    ``workers``: ImageNet loader processes (see `train`)."""
+    ``workers``: ImageNet loader processes (see `train`).
+
+    A run is known by its records, not by its folder's name: every run directory already in
+    ``out`` must hold this plan's spec, recipe, data and seed, or the experiment is refused
+    (one line), so a lost ``manifest.json`` is rebuilt from the runs and a corrupt one is
+    one line. One process writes an experiment at a time (`runs.lock_run`)."""
     out = Path(out)
     planned = [p.to_dict() for p in plans]
-    if runs.manifest_path(out).exists():
-        old = runs.read_manifest(out)
-        old_plans = [{k: r[k] for k in ("name", "dir", "spec", "recipe")} for r in old["runs"]]
-        if old_plans != planned or old.get("data") != data:
-            raise TrainingError(f"{out} holds a different experiment ({old['name']} on {old['data']}): "
-                                "use another --out, or the same settings to continue it")
-    out.mkdir(parents=True, exist_ok=True)
+    names = [p.name for p in plans]
+    if len(set(names)) != len(names):
+        raise UsageError(f"an experiment's run names must be unique, got {names}")
+    source = parse_data(data)
+    lock = runs.lock_run(out)
+    try:
+        if runs.manifest_path(out).exists():
+            old = runs.read_manifest(out)
+            old_plans = [{k: r.get(k) for k in ("name", "dir", "spec", "recipe")} for r in old["runs"]]
+            if old_plans != planned or old.get("data") != data or old.get("seed", seed) != seed:
+                raise TrainingError(f"{out} holds a different experiment ({old['name']} on {old['data']}): "
+                                    "use another --out, or the same settings to continue it")
+        for plan in plans:
+            d = out / plan.name
+            differs = runs.has_started(d) and runs.record_mismatch(d, plan.spec, plan.recipe, source.spec, seed)
+            if differs:
+                raise TrainingError(f"{d} holds another run than this experiment's {plan.name} (it was started "
+                                    f"with {differs}): use another --out, or move that run away")
+        return _run_plans(name, plans, planned, data, out, seed, log,
+                          dict(device=device, amp=amp, channels_last=channels_last, compile=compile,
+                               seed=seed, progress=progress, workers=workers))
+    finally:
+        lock.release()
+
+
+def _run_plans(name: str, plans: Sequence[RunPlan], planned: list[dict], data: str, out: Path, seed: int,
+               log: Callable[[str], None], options: dict) -> Path:
+    """`run_experiment`'s loop, once the runs in ``out`` are known to be the plan's."""
     manifest = {"name": name, "data": data, "seed": seed,
                 "runs": [{**p, "status": "pending"} for p in planned]}
 
@@ -173,7 +199,7 @@ def run_experiment(
         d = out / plan.name
         if checkpoint_iteration(d) >= plan.recipe.max_iters:
             return "finished" if runs.analysis_path(d).exists() else "trained"
-        return "partial" if runs.checkpoint_path(d).exists() else "pending"
+        return "partial" if runs.has_started(d) else "pending"
 
     def save() -> None:
         for r, p in zip(manifest["runs"], plans):
@@ -192,8 +218,7 @@ def run_experiment(
         if state != "trained":
             resume = state == "partial"
             train(None if resume else plan.spec, data, None if resume else plan.recipe, run_dir,
-                  device=device, amp=amp, channels_last=channels_last, compile=compile,
-                  resume=resume, seed=seed, progress=progress, workers=workers)
+                  resume=resume, **options)
         analyze_run(run_dir, data, seed)
         save()
     return out

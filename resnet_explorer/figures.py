@@ -6,15 +6,19 @@ returns a ``plotly.graph_objects.Figure``, or a ``go.FigureWidget`` with ``widge
 (for notebooks; `update_error_curves` refreshes one in place during training).
 
 Colours follow depth (20 / 32 / 44 / 56 / 110 have fixed colours) so that plain-56 and
-ResNet-56 match across panels; runs that share depth and plain/residual (the shortcut
-options A/B/C of one depth, say) get distinct colours, keyed by their run name.
+ResNet-56 match across Fig. 6's two panels; runs drawn in one panel that share a depth
+(plain and ResNet in Fig. 7, the shortcut options A/B/C of one depth) get distinct colours.
+A run is known by its directory's full path (`run_key`): two runs of one name in different
+folders never share a trace or a colour; the legend says which folder when names repeat.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import math
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -37,22 +41,42 @@ Fig = go.Figure | go.FigureWidget
 PathLike = str | os.PathLike
 
 
-def run_colors(runs: Sequence[Run]) -> dict[str, str]:
-    """A colour per run name: by depth; runs sharing depth and residual-ness vary by name."""
+def run_key(run: Run) -> str:
+    """A run's identity in a figure: its directory's full path."""
+    return str(Path(run.dir).resolve())
+
+
+def _uid(run: Run) -> str:
+    """A short stable id from `run_key`, usable where plotly needs a CSS-safe trace uid."""
+    return "r" + hashlib.sha1(run_key(run).encode()).hexdigest()[:12]
+
+
+def run_labels(runs: Sequence[Run]) -> dict[str, str]:
+    """The legend label per `run_key`: the run's name, and its folder's when two runs share it."""
+    names = [r.name for r in runs]
+    return {run_key(r): r.name if names.count(r.name) == 1 else f"{r.dir.resolve().parent.name}/{r.name}"
+            for r in runs}
+
+
+def run_colors(runs: Sequence[Run], one_panel: bool = False) -> dict[str, str]:
+    """A colour per `run_key`, by depth. Runs that would look alike get distinct colours:
+    those sharing depth and plain/residual, or (``one_panel``) any two sharing a depth."""
     unusual = sorted({r.spec.depth for r in runs} - set(DEPTH_COLORS))
     base = {**DEPTH_COLORS, **{d: OTHER_COLORS[i % len(OTHER_COLORS)] for i, d in enumerate(unusual)}}
     used = {base[r.spec.depth] for r in runs}
     spare = [c for c in OTHER_COLORS + list(DEPTH_COLORS.values()) if c not in used] or OTHER_COLORS
-    groups: dict[tuple[int, bool], list[str]] = {}
+    groups: dict[tuple, list[Run]] = {}
     for r in runs:
-        groups.setdefault((r.spec.depth, r.spec.residual), []).append(r.name)
+        groups.setdefault((r.spec.depth,) if one_panel else (r.spec.depth, r.spec.residual), []).append(r)
     colors, n_spare = {}, 0
-    for (depth, _), names in groups.items():
-        for i, name in enumerate(sorted(set(names))):
+    for (depth, *_), members in groups.items():
+        # the residual net keeps the depth's colour; then by name, then by folder
+        keys = sorted(dict.fromkeys((not r.spec.residual, r.name, run_key(r)) for r in members))
+        for i, (*_, key) in enumerate(keys):
             if i == 0:
-                colors[name] = base[depth]
+                colors[key] = base[depth]
             else:
-                colors[name] = spare[n_spare % len(spare)]
+                colors[key] = spare[n_spare % len(spare)]
                 n_spare += 1
     return colors
 
@@ -73,15 +97,15 @@ def _curve(run: Run, kind: str, x: str) -> tuple[list, list]:
     return [r.get(x) for r in rows], [100.0 * r[key] for r in rows]
 
 
-def _error_traces(run: Run, color: str, x: str) -> list[go.Scatter]:
+def _error_traces(run: Run, color: str, label: str, x: str) -> list[go.Scatter]:
     traces = []
     for kind, dash, width in (("train", "dash", 1), ("test", "solid", 3)):
         xs, ys = _curve(run, kind, x)
         traces.append(go.Scatter(
-            x=xs, y=ys, mode="lines", name=f"{run.name} {kind}", legendgroup=run.name,
+            x=xs, y=ys, mode="lines", name=f"{label} {kind}", legendgroup=run_key(run),
             line=dict(color=color, dash=dash, width=width),
-            meta={"run": run.name, "kind": kind},
-            hovertemplate=f"{run.name} {kind}<br>%{{x}}: %{{y:.2f}} %<extra></extra>",
+            meta={"run": run_key(run), "kind": kind}, uid=f"{_uid(run)}-{kind}",
+            hovertemplate=f"{label} {kind}<br>%{{x}}: %{{y:.2f}} %<extra></extra>",
         ))
     return traces
 
@@ -91,11 +115,11 @@ def error_curves(run_dirs: Iterable[PathLike], x: str = "iter", widget: bool = F
     if x not in X_TITLES:
         raise ValueError(f"x must be one of {', '.join(X_TITLES)}, got {x!r}")
     runs = load_runs(run_dirs)
-    colors = run_colors(runs)
+    colors, labels = run_colors(runs), run_labels(runs)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("plain", "ResNet"), shared_yaxes=True,
                         horizontal_spacing=0.06)
     for run in runs:
-        for trace in _error_traces(run, colors[run.name], x):
+        for trace in _error_traces(run, colors[run_key(run)], labels[run_key(run)], x):
             fig.add_trace(trace, row=1, col=2 if run.spec.residual else 1)
     fig.update_xaxes(title_text=X_TITLES[x])
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
@@ -105,44 +129,44 @@ def error_curves(run_dirs: Iterable[PathLike], x: str = "iter", widget: bool = F
 
 
 def update_error_curves(fig: Fig, run_dirs: Iterable[PathLike]) -> Fig:
-    """Refresh the error curves of ``fig`` (made by `error_curves`) in place from the runs.
+    """Make the error curves of ``fig`` (made by `error_curves`) those of ``run_dirs``, in place.
 
-    Traces of runs that are new to the figure are appended; a FigureWidget is updated in
-    one batch, so the notebook redraws once.
+    Traces are matched by run directory (`run_key`), never by name: a run's curves are
+    updated, traces of runs no longer listed are dropped, new runs' traces appended. A
+    FigureWidget is updated in one batch, so the notebook redraws once.
     """
     meta = fig.layout.meta if isinstance(fig.layout.meta, dict) else {}
     x = meta.get("x", "iter")
     runs = load_runs(run_dirs)
-    by_name = {t.name: t for t in fig.data}
-    colors = run_colors(runs)
-    new: list[tuple[go.Scatter, int]] = []
-    updates = []
+    colors, labels = run_colors(runs), run_labels(runs)
+    fresh = {}
     for run in runs:
-        for trace in _error_traces(run, colors[run.name], x):
-            if trace.name in by_name:
-                updates.append((by_name[trace.name], trace.x, trace.y))
-            else:
-                new.append((trace, 2 if run.spec.residual else 1))
-    if isinstance(fig, go.FigureWidget):
-        with fig.batch_update():
-            _apply(updates)
-    else:
-        _apply(updates)
+        for trace in _error_traces(run, colors[run_key(run)], labels[run_key(run)], x):
+            fresh[(trace.meta["run"], trace.meta["kind"])] = (trace, 2 if run.spec.residual else 1)
+
+    def key(t: go.Scatter) -> tuple | None:
+        m = t.meta if isinstance(t.meta, dict) else {}
+        return (m.get("run"), m.get("kind"))
+
+    kept = [t for t in fig.data if key(t) in fresh]
+    new = [fresh[k] for k in fresh if k not in {key(t) for t in kept}]
+    with fig.batch_update() if isinstance(fig, go.FigureWidget) else nullcontext():
+        if len(kept) != len(fig.data):
+            fig.data = kept
+        for t in kept:
+            trace = fresh[key(t)][0]
+            t.x, t.y, t.name, t.line.color = trace.x, trace.y, trace.name, trace.line.color
+            t.hovertemplate = trace.hovertemplate
     for trace, col in new:
         fig.add_trace(trace, row=1, col=col)
     return fig
-
-
-def _apply(updates: list) -> None:
-    for trace, xs, ys in updates:
-        trace.x, trace.y = xs, ys
 
 
 # -- Fig. 7: layer responses ------------------------------------------------------------------------
 def layer_responses_figure(run_dirs: Iterable[PathLike], widget: bool = False) -> Fig:
     """Fig. 7: std of each 3×3 layer's response, in layer order (top) and sorted (bottom)."""
     runs = [r for r in load_runs(run_dirs) if r.analysis and r.analysis.get("layer_responses")]
-    colors = run_colors(runs)
+    colors, labels = run_colors(runs, one_panel=True), run_labels(runs)
     fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16,
                         subplot_titles=("layer index (original order)",
                                         "sorted by magnitude (descending)"))
@@ -153,9 +177,9 @@ def layer_responses_figure(run_dirs: Iterable[PathLike], widget: bool = False) -
             fig.add_trace(go.Scatter(
                 x=list(range(1, len(items) + 1)), y=[l["std"] for l in items],
                 text=[l["name"] for l in items], mode="lines+markers", marker=dict(size=4),
-                name=run.name, legendgroup=run.name, showlegend=row == 1,
-                line=dict(color=colors[run.name], dash=_dash(run), width=2),
-                hovertemplate=f"{run.name}<br>%{{text}}: std %{{y:.3f}}<extra></extra>",
+                name=labels[run_key(run)], legendgroup=run_key(run), showlegend=row == 1,
+                line=dict(color=colors[run_key(run)], dash=_dash(run), width=2), meta={"run": run_key(run)},
+                hovertemplate=f"{labels[run_key(run)]}<br>%{{text}}: std %{{y:.3f}}<extra></extra>",
             ), row=row, col=1)
     fig.update_xaxes(title_text="layer index", row=1, col=1)
     fig.update_xaxes(title_text="layer index (sorted)", row=2, col=1)
@@ -205,10 +229,11 @@ def gradient_norms_figure(run_dirs: Iterable[PathLike], which: str = "init", wid
         raise ValueError(f"which must be 'init' or 'final', got {which!r}")
     runs = [r for r in load_runs(run_dirs)
             if r.analysis and r.analysis.get("gradient_norms", {}).get(which)]
-    colors = run_colors(runs)
+    colors, labels = run_colors(runs, one_panel=True), run_labels(runs)
     fig = go.Figure()
     for run in runs:
-        fig.add_trace(norm_trace(run.name, run.analysis["gradient_norms"][which], _dash(run), colors[run.name]))
+        fig.add_trace(norm_trace(labels[run_key(run)], run.analysis["gradient_norms"][which], _dash(run),
+                                 colors[run_key(run)]))
     when = "at initialisation" if which == "init" else "after training"
     fig.update_layout(title=f"Gradient norm per layer {when} (plain dashed, ResNet solid)",
                       xaxis_title="layer index (conv layers, then fc)",

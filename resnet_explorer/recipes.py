@@ -50,8 +50,8 @@ class Recipe:
 
     def with_iters(self, iters: int) -> Recipe:
         """The same recipe for ``iters`` iterations, milestones scaled in proportion."""
-        if iters <= 0:
-            raise RecipeError(f"iters={iters} is invalid: use a positive number of iterations")
+        if not _is_int(iters) or iters <= 0:
+            raise RecipeError(f"iters={iters!r} is invalid: use a positive number of iterations")
         scale = iters / self.max_iters
         milestones = [max(1, round(m * scale)) for m in self.milestones]
         return dataclasses.replace(
@@ -64,15 +64,48 @@ class Recipe:
         )
 
     def validate(self) -> Recipe:
-        for name in ("batch_size", "max_iters", "log_every", "eval_every", "checkpoint_every"):
+        """Every field's type and range, checked: a bad value is one line naming it (a recipe
+        comes from ``--set``, a recipe.json or an experiment file, all of which can hold anything)."""
+
+        def bad(name: str, want: str) -> RecipeError:
+            return RecipeError(f"recipe {self.name}: {name}={getattr(self, name)!r} is invalid: use {want}")
+
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise RecipeError(f"recipe name {self.name!r} is invalid: use a non-empty string")
+        for name in ("batch_size", "max_iters", "log_every", "eval_every", "checkpoint_every",
+                     "plateau_patience", "warmup_min_depth"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) <= 0:
+                raise bad(name, "a positive integer")
+        if self.val_split is not None and (not _is_int(self.val_split) or self.val_split <= 0):
+            raise bad("val_split", "a positive integer (images held out), or null")
+        ranges = {"lr": (0, None, "lr > 0"), "momentum": (None, 1, "0 <= momentum < 1"),
+                  "weight_decay": (None, None, "weight_decay >= 0"), "gamma": (0, None, "gamma > 0"),
+                  "warmup_until_error": (None, None, "0 <= warmup_until_error <= 1")}
+        for name, (above, below, want) in ranges.items():
             v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
-                raise RecipeError(f"recipe {self.name}: {name}={v!r} is invalid: use a positive integer")
-        if self.lr <= 0:
-            raise RecipeError(f"recipe {self.name}: lr={self.lr} is invalid: use lr > 0")
+            if not _is_number(v) or v < 0 or (above is not None and v <= above) or (below is not None and v >= below):
+                raise bad(name, f"a finite number, {want}")
+        if self.warmup_until_error > 1:
+            raise bad("warmup_until_error", "a finite number, 0 <= warmup_until_error <= 1")
+        if self.warmup_lr is not None and (not _is_number(self.warmup_lr) or self.warmup_lr <= 0):
+            raise bad("warmup_lr", "a finite number > 0, or null for no warm-up")
         if self.schedule not in ("multistep", "plateau"):
-            raise RecipeError(f"recipe {self.name}: schedule={self.schedule!r} is invalid: use multistep or plateau")
+            raise bad("schedule", "multistep or plateau")
+        if not isinstance(self.milestones, list) or not all(_is_int(m) and m > 0 for m in self.milestones):
+            raise bad("milestones", "a list of positive iteration numbers, e.g. [32000, 48000]")
+        for name in ("augment", "log_grad_norms"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "true or false")
         return self
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    """A finite int or float (not a bool, not NaN or an infinity, which JSON's NaN/Infinity allow)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -97,8 +130,8 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def get_recipe(name: str, **overrides: Any) -> Recipe:
-    """A named recipe with fields overridden (``iters=`` scales the schedule)."""
+def get_recipe(name: str, /, **overrides: Any) -> Recipe:
+    """A named recipe with fields overridden (``iters=`` scales the schedule; ``name=`` renames)."""
     if name not in RECIPES:
         raise RecipeError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
     recipe = RECIPES[name]
@@ -149,4 +182,9 @@ class LRSchedule:
         return {"warming": self.warming, "drops": self.drops, "best": self.best, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, d: dict) -> None:
-        self.warming, self.drops, self.best, self.bad_evals = d["warming"], d["drops"], d["best"], d["bad_evals"]
+        """A saved schedule state (a `ValueError` when it is not one: checkpoints may be hostile)."""
+        warming, drops, best, bad = d["warming"], d["drops"], d["best"], d["bad_evals"]
+        if not (isinstance(warming, bool) and _is_int(drops) and drops >= 0 and _is_int(bad) and bad >= 0
+                and isinstance(best, (int, float)) and not isinstance(best, bool)):
+            raise ValueError(f"a schedule state {d!r} is malformed")
+        self.warming, self.drops, self.best, self.bad_evals = warming, drops, best, bad

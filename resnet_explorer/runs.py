@@ -8,27 +8,33 @@ A run directory holds::
     env.json              versions, device, helpers used, command line, seed
     metrics.jsonl         one JSON object a line: train lines every log_every iterations, eval
                           lines every eval_every (the one source for every plot)
-    checkpoints/last.pt   model, optimizer, schedule, RNG and data position, written atomically
+    checkpoints/last.pt   model, optimizer, schedule, RNG and data position, written atomically,
+                          only with finite weights, holding tensors and plain data alone
     analysis.json         layer responses and gradient norms of the last checkpoint (experiments)
+    .lock                 the OS lock of the one process writing the run (`RunLock`)
 
 An experiment directory is a folder of run directories with a ``manifest.json``.
 Everything that reads or writes these files asks this module: the trainer, evaluation,
-experiments, figures, the report, the widgets and the grader's score files.
+experiments, figures, the report, the widgets and the grader's score files. Every file
+in a run directory may be hostile (shared, downloaded, truncated by a crash): checkpoints
+load with ``torch.load(weights_only=True)`` only, and a malformed record is one line.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 
-from .errors import TrainingError
+from .errors import RecipeError, SpecError, TrainingError
 from .recipes import Recipe
+from .safeio import LOCK_NAME, NOFOLLOW, RunLock, atomic_write, make_dir, read_json, write_json  # noqa: F401
 from .spec import ArchSpec
 
 SPEC, RECIPE, DATA, ENV = "spec.json", "recipe.json", "data.json", "env.json"
@@ -36,51 +42,6 @@ METRICS, ANALYSIS, MANIFEST = "metrics.jsonl", "analysis.json", "manifest.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 PathLike = str | os.PathLike
-
-
-# -- writing files safely -------------------------------------------------------------------------
-def atomic_write(path: PathLike, content: bytes | Callable[[Any], None]) -> Path:
-    """Write ``content`` (bytes, or a function writing to a binary file) to a temporary file,
-    then rename it over ``path``: readers never see a half-written file.
-
-    The temporary file has a private random name and is created with ``O_EXCL|O_NOFOLLOW``, so
-    in a shared folder a link planted at ``path`` or at a guessed temporary name is never
-    followed; the rename replaces a link at ``path`` instead of writing through it."""
-    path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-        try:
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            content(f) if callable(content) else f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def write_json(path: PathLike, obj: Any) -> None:
-    """``obj`` as indented JSON, written atomically."""
-    atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def read_json(path: PathLike) -> Any | None:
-    """The JSON in ``path``, or None when it is missing or not JSON."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 # -- paths ------------------------------------------------------------------------------------------
@@ -110,6 +71,12 @@ def has_started(run_dir: PathLike) -> bool:
     return metrics_path(run_dir).exists() or (Path(run_dir) / CHECKPOINT.parent).exists()
 
 
+def lock_run(run_dir: PathLike) -> RunLock:
+    """Create ``run_dir`` if needed and take its lock: the one writer of that run, until
+    `RunLock.release` or the process's death (one line naming the holder when it is taken)."""
+    return RunLock(make_dir(Path(run_dir))).acquire()
+
+
 def find_runs(path: PathLike) -> list[Path]:
     """``path`` if it is a run directory, else the run directories directly inside it (an
     experiment, a folder of runs); a `TrainingError` when there are none."""
@@ -123,8 +90,7 @@ def find_runs(path: PathLike) -> list[Path]:
 # -- the run's records ---------------------------------------------------------------------------------
 def write_config(run_dir: PathLike, spec: ArchSpec, recipe: Recipe, data: dict[str, Any]) -> None:
     """The records a new run starts with: its spec, recipe and data."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_dir(Path(run_dir))
     write_json(run_dir / SPEC, spec.to_dict())
     write_json(run_dir / RECIPE, recipe.to_dict())
     write_json(run_dir / DATA, data)
@@ -134,32 +100,102 @@ def write_env(run_dir: PathLike, env: dict[str, Any]) -> None:
     write_json(Path(run_dir) / ENV, env)
 
 
-def load_run_config(run_dir: PathLike) -> tuple[ArchSpec, Recipe, dict, int]:
-    """The spec, recipe, data record and seed a run directory was started with."""
-    run_dir = Path(run_dir)
+def _record(run_dir: Path, name: str) -> Any:
+    """A record's JSON; one line when it is missing, unreadable or not JSON."""
+    path = run_dir / name
     try:
-        spec = ArchSpec.from_json((run_dir / SPEC).read_text())
-        recipe = Recipe.from_dict(json.loads((run_dir / RECIPE).read_text()))
-        data = json.loads((run_dir / DATA).read_text())
-        seed = json.loads((run_dir / ENV).read_text()).get("seed", 0)
-    except FileNotFoundError as e:
-        raise TrainingError(f"{run_dir} is not a run directory: {Path(e.filename).name} is missing") from None
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TrainingError(f"{run_dir} is not a run directory: {name} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _corrupt(path, f"not JSON: {e}") from None
+
+
+def _corrupt(path: Path, why: str) -> TrainingError:
+    return TrainingError(f"{path} is malformed ({why}): restore it from a copy of the run, "
+                         "or start the run again in a new --out")
+
+
+def load_run_config(run_dir: PathLike) -> tuple[ArchSpec, Recipe, dict, int]:
+    """The spec, recipe, data record and seed a run directory was started with, each
+    checked (a malformed record is one line naming the file)."""
+    run_dir = Path(run_dir)
+    raw = {name: _record(run_dir, name) for name in (SPEC, RECIPE, DATA, ENV)}
+    try:
+        spec = ArchSpec.from_dict(raw[SPEC]).validate()
+    except (SpecError, AttributeError, TypeError, ValueError) as e:
+        raise _corrupt(run_dir / SPEC, str(e)) from None
+    try:
+        if not isinstance(raw[RECIPE], dict):
+            raise TypeError("not an object")
+        recipe = Recipe.from_dict(raw[RECIPE]).validate()
+    except (RecipeError, TypeError, ValueError) as e:
+        raise _corrupt(run_dir / RECIPE, str(e)) from None
+    data = raw[DATA]
+    if not (isinstance(data, dict) and isinstance(data.get("arg"), (str, type(None)))
+            and isinstance(data.get("data", {}), dict)):
+        raise _corrupt(run_dir / DATA, 'expected an object with "arg" (the --data string) and "data"')
+    seed = raw[ENV].get("seed", 0) if isinstance(raw[ENV], dict) else None
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise _corrupt(run_dir / ENV, 'expected an object with a "seed" >= 0')
     return spec, recipe, data, seed
 
 
+def record_mismatch(run_dir: PathLike, spec: ArchSpec | None = None, recipe: Recipe | None = None,
+                    data_spec: str | None = None, seed: int | None = None) -> str | None:
+    """How the run in ``run_dir`` differs from the spec, recipe, data (its `DataSource.spec`
+    string) and seed asked for, in words; None when it does not (None asks nothing).
+    The number of classes and the input size come from the data, so they are not compared."""
+    saved_spec, saved_recipe, saved_data, saved_seed = load_run_config(run_dir)
+    diffs = []
+    if spec is not None:
+        spec = spec.replace(num_classes=saved_spec.num_classes, input_size=saved_spec.input_size)
+        if spec != saved_spec:
+            diffs.append(_spec_words(saved_spec, spec))
+    if recipe is not None and recipe != saved_recipe:
+        a, b = saved_recipe.to_dict(), recipe.to_dict()
+        diffs.append("recipe " + ", ".join(f"{k}={a[k]!r} (asked {b[k]!r})" for k in a if a[k] != b[k]))
+    saved_source = (saved_data.get("data") or {}).get("spec")
+    if data_spec is not None and saved_source is not None and data_spec != saved_source:
+        diffs.append(f"data {saved_source}, not {data_spec}")
+    if seed is not None and seed != saved_seed:
+        diffs.append(f"seed {saved_seed}, not {seed}")
+    return "; ".join(diffs) or None
+
+
+def _spec_words(saved: ArchSpec, asked: ArchSpec) -> str:
+    """The architecture recorded and the one asked, by name or by what tells them apart."""
+    if saved.name != asked.name:
+        return f"architecture {saved.name}, not {asked.name}"
+
+    def facts(s: ArchSpec) -> dict[str, Any]:
+        return {"depth": s.depth, "widths": [st.out_channels for st in s.stages], "residual": s.residual,
+                "shortcut": s.shortcut, "stride_at": s.stride_at, "head": s.head.kind}
+
+    a, b = facts(saved), facts(asked)
+    told = [f"{k} {a[k]} (asked {b[k]})" for k in a if a[k] != b[k]] or ["other details"]
+    return f"architecture {saved.name} with " + ", ".join(told)
+
+
 def read_spec(run_dir: PathLike) -> ArchSpec | None:
+    """A run's architecture (None without a readable spec.json; one line when it is malformed)."""
     d = read_json(Path(run_dir) / SPEC)
-    return None if d is None else ArchSpec.from_dict(d)
+    try:
+        return None if d is None else ArchSpec.from_dict(d)
+    except (SpecError, AttributeError, TypeError, ValueError) as e:
+        raise _corrupt(Path(run_dir) / SPEC, str(e)) from None
 
 
 def read_env(run_dir: PathLike) -> dict:
-    return read_json(Path(run_dir) / ENV) or {}
+    env = read_json(Path(run_dir) / ENV)
+    return env if isinstance(env, dict) else {}
 
 
 def data_arg(run_dir: PathLike) -> str | None:
     """The ``--data`` a run was trained on, if ``run_dir`` is a run directory that says."""
     d = read_json(Path(run_dir) / DATA)
-    return d.get("arg") if isinstance(d, dict) else None
+    arg = d.get("arg") if isinstance(d, dict) else None
+    return arg if isinstance(arg, str) else None
 
 
 def read_analysis(run_dir: PathLike) -> dict | None:
@@ -172,56 +208,137 @@ def write_analysis(run_dir: PathLike, analysis: dict) -> None:
 
 # -- metrics ------------------------------------------------------------------------------------------
 def read_metrics(run_dir: PathLike) -> list[dict]:
-    """Every line of a run's metrics.jsonl (a torn last line, from a crash, is skipped)."""
+    """Every line of a run's metrics.jsonl (a torn line, from a crash or a full disk, is skipped)."""
     path = metrics_path(run_dir)
     rows = []
     if path.exists():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(row, dict):
+                rows.append(row)
     return rows
 
 
 def truncate_metrics(run_dir: PathLike, iteration: int) -> None:
     """Drop metrics written after the checkpoint we resume from (they will be redone)."""
-    keep = [json.dumps(r) for r in read_metrics(run_dir) if r.get("iter", 0) <= iteration]
+    keep = [json.dumps(r) for r in read_metrics(run_dir)
+            if isinstance(r.get("iter", 0), (int, float)) and r.get("iter", 0) <= iteration]
     atomic_write(metrics_path(run_dir), "".join(k + "\n" for k in keep).encode())
 
 
 class MetricsWriter:
-    """Appends metrics lines to a run's metrics.jsonl, flushed line by line; ``None`` as the
-    run directory makes a writer that writes nothing (the other ranks of a torchrun job)."""
+    """Appends metrics lines to a run's metrics.jsonl, each line one write to the file (not
+    following a link put in its place); ``None`` as the run directory makes a writer that
+    writes nothing (the other ranks of a torchrun job)."""
 
     def __init__(self, run_dir: PathLike | None, on_row: Callable[[dict], None] | None = None):
-        self.file = open(metrics_path(run_dir), "a") if run_dir is not None else None
+        self.path = None if run_dir is None else metrics_path(run_dir)
+        self.fd = None if self.path is None else os.open(
+            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
         self.on_row = on_row
 
     def write(self, row: dict) -> None:
-        if self.file is None:
+        if self.fd is None:
             return
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        data = (json.dumps(row) + "\n").encode()
+        try:
+            while data:  # a short write (a full disk) raises on the next round
+                data = data[os.write(self.fd, data):]
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         if self.on_row:
             self.on_row(row)
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 # -- checkpoints -------------------------------------------------------------------------------------
 def save_checkpoint(path: PathLike, state: dict) -> None:
-    """torch.save to ``path`` via a temporary file and a rename: never a half-written file."""
+    """torch.save to ``path`` via a temporary file and a rename: never a half-written file.
+    ``state`` must hold tensors and plain data only (what `load_checkpoint` accepts)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: torch.save(state, f))
+    make_dir(path.parent)
+
+    def write(f: Any) -> None:
+        kept = _KeepsWriteError(f)
+        try:
+            torch.save(state, kept)
+        except RuntimeError:  # torch.save reports a full disk as an opaque RuntimeError
+            if kept.error is not None:
+                raise kept.error from None
+            raise
+
+    atomic_write(path, write)
+
+
+class _KeepsWriteError:
+    """A binary file that keeps the first `OSError` of its writes (for `save_checkpoint`)."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, b: bytes) -> int:
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def load_checkpoint(path: PathLike, mmap: bool = False) -> dict:
-    """The state dict saved by `save_checkpoint` (tensors on the CPU)."""
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    """A checkpoint's state dict (tensors on the CPU), read with the safe loader alone.
+
+    ``torch.load(weights_only=True)`` builds tensors and plain data only, never an object
+    that could run code; a file that needs more is refused. Every way a file can fail to
+    be a checkpoint (missing, empty, truncated, foreign, hostile) is a `TrainingError`
+    of one line. Every checkpoint this project has written loads.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols: not the user's line
+            warnings.simplefilter("ignore")
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError as e:
+                if not (mmap and "mmap can only be used" in str(e)):
+                    raise
+                state = torch.load(path, map_location="cpu", weights_only=True)  # an old (non-zip) file
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise TrainingError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - whatever torch.load makes of hostile bytes is one line
+        wants = re.search(r"GLOBAL (\S+)", str(e)) if "Weights only load failed" in str(e) else None
+        if wants:
+            raise TrainingError(
+                f"{path} is refused: it asks to build {wants.group(1)}, not just tensors and plain data, and "
+                "loading it could run code; resnet-explorer checkpoints never need that: do not load this file") from None
+        raise TrainingError(f"{path} is not a resnet-explorer checkpoint (it is empty, truncated or not a "
+                            f"torch.save file: {type(e).__name__}): restore it, or train again") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("spec"), dict):
+        kind = f"a dict of {len(state)} entries" if isinstance(state, dict) else type(state).__name__
+        raise TrainingError(f"{path} is not a resnet-explorer checkpoint ({kind} without 'model' and 'spec'; "
+                            "a bare state dict, e.g. torchvision's, has no architecture): use a checkpoint "
+                            "written by resnet-explorer train")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
+        raise TrainingError(f"{path} is not a resnet-explorer checkpoint: its 'model' is not a state dict of tensors")
+    return state
+
+
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding a NaN or an infinity (one sync in all)."""
+    floats = [(k, t) for k, t in tensors.items() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floats:
+        return []
+    ok = torch.stack([t.isfinite().all() for _, t in floats]).cpu().tolist()
+    return [k for (k, _), good in zip(floats, ok) if not good]
 
 
 def checkpoint_iteration(run_dir: PathLike) -> int:
@@ -229,7 +346,10 @@ def checkpoint_iteration(run_dir: PathLike) -> int:
     ckpt = checkpoint_path(run_dir)
     if not ckpt.exists():
         return 0
-    return load_checkpoint(ckpt, mmap=True)["iteration"]
+    it = load_checkpoint(ckpt, mmap=True).get("iteration")
+    if not isinstance(it, int) or isinstance(it, bool) or it < 0:
+        raise TrainingError(f"{ckpt} is not a training checkpoint (no iteration): train the run again")
+    return it
 
 
 def analysis_current(run_dir: PathLike) -> bool:
@@ -278,11 +398,34 @@ def manifest_path(exp_dir: PathLike) -> Path:
 
 
 def read_manifest(exp_dir: PathLike) -> dict:
-    """An experiment directory's manifest (`FileNotFoundError` when there is none)."""
+    """An experiment directory's manifest, checked (`FileNotFoundError` when there is none;
+    one line when it is truncated, empty or malformed, or names a run outside the folder)."""
+    path = manifest_path(exp_dir)
     try:
-        return json.loads(manifest_path(exp_dir).read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise FileNotFoundError(f"{exp_dir} is not an experiment directory: {MANIFEST} is missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise _bad_manifest(path, str(e)) from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _bad_manifest(path, f"{'empty' if not text.strip() else 'not JSON'}: {e}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list) or not manifest["runs"]:
+        raise _bad_manifest(path, 'expected an object with a non-empty "runs" list')
+    for key in ("name", "data"):
+        if not isinstance(manifest.get(key), str):
+            raise _bad_manifest(path, f'"{key}" must be a string')
+    for r in manifest["runs"]:
+        name = r.get("dir") if isinstance(r, dict) else None
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise _bad_manifest(path, f"a run's \"dir\" must be the name of a folder inside it, not {name!r}")
+    return manifest
+
+
+def _bad_manifest(path: Path, why: str) -> TrainingError:
+    return TrainingError(f"{path} is corrupt ({why}): delete it and run the experiment again to rebuild "
+                         "it from its run directories (each is checked against the plan), or use another --out")
 
 
 def write_manifest(exp_dir: PathLike, manifest: dict) -> None:

@@ -12,21 +12,26 @@ never interrupted.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from . import distributed as D
 from . import runs
 from .data import DataSource, make_loaders, mix_seed, parse_data
-from .devices import COMPILE_MODES, Accel, environment, pick_device  # noqa: F401 (re-exported)
+from .devices import COMPILE_MODES, Accel, check_memory, environment, pick_device  # noqa: F401 (re-exported)
 from .errors import TrainingError
 from .evaluate import evaluate, evaluate_sharded
 from .model import build
 from .recipes import LRSchedule, Recipe
+from .resume import open_run_on_all_ranks, restoring
+from .safeio import io_error_words
 from .runs import atomic_write, load_run_config, read_metrics, save_checkpoint, write_json  # noqa: F401
 from .spec import ArchSpec
 from .step import Stepper
@@ -90,7 +95,7 @@ def train(
     channels_last: bool | None = None,
     compile: str | bool = "off",
     resume: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
     progress: bool = True,
     should_stop: Callable[[int], bool] | None = None,
     on_metrics: Callable[[dict], None] | None = None,
@@ -103,10 +108,13 @@ def train(
     the run directory ``out``.
 
     With ``resume=True`` the run in ``out`` continues from its last checkpoint; spec,
-    recipe, data and seed then come from the run directory (any given must match).
+    recipe, data and seed then come from the run directory (any given must equal the
+    run's records: a difference is one line). ``seed`` defaults to 0 for a new run.
+    One process writes a run at a time: a second is refused, naming the holder.
     ``should_stop(iteration)`` is asked after each iteration: when it says yes, a
-    checkpoint is written and the run returns unfinished. ``on_metrics`` receives every
-    metrics line as it is written (for live plots).
+    checkpoint is written and the run returns unfinished. SIGINT and SIGTERM (in the main
+    thread) do the same, then raise a `TrainingError` saying where to resume from.
+    ``on_metrics`` receives every metrics line as it is written (for live plots).
 
     Started by ``torchrun`` with ``WORLD_SIZE`` > 1, the run is data-parallel
     (`resnet_explorer.distributed`): DDP over ``dist_backend`` (auto: NCCL on GPUs, gloo on
@@ -125,66 +133,31 @@ def train(
     dev = pick_device(device)
     batch = recipe.batch_size if recipe is not None and not resume else None
     if resume and launch.enabled and (out / runs.RECIPE).is_file():  # fail before joining
-        batch = (runs.read_json(out / runs.RECIPE) or {}).get("batch_size")
+        saved = runs.read_json(out / runs.RECIPE)
+        batch = saved.get("batch_size") if isinstance(saved, dict) else None
     backend = D.check_launch(launch, dev, dist_backend, sync_bn, batch)
     env, dev = D.setup(launch, dev, backend)
-    ok = False
+    ok, lock, created = False, None, not out.exists()
     try:
-        opened = _open_run_on_all_ranks(env, out, resume, spec, recipe, data, seed)
-        session = Session.start(env, dev, out, *opened, amp=amp, channels_last=channels_last,
-                                compile=compile, progress=progress, on_metrics=on_metrics,
-                                sync_bn=sync_bn, workers=workers, loader=loader)
+        opened, lock = open_run_on_all_ranks(env, out, created, resume, spec, recipe, data, seed)
+        session = Session.start(env, dev, out, opened.spec, opened.recipe, opened.data, opened.seed,
+                                opened.ckpt, amp=amp, channels_last=channels_last, compile=compile,
+                                progress=progress, on_metrics=on_metrics, sync_bn=sync_bn, workers=workers,
+                                loader=loader)
         result = session.run(should_stop)
         ok = True
         return result
+    except OSError as e:  # writing the records (a full or read-only disk), or reading the data
+        raise TrainingError(f"{out}: {io_error_words(e)}; nothing written before is lost") from None
     except Exception as e:
         if not (env.enabled and D.is_comm_failure(e)):
             raise
         raise TrainingError(f"another process of the job failed or stopped answering ({D.first_line(e)}); "
                             f"the last checkpoint is kept in {runs.checkpoint_path(out)} (continue with --resume)") from None
     finally:
+        if lock is not None:
+            lock.release(remove_if_unused=created and not ok)  # refused at once: leave no trace
         D.teardown(env, ok)
-
-
-def _open_run(run_dir: Path, resume: bool, spec: ArchSpec | None, recipe: Recipe | None, data: Any,
-              seed: int) -> tuple[ArchSpec | None, Recipe | None, Any, int, dict | None]:
-    """Check ``run_dir`` for a new run or a resume; for a resume, the saved configuration and
-    the checkpoint's state."""
-    ckpt_path = runs.checkpoint_path(run_dir)
-    state = None
-    if resume:
-        if not ckpt_path.exists():
-            raise TrainingError(f"{run_dir}: no checkpoint to resume from (expected {ckpt_path})")
-        saved_spec, saved_recipe, saved_data, seed = load_run_config(run_dir)
-        if spec is not None and spec.replace(num_classes=saved_spec.num_classes) != saved_spec:
-            raise TrainingError(f"{run_dir} trains {saved_spec.name}, not {spec.name}: resume with "
-                                "the same architecture, or start a new --out")
-        if recipe is not None and recipe != saved_recipe:
-            raise TrainingError(f"{run_dir} was started with recipe {saved_recipe.name} "
-                                f"({saved_recipe.max_iters} iterations): resume without changing it")
-        spec, recipe = saved_spec, saved_recipe
-        data = data if data is not None else saved_data["arg"]
-        state = runs.load_checkpoint(ckpt_path)
-    elif runs.metrics_path(run_dir).exists() or ckpt_path.exists():
-        raise TrainingError(f"{run_dir} already holds a run: continue it with --resume, "
-                            "or choose a new --out directory")
-    return spec, recipe, data, seed, state
-
-
-def _open_run_on_all_ranks(env: D.DistEnv, run_dir: Path, *args: Any) -> tuple:
-    """`_open_run` on rank 0 alone; every rank then fails, or goes on, alike."""
-    if not env.enabled:
-        return _open_run(run_dir, *args)
-    opened: Any = None
-    if env.is_main:
-        try:
-            opened = _open_run(run_dir, *args)
-        except TrainingError as e:
-            opened = str(e)
-    opened = D.broadcast_object(env, opened)
-    if isinstance(opened, str):
-        raise TrainingError(opened)
-    return opened
 
 
 @dataclass
@@ -212,7 +185,9 @@ class Session:
     start_wall: float
     progress: bool = True
     bar: Any = None
-    clock: float = 0.0  # when the open window's training time started
+    clock: float = 0.0  # when the window's time was last counted (training time only)
+    kept: int | None = None  # the iteration of the checkpoint on disk (finite), if any
+    stop_signal: str | None = None  # SIGINT or SIGTERM, once received
 
     @classmethod
     def start(cls, env: D.DistEnv, dev: torch.device, run_dir: Path, spec: ArchSpec | None,
@@ -227,8 +202,9 @@ class Session:
         D.check_divisible(recipe.batch_size, env.world_size)
         accel = Accel.resolve(dev, amp, channels_last, compile)
         source: DataSource = parse_data(data) if isinstance(data, str) else data
-        if source.num_classes != spec.num_classes:
-            spec = spec.replace(num_classes=source.num_classes)
+        # the data decides the classes and the input size; the records say what was trained
+        spec = spec.replace(num_classes=source.num_classes, input_size=source.image_size).validate()
+        check_memory(spec, recipe.batch_size // env.world_size, dev, accel.amp)
 
         torch.manual_seed(seed)
         model = accel.prepare(D.convert_sync_bn(build(spec), env, sync_bn), dev)
@@ -248,23 +224,28 @@ class Session:
         wrong_acc = torch.zeros((), device=dev, dtype=torch.long)
         state = TrainState()
         if ckpt is not None:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            schedule.load_state_dict(ckpt["schedule"])
-            state = TrainState.from_state_dict(ckpt)
-            if env.is_main:  # the saved sums are over all ranks: one rank carries them on
-                loss_acc.copy_(ckpt["acc"][0])
-                wrong_acc.copy_(ckpt["acc"][1])
-            _set_rng_state(ckpt["rng"])
+            with restoring(run_dir):
+                model.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                schedule.load_state_dict(ckpt["schedule"])
+                state = TrainState.from_state_dict(ckpt)
+                if env.is_main:  # the saved sums are over all ranks: one rank carries them on
+                    loss_acc.copy_(ckpt["acc"][0])
+                    wrong_acc.copy_(ckpt["acc"][1])
+                _set_rng_state(ckpt["rng"])
+        if not state.batch_in_epoch < len(train_loader):
+            raise TrainingError(f"{runs.checkpoint_path(run_dir)} cannot be resumed: it stands at batch "
+                                f"{state.batch_in_epoch} of an epoch of {len(train_loader)}: start again in a new --out")
         if env.rank > 0:  # dropout masks differ between ranks, as between the images of a batch
             torch.manual_seed(mix_seed("rank", seed, env.rank, state.iteration))
         step = Stepper(model, optimizer, accel, dev, forward=D.wrap(model, env, dev))
         if ckpt is not None:
-            step.scaler.load_state_dict(ckpt["scaler"])
+            with restoring(run_dir):
+                step.scaler.load_state_dict(ckpt["scaler"])
         if env.is_main:
-            if ckpt is not None:
+            if runs.metrics_path(run_dir).exists():  # a resume: what came after the checkpoint is redone
                 runs.truncate_metrics(run_dir, state.iteration)
-            else:
+            if ckpt is None:
                 runs.write_config(run_dir, spec, recipe,
                                   {**data_info, "arg": data if isinstance(data, str) else None})
             runs.write_env(run_dir, {**environment(dev, accel), "seed": seed, "distributed": {
@@ -274,50 +255,75 @@ class Session:
         writer = runs.MetricsWriter(run_dir if env.is_main else None, on_metrics)
         return cls(env, dev, run_dir, spec, recipe, seed, model, optimizer, schedule, step,
                    train_loader, eval_loader, accel, state, writer, loss_acc, wrong_acc, start_wall,
-                   progress)
+                   progress, kept=state.iteration if ckpt is not None else None)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, should_stop: Callable[[int], bool] | None = None) -> RunResult:
-        """Train to the recipe's end, or until ``should_stop`` says so (then checkpoint)."""
+        """Train to the recipe's end, or until ``should_stop`` (or SIGINT / SIGTERM) says so:
+        then checkpoint, and return (``should_stop``) or raise a `TrainingError` (a signal)."""
         st, r = self.state, self.recipe
         batches = len(self.train_loader)
         self.bar = _progress(self.progress and self.env.is_main, r.max_iters, st.iteration, self.spec.name)
         self.model.train()
+        self.clock = time.perf_counter()  # the window's time runs on across epochs
         try:
-            while st.iteration < r.max_iters:
-                self.train_loader.set_epoch(st.epoch, start_batch=st.batch_in_epoch)
-                self.clock = time.perf_counter()
-                for x, y in self.train_loader:
-                    lr = self.schedule.lr(st.iteration)
-                    loss, logits = self.step(x, y, lr)
-                    self.loss_acc += loss * y.numel()
-                    self.wrong_acc += (logits.argmax(1) != y).sum()
-                    st.window.seen += y.numel() * self.env.world_size  # every rank's slice is equal
-                    st.advance(batches)
-                    it, last = st.iteration, st.iteration == r.max_iters
-                    if it % r.log_every == 0 or last:
-                        self.log_train(lr)
-                    if it % r.eval_every == 0 or last:
-                        self.log_eval(lr)
-                    stop = not last and self.stop_asked(should_stop)
-                    if it % r.checkpoint_every == 0 or last or stop:
-                        self.checkpoint()
-                    self.bar.update(1)
-                    if stop:
-                        return RunResult(self.run_dir, it, False, st.last_eval)
-                    if last or st.batch_in_epoch == 0:
-                        break
-        except KeyboardInterrupt:
-            raise TrainingError(
-                f"interrupted at iteration {st.iteration}; the last checkpoint is kept in "
-                f"{runs.checkpoint_path(self.run_dir)} (continue with: resnet-explorer train --resume "
-                f"--out {self.run_dir})") from None
+            with _stop_signals(self):
+                while st.iteration < r.max_iters:
+                    self.train_loader.set_epoch(st.epoch, start_batch=st.batch_in_epoch)
+                    for x, y in self.train_loader:
+                        lr = self.schedule.lr(st.iteration)
+                        loss, logits = self.step(x, y, lr)
+                        self.loss_acc += loss * y.numel()
+                        self.wrong_acc += (logits.argmax(1) != y).sum()
+                        st.window.seen += y.numel() * self.env.world_size  # every rank's slice is equal
+                        st.advance(batches)
+                        it, last = st.iteration, st.iteration == r.max_iters
+                        if it % r.log_every == 0 or last:
+                            self.log_train(lr)
+                        if it % r.eval_every == 0 or last:
+                            self.log_eval(lr)
+                        stop = not last and (self.stop_signal is not None or self.stop_asked(should_stop))
+                        if it % r.checkpoint_every == 0 or last or stop:
+                            self.checkpoint()
+                        self.bar.update(1)
+                        if stop and self.stop_signal:
+                            raise TrainingError(
+                                f"stopped by {self.stop_signal} at iteration {it}; its checkpoint is in "
+                                f"{runs.checkpoint_path(self.run_dir)} (continue with: resnet-explorer "
+                                f"train --resume --out {self.run_dir})")
+                        if stop:
+                            return RunResult(self.run_dir, it, False, st.last_eval)
+                        if last or st.batch_in_epoch == 0:
+                            break
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: no checkpoint now
+            raise TrainingError(f"interrupted at iteration {st.iteration}; {self._kept()} (continue with: "
+                                f"resnet-explorer train --resume --out {self.run_dir})") from None
+        except OSError as e:
+            raise TrainingError(f"{self.spec.name}: at iteration {st.iteration}, {io_error_words(e)}; the run is stopped "
+                                f"and {self._kept()} (continue with: resnet-explorer train --resume --out "
+                                f"{self.run_dir})") from None
         finally:
             self.bar.close()
             self.writer.close()
         return RunResult(self.run_dir, st.iteration, True, st.last_eval)
 
     # -- what the loop does between steps --------------------------------------------------------------
+    def tick(self) -> None:
+        """Count the training time since the last tick into the window."""
+        now = time.perf_counter()
+        self.state.window.time += now - self.clock
+        self.clock = now
+
+    def _kept(self) -> str:
+        if self.kept is None:
+            return "no checkpoint had been written yet"
+        return (f"its last good checkpoint is kept in {runs.checkpoint_path(self.run_dir)} "
+                f"(iteration {self.kept}, its weights finite)")
+
+    def _diverged(self, what: str) -> TrainingError:
+        return TrainingError(f"{self.spec.name}: {what} by iteration {self.state.iteration}; the run is stopped "
+                             f"and {self._kept()}: lower the lr or warm up")
+
     def flush(self) -> None:
         """Move the device-side sums (over the ranks) into the window; stop on a NaN/inf loss
         (every rank sees the same sums, so every rank stops)."""
@@ -325,21 +331,18 @@ class Session:
             torch.cuda.synchronize()
         both = torch.stack([self.loss_acc.double(), self.wrong_acc.double()])
         sums = D.all_reduce_sum(self.env, both).tolist()
-        now, w = time.perf_counter(), self.state.window
-        w.time += now - self.clock
-        self.clock = now
+        self.tick()
+        w = self.state.window
         w.loss += sums[0]
         w.wrong += int(sums[1])
         self.loss_acc.zero_()
         self.wrong_acc.zero_()
         if not math.isfinite(w.loss):
-            ckpt = runs.checkpoint_path(self.run_dir)
-            kept = f"its last good checkpoint is kept in {ckpt}" if ckpt.exists() else "no checkpoint had been written yet"
-            raise TrainingError(f"{self.spec.name}: the loss became {w.loss} by iteration "
-                                f"{self.state.iteration}; the run is stopped and {kept}: lower the lr or warm up")
+            raise self._diverged(f"the loss became {w.loss}")
 
     def log_train(self, lr: float) -> None:
-        """A train line (and a grad line) of the window, which then starts afresh."""
+        """A train line (and a grad line) of the window, which then starts afresh. Its
+        images/s are the window's images over the window's wall-clock time (evaluations excluded)."""
         self.flush()
         st, w = self.state, self.state.window
         err = w.wrong / w.seen
@@ -355,7 +358,8 @@ class Session:
 
     def log_eval(self, lr: float) -> None:
         """An eval line on the test (or val) set; its time is not training time."""
-        t, st = time.perf_counter(), self.state
+        st = self.state
+        self.tick()
         if self.env.enabled:
             D.broadcast_buffers(self.env, self.model)  # evaluate rank 0's model, the one that is saved
             ev = evaluate_sharded(self.env, self.model, self.eval_loader, self.dev, self.accel,
@@ -367,29 +371,55 @@ class Session:
         self.writer.write({"kind": "eval", "iter": st.iteration, "epoch": st.epoch_now(len(self.train_loader)),
                            "lr": lr, **{f"test_{k}": v for k, v in ev.items()},
                            "wall_time": time.perf_counter() - self.start_wall})
-        self.clock += time.perf_counter() - t
+        self.clock = time.perf_counter()
 
     def stop_asked(self, should_stop: Callable[[int], bool] | None) -> bool:
-        """Whether to stop now (all ranks at the same iteration); never with a diverged model."""
+        """Whether ``should_stop`` says stop now (all ranks at the same iteration)."""
         if should_stop is None:
             return False
-        stop = D.any_rank(self.env, should_stop(self.state.iteration), self.dev)
-        if stop and not torch.isfinite(D.all_reduce_sum(self.env, self.loss_acc)):
-            self.flush()  # raises: never checkpoint a diverged model
-        return stop
+        return D.any_rank(self.env, should_stop(self.state.iteration), self.dev)
 
     def checkpoint(self) -> None:
-        """Everything a resume needs, written atomically by rank 0."""
+        """Everything a resume needs, written atomically by rank 0, and only when the loss and
+        every weight are finite (a diverged model is never called a good checkpoint)."""
         acc = (D.all_reduce_sum(self.env, self.loss_acc).cpu(), D.all_reduce_sum(self.env, self.wrong_acc).cpu())
-        if not self.env.is_main:
-            return
-        runs.save_checkpoint(runs.checkpoint_path(self.run_dir), {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(), "scaler": self.step.scaler.state_dict(),
-            **self.state.state_dict(), "acc": acc, "rng": _rng_state(),
-            "wall_time": time.perf_counter() - self.start_wall, "spec": self.spec.to_dict(),
-            "recipe": self.recipe.to_dict(), "seed": self.seed,
-        })
+        self.tick()  # the window's time so far is saved with it
+        if not math.isfinite(acc[0].item() + self.state.window.loss):
+            raise self._diverged(f"the loss became {acc[0].item() + self.state.window.loss}")
+        model = self.model.state_dict()
+        bad = runs.nonfinite(model)
+        if bad:
+            raise self._diverged(f"{len(bad)} weight tensors became non-finite ({bad[0]} …)")
+        if self.env.is_main:
+            runs.save_checkpoint(runs.checkpoint_path(self.run_dir), {
+                "model": model, "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "scaler": self.step.scaler.state_dict(),
+                **self.state.state_dict(), "acc": acc, "rng": _rng_state(),
+                "wall_time": time.perf_counter() - self.start_wall, "spec": self.spec.to_dict(),
+                "recipe": self.recipe.to_dict(), "seed": self.seed,
+            })
+        self.kept = self.state.iteration
+
+
+@contextmanager
+def _stop_signals(session: Session) -> Iterator[None]:
+    """While training in the main thread of a single process: SIGINT and SIGTERM ask the
+    loop to checkpoint where it is and stop (a second SIGINT interrupts at once)."""
+    if session.env.enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum: int, frame: Any) -> None:
+        if session.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        session.stop_signal = signal.Signals(signum).name
+
+    old = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 def _rng_state() -> dict:

@@ -182,6 +182,26 @@ def test_cifar10_and_imagenet_layout_errors(tmp_path, imagenet):
         D.parse_data(f"imagenet:{no_val}")
 
 
+@pytest.mark.parametrize("where", ["test/a", "train/b"])
+def test_a_symlink_loop_in_an_image_folder_is_one_line(tmp_path, capsys, where):
+    from resnet_explorer.cli import main
+
+    root = make_tree(tmp_path / "tree", {"train/a": ["1.jpg"], "train/b": ["1.jpg", "2.jpg"], "test/a": ["1.jpg"],
+                                         "test/b": ["1.jpg"]})
+    (root / where / "x.jpg").symlink_to("y.jpg")  # x -> y -> x
+    (root / where / "y.jpg").symlink_to("x.jpg")
+    (root / where / "up").symlink_to("..", target_is_directory=True)  # a folder loop is not an image: ignored
+    with pytest.raises(D.DataError, match=rf"cannot read {root / where}/x.jpg \(Too many levels of symbolic "
+                                          r"links\): remove or fix that link"):
+        D.load_image_folder(str(root), cache=False)
+    out = tmp_path / "run"
+    code = main(["train", "--arch", "cifar-resnet8", "--data", f"folder:{root}", "--recipe", "test", "--set",
+                 "batch_size=2", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "remove or fix that link" in err, err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Image folders (the mini CIFAR-10 JPEG copy)
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +300,43 @@ def test_cifar10_batches_reader(tmp_path):
         assert test_y.tolist() == written["test_batch"][1]
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(D.DataError, match=r"cannot read test_batch.*expected DIR/cifar-10-batches-py/"):
+        D.read_cifar10(str(tmp_path))
+
+
+class _Shell:
+    """A pickle that runs a shell command when it is loaded, as a hostile batch file would."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_hostile_cifar10_batch_file_cannot_run_code(tmp_path, capsys, protocol):
+    from resnet_explorer.cli import main
+
+    write_fake_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    marker = tmp_path / "MARKER"
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": _Shell(f"touch {marker}"), b"labels": [0]}, f, protocol=protocol)
+    with open(folder / "batches.meta", "wb") as f:  # read at parse time: it falls back to CIFAR-10's names
+        pickle.dump({b"label_names": _Shell(f"touch {marker}")}, f, protocol=protocol)
+    src = D.parse_data(f"cifar10:{tmp_path}")
+    assert src.classes == list(D.CIFAR10_CLASSES) and not marker.exists()
+    with pytest.raises(D.DataError, match=r"cannot read data_batch_3 \(UnpicklingError: it asks to build "
+                                          r"(posix|os|nt)\.system, which a CIFAR-10 batch never holds\)"):
+        D.read_cifar10(str(tmp_path))
+    assert main(["train", "--arch", "cifar-resnet8", "--data", f"cifar10:{tmp_path}", "--recipe", "test",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data_batch_3" in err and not marker.exists()
+    (folder / "data_batch_3").write_bytes(pickle.dumps([1, 2, 3], protocol=protocol))
+    with pytest.raises(D.DataError, match=r"it holds a list, not a CIFAR-10 batch"):
         D.read_cifar10(str(tmp_path))
 
 

@@ -346,6 +346,28 @@ def test_a_v2_group_gets_its_limits(tmp_path):
     assert group.cpu_seconds() == 2.5 and group.pids() == set()
 
 
+
+def test_a_cgroup_that_cannot_be_made_is_one_line(tmp_path):
+    from resnet_explorer.errors import GradingError
+
+    parent = tmp_path / "cg"
+    parent.mkdir()
+    factory = cgroups.Factory(2, {"v2": parent})
+    real = cgroups._write
+
+    def refuse(path, text):
+        if path.name == "pids.max":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, text)
+
+    cgroups._write, saved = refuse, cgroups._write
+    try:
+        with pytest.raises(GradingError, match=r"cannot make a cgroup for a submission \(Permission denied: .*pids.max\)"
+                                               r": free the cgroup controllers, or grade with --sandbox rlimits"):
+            factory.create(512 * 2**20, 64, 1.0)
+    finally:
+        cgroups._write = saved
+
 def test_the_speed_benchmark_builds_a_class_of_solutions_untouched_and_wrong_notebooks(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:

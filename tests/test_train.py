@@ -83,8 +83,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stop_at):
     done = train(None, None, None, tmp_path / "part", resume=True, progress=False)
     assert done.finished and done.iteration == 30
     assert strip(read_metrics(full.run_dir)) == strip(read_metrics(tmp_path / "part"))
-    a = torch.load(full.run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    a = torch.load(full.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -100,22 +100,40 @@ def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path):
     assert all(r.get("train_loss") != 9.9 for r in rows)
 
 
-def test_divergence_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+def test_divergence_keeps_the_last_finite_checkpoint_and_names_its_iteration(tmp_path):
+    # the lr jumps to 1e29 at iteration 7: checkpoints at 3 and 6 are good, the one due at 9 is not
+    run = tmp_path / "run"
+    recipe = small(iters=20, checkpoint_every=3, milestones=[7], gamma=1e30)
+    with pytest.raises(TrainingError, match=r"by iteration (8|9|10); the run is stopped and its last good "
+                                            r"checkpoint is kept in .*last.pt \(iteration 6, its weights finite\)"):
+        train(tiny_net(), "synthetic:256", recipe, run, progress=False)
+    kept = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert kept["iteration"] == 6
+    assert all(v.isfinite().all() for v in kept["model"].values() if v.is_floating_point())
+    assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+def test_a_diverged_model_is_never_checkpointed(tmp_path, capsys):
+    # the case: lr=1e30 with a checkpoint every 3 iterations (no log line falls on them)
+    run = tmp_path / "run"
+    code = main(["train", "--arch", "cifar-resnet8", "--width", "8", "--data", "synthetic:256", "--recipe", "test",
+                 "--set", "lr=1e30", "--set", "checkpoint_every=3", "--out", str(run), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "no checkpoint had been written yet" in err, err
+    assert not (run / "checkpoints" / "last.pt").exists()
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_on_resume(tmp_path):
     run = tmp_path / "run"
     train(tiny_net(), "synthetic:256", small(iters=20), run, progress=False, should_stop=lambda it: it == 10)
-    good = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
-    # resume with a poisoned model: the next log line sees a NaN loss
-    good_model = {k: v.clone() for k, v in good["model"].items()}
+    good = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     good["model"]["conv1.0.conv.weight"].fill_(float("nan"))
     torch.save(good, run / "checkpoints" / "last.pt")
-    before = (run / "metrics.jsonl").read_text()
-    with pytest.raises(TrainingError, match=r"loss became nan by iteration 15.*last good checkpoint is kept"):
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.raises(TrainingError, match=r"holds 1 non-finite tensors \(conv1.0.conv.weight …\): it is not a good"):
         train(None, None, None, run, resume=True, progress=False)
-    after = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
-    assert after["iteration"] == 10  # nothing was written over it
-    assert (run / "metrics.jsonl").read_text().startswith(before)
-    assert torch.isnan(after["model"]["conv1.0.conv.weight"]).all()
-    assert good_model["conv2_x.0.conv1.weight"].isfinite().all()
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
 
 
 def test_huge_lr_diverges_without_a_traceback(tmp_path, capsys):
@@ -221,5 +239,5 @@ def test_val_split_holds_out_training_images(tmp_path):
 def test_resume_refuses_a_different_architecture(tmp_path):
     run = tmp_path / "r"
     train(tiny_net(), "synthetic:256", small(iters=10), run, progress=False, should_stop=lambda it: it == 5)
-    with pytest.raises(TrainingError, match="trains cifar-resnet8, not cifar-resnet14"):
+    with pytest.raises(TrainingError, match="was started with architecture cifar-resnet8, not cifar-resnet14"):
         train(tiny_net(14), None, None, run, resume=True, progress=False)

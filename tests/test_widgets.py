@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,13 @@ import pytest
 import torch
 
 from resnet_explorer import ArchSpec, SpecError, count, get_spec
-from resnet_explorer.diagram import network_diagram
+from resnet_explorer.diagram import PX_PER_Y, STEP, network_diagram
+from resnet_explorer.figures import error_curves, update_error_curves
+from resnet_explorer.runs import checkpoint_iteration
 from resnet_explorer.train import read_metrics
-from resnet_explorer.widgets import PRESETS, ArchitectureBuilder, LayerResponseView, TrainingDashboard
+from resnet_explorer.widgets import (PRESETS, RECONNECT, ArchitectureBuilder, LayerResponseView, TrainingDashboard,
+                                     controls_for, spec_from_controls)
+from resnet_explorer.zoo import identify
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,10 +70,10 @@ def test_every_preset_loads_with_the_counters_numbers():
     b.set_preset("resnet152")
     assert shown_macs(b) == 11_282_415_616  # Table 1: 11.3 G (stride on the 1×1, the paper's)
     assert b.family.value.startswith("ImageNet") and b.imagenet_depth.value == 152
-    assert "11.3 G multiply-adds" in b.comparison.value and "19.6 G" in b.comparison.value  # VGG-19
+    assert "11.3 G multiply-adds" in b.comparison.value and "19.6&nbsp;G" in b.comparison.value  # VGG-19
     b.set_preset("plain34")
     assert "28.54 %" in b.comparison.value  # Table 2's plain-34 top-1
-    assert re.search(r"VGG-19</td><td[^>]*>19.6 G</td><td[^>]*>19 %", b.comparison.value)  # 3.6 / 19.6
+    assert re.search(r"VGG-19</td><td[^>]*>19.6&nbsp;G</td><td[^>]*>19&nbsp;%", b.comparison.value)  # 3.6 / 19.6
 
 
 def test_stage_edit_recounts_and_leaves_the_family():
@@ -103,7 +108,7 @@ def test_family_controls_and_options():
     b.imagenet_depth.value = 101  # keeps the chosen stride placement
     assert b.spec == get_spec("resnet101", stride_at="3x3")
     b.family.value = "CIFAR (6n+2)"
-    assert b.spec == get_spec("cifar-resnet20") and b.n.layout.display == ""
+    assert b.spec == get_spec("cifar-resnet20") and not b.n.disabled and b.imagenet_depth.disabled
     b.input_size.value, b.num_classes.value = 64, 100
     assert b.spec == get_spec("cifar-resnet20", input_size=64, num_classes=100)
 
@@ -164,7 +169,7 @@ def test_network_diagram_draws_stages_shortcuts_and_sizes():
     assert sum(s.type == "path" for s in shapes) == 4  # one shortcut arc per residual stage
     texts = [a.text for a in fig.layout.annotations]
     assert "56×56×64" in texts and "7×7×512" in texts and "1000 classes" in texts
-    assert "4 shortcuts (B), 1 projection" in texts  # conv3_x: one projection where the shape changes
+    assert "4 shortcuts (B)<br>1 projection" in texts  # conv3_x: one projection where the shape changes
     assert "21,797,672 parameters" in fig.layout.title.text
     v15 = [a.text for a in network_diagram(get_spec("resnet50", stride_at="3x3")).layout.annotations]
     assert "1×1, 128<br>3×3, 128, /2<br>1×1, 512<br><b>×4</b>" in v15  # the stride on the 3×3
@@ -179,8 +184,126 @@ def test_builder_diagram_follows_edits():
     b = ArchitectureBuilder("cifar-resnet20")
     b.stage_controls["conv4_x"].blocks.value = 4
     texts = [a.text for a in b.diagram.layout.annotations]
-    assert "4 shortcuts (A), 1 zero-pad" in texts
+    assert "4 shortcuts (A)<br>1 zero-pad" in texts
     assert f"{count(b.spec).params:,} parameters" in b.diagram.layout.title.text
+
+
+# -- the builder's controls follow the spec (issue 17, item 3) ---------------------------------------
+VARIANTS = [get_spec(n) for n in PRESETS] + [
+    get_spec("cifar-resnet8"), get_spec("cifar-plain14", width=8), get_spec("resnet50", stride_at="3x3", shortcut="C"),
+    get_spec("resnet34", shortcut="A"), get_spec("plain101", input_size=128, num_classes=10),
+    get_spec("cifar-resnet20", input_size=64, num_classes=100), get_spec("vgg-e", input_size=32),
+    get_spec("alexnet-groups1", num_classes=10)]
+
+
+@pytest.mark.parametrize("spec", VARIANTS, ids=lambda s: s.name)
+def test_controls_round_trip_over_every_zoo_net(spec):
+    """preset -> spec -> controls -> spec is the identity, and the builder shows those controls."""
+    c = controls_for(spec)
+    assert spec_from_controls(c) == spec
+    ident = identify(spec)
+    assert (c.family, c.name) == (ident.family, ident.name)
+    b = ArchitectureBuilder()
+    b.set_spec(spec)
+    assert b.spec == spec and b.error is None
+    assert b.imagenet_depth.value == (ident.depth if ident.family == "imagenet" else 0)  # 0: "—"
+    assert b.n.value == ((ident.depth - 2) // 6 if ident.family == "cifar" else 0)
+    assert b.preset.value == (spec.name if spec.name in PRESETS else None)
+    assert b.family.value.lower().startswith({"cifar": "cifar", "imagenet": "imagenet", "vgg": "vgg",
+                                              "alexnet": "alexnet"}[ident.family])
+
+
+def test_resnet34_and_resnet50_are_told_apart_by_block_type():
+    b = ArchitectureBuilder("resnet50")  # the same block counts as ResNet-34: (3, 4, 6, 3)
+    assert b.imagenet_depth.value == 50 and b.spec.name == "resnet50" and not b.stride_at.disabled
+    b.set_preset("resnet34")
+    assert b.imagenet_depth.value == 34 and b.stride_at.disabled  # basic blocks: no stride placement
+    for c in b.stage_controls.values():
+        c.block.value = "bottleneck"  # ResNet-34's counts with bottleneck blocks: ResNet-50 (bar the shortcut)
+    assert b.spec == get_spec("resnet50", shortcut="B") and b.imagenet_depth.value == 50
+    assert shown_params(b) == 25_557_032
+
+
+def test_controls_that_do_not_apply_are_disabled_with_their_reason():
+    b = ArchitectureBuilder("vgg-e")
+    params = shown_params(b)
+    assert b.residual.disabled and b.shortcut.disabled and b.stride_at.disabled
+    assert b.n.disabled and b.imagenet_depth.disabled and b.family.value == "VGG"
+    assert "no blocks to add shortcuts to" in b.residual.tooltip and "no blocks" in b.reasons.value
+    b.residual.value = True  # from code (the browser cannot click it): refused, and said why
+    assert b.spec == get_spec("vgg-e") and b.residual.value is False and shown_params(b) == params
+    assert "does not apply" in b.message.value and "plain" in b.summary.value
+    assert "custom" not in b.summary.value and "residual, option" not in b.summary.value
+    b.set_preset("cifar-plain20")
+    assert b.shortcut.disabled and "a plain net has no shortcuts" in b.shortcut.tooltip
+    assert not b.n.disabled and b.imagenet_depth.disabled and b.imagenet_depth.label == "—"
+    b.residual.value = True
+    assert not b.shortcut.disabled and b.shortcut.tooltip is None and b.spec == get_spec("cifar-resnet20")
+    b.imagenet_depth.value = 50  # does not apply to a CIFAR net
+    assert b.spec == get_spec("cifar-resnet20") and b.imagenet_depth.label == "—"
+
+
+def test_the_family_follows_the_blocks_there_and_back():
+    b = ArchitectureBuilder("resnet101")
+    assert shown_params(b) == 44_549_160  # Table 3's ResNet-101
+    b.stage_controls["conv4_x"].blocks.value = 5
+    assert b.family.value == "custom" and b.spec.name == "custom-resnet47" and b.imagenet_depth.label == "—"
+    assert b.imagenet_depth.disabled and b.preset.value is None
+    b.stage_controls["conv4_x"].blocks.value = 23  # the blocks match ResNet-101 again
+    assert b.family.value == "ImageNet (Table 1)" and b.imagenet_depth.value == 101
+    assert b.spec == get_spec("resnet101") and b.preset.value == "resnet101" and shown_params(b) == 44_549_160
+    b.family.value = "custom"  # the family is read from the net, not chosen: it snaps back and says so
+    assert b.family.value == "ImageNet (Table 1)" and "follows the net" in b.message.value
+    b.family.value = "AlexNet"
+    assert b.spec == get_spec("alexnet") and b.residual.disabled
+
+
+def test_diagram_labels_fit_their_column_and_the_height_fits_the_content():
+    """At plotly's narrowest default (700 px), no label is wider than its box's column, and
+    the y range ends just above the highest label (no empty band under the title)."""
+    for name in PRESETS:
+        fig = network_diagram(get_spec(name))
+        lo, hi = fig.layout.xaxis.range
+        px_per_x = (700 - 20) / (hi - lo)
+        highest = -1e9
+        for a in fig.layout.annotations:
+            lines = a.text.replace("<b>", "").replace("</b>", "").split("<br>")
+            width = 0.6 * a.font.size * max(len(line) for line in lines)
+            assert width <= STEP * px_per_x, (name, a.text)
+            if a.yanchor == "bottom":
+                highest = max(highest, a.y + len(lines) * 1.25 * a.font.size / PX_PER_Y)
+        top = fig.layout.yaxis.range[1]
+        assert highest <= top + 0.05 and top - highest < 0.3, (name, highest, top)
+
+
+def test_tables_keep_numbers_on_one_line():
+    b = ArchitectureBuilder("resnet50")
+    assert "white-space: nowrap" in b.stage_table.value and "17.3&nbsp;%" in b.stage_table.value
+    assert "white-space:nowrap" in b.comparison.value and "3.8&nbsp;G" in b.comparison.value
+
+
+# -- a widget whose kernel is gone says what to do (issue 17, item 4) -----------------------------------
+def test_every_widget_displays_a_reconnect_line_beside_its_view(tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    for w in (ArchitectureBuilder(), TrainingDashboard(out=str(tmp_path)), LayerResponseView()):
+        line, view = w.display_bundles()
+        key = w.link.key
+        assert RECONNECT in line["text/html"] and f"rx-offline-{key}" in line["text/html"]
+        box = w.widget if isinstance(w, TrainingDashboard) else w
+        assert view["application/vnd.jupyter.widget-view+json"]["model_id"] == box.model_id
+        assert w.link in box.children  # the link that hides the line lives inside the widget
+        with capture_output() as shown:
+            display(w)
+        assert [o.data.keys() for o in shown.outputs] == [line.keys(), view.keys()]
+        w.link._answer(w.link, {"width": 912}, [])  # the browser says how wide the widget is
+        assert [f.layout.width for f in w.link.figures] == [912]
+        w.link._answer(w.link, {"width": "wide"}, [])
+        w.link._answer(w.link, ["width", 100], [])
+        assert w.link.width == 912
 
 
 # -- the training dashboard -----------------------------------------------------------------------------
@@ -269,6 +392,79 @@ def test_dashboard_reopens_a_run_and_refuses_to_overwrite(trained, tmp_path):
     assert "is not a run directory" in again.message.value
 
 
+def test_dashboard_says_which_runs_have_finished(trained, capsys):
+    d, out, *_ = trained
+    assert d.finished_runs() == [out / "cifar-plain8", out / "cifar-resnet8"]
+    assert capsys.readouterr().out == "2 of 2 runs finished.\n"
+
+
+def test_dashboard_fields_show_their_whole_value(tmp_path):
+    from resnet_explorer.recipes import get_recipe
+
+    long_out = str(tmp_path / "runs" / "03_degradation_cifar10" / "cpu")
+    d = TrainingDashboard(["cifar-resnet20"], recipe=get_recipe("cpu-demo", iters=500, batch_size=64), out=long_out)
+    assert d.out.tooltip == long_out and d.out.layout.width == "100%"
+    assert d.recipe.tooltip == d.recipe.label == "cpu-demo, batch 64, 500 iterations (given)"
+    d.out.value = "elsewhere"
+    assert d.out.tooltip == "elsewhere"
+    d.recipe.value = "test"
+    assert d.recipe.tooltip == "test"
+
+
+def _stop_at_5(d: TrainingDashboard) -> None:
+    def stop(change: dict) -> None:
+        if "iteration 5 /" in change["new"]:
+            d.progress.unobserve(stop, names="value")
+            d.stop_button.click()
+
+    d.progress.observe(stop, names="value")
+
+
+def test_start_into_a_new_out_shows_only_its_runs(trained, tmp_path, capsys):
+    """The same nets into a new out folder: the figure never mixes them with the old runs."""
+    _, out, *_ = trained
+    d = TrainingDashboard([tiny("cifar-plain8"), tiny("cifar-resnet8")], data="synthetic:128", recipe="test",
+                          iters=20, out=str(out), device="cpu")
+    d.open(out)  # the finished runs, with their test curves
+    assert all(t.meta["run"].startswith(str(out.resolve())) for t in d.figure.data) and len(d.figure.data) == 4
+    new = tmp_path / "again"
+    d.out.value = str(new)
+    _stop_at_5(d)
+    d.start_button.click()
+    assert d.wait(120) and d.error is None
+    assert checkpoint_iteration(new / "cifar-plain8") == 5
+    assert d.runs == [new / "cifar-plain8", new / "cifar-resnet8"]
+    # only the new run that started is drawn, and its test curve is its own: empty before iteration 10
+    assert {t.meta["run"] for t in d.figure.data} == {str((new / "cifar-plain8").resolve())}
+    assert {t.name: list(t.y) for t in d.figure.data if t.meta["kind"] == "test"} == {"cifar-plain8 test": []}
+    assert d.finished_runs() == []
+    assert capsys.readouterr().out.startswith(
+        "0 of 2 runs finished; still to come: cifar-plain8 (5 / 20 iterations, stopped), cifar-resnet8 (not started). "
+        "Press Resume to continue them.")
+    d.open(out)  # Open brings the old runs back beside the new ones: labelled by folder, never merged
+    assert len(d.figure.data) == 6 and len({t.meta["run"] for t in d.figure.data}) == 3
+    assert {t.name for t in d.figure.data if t.meta["kind"] == "train"} == {
+        f"{out.name}/cifar-plain8 train", f"{new.name}/cifar-plain8 train", "cifar-resnet8 train"}
+
+
+def test_runs_of_one_name_in_two_folders_never_share_traces(trained, tmp_path):
+    _, out, *_ = trained
+    other = tmp_path / "other" / "cifar-plain8"
+    shutil.copytree(out / "cifar-plain8", other)
+    rows = read_metrics(other)
+    (other / "metrics.jsonl").write_text("".join(json.dumps({**r, "test_error": 0.5} if r["kind"] == "eval" else r)
+                                                 + "\n" for r in rows))
+    fig = error_curves([out / "cifar-plain8", other])
+    tests = {t.name: list(t.y) for t in fig.data if t.meta["kind"] == "test"}
+    assert tests[f"{other.parent.name}/cifar-plain8 test"] == [50.0, 50.0]
+    assert tests[f"{out.name}/cifar-plain8 test"] == pytest.approx(
+        [100 * r["test_error"] for r in rows if r["kind"] == "eval"])
+    assert len({t.uid for t in fig.data}) == 4 and len({t.line.color for t in fig.data}) == 2
+    update_error_curves(fig, [other])  # the figure follows the list: the other folder's run alone
+    assert {t.meta["run"] for t in fig.data} == {str(other.resolve())}
+    assert {t.name for t in fig.data} == {"cifar-plain8 train", "cifar-plain8 test"}
+
+
 def test_dashboard_bad_input_is_one_line(tmp_path):
     d = TrainingDashboard(["cifar-resnet20"], data="mnist:/x", recipe="test", out=str(tmp_path), device="cpu")
     d.start_button.click()
@@ -288,11 +484,11 @@ def test_dashboard_bad_input_is_one_line(tmp_path):
 
 
 def test_dashboard_passes_its_gpu_helpers_to_the_trainer(tmp_path, monkeypatch):
-    import resnet_explorer.widgets as widgets
+    import resnet_explorer.widgets.dashboard as dashboard_module  # the module that calls train
 
     seen = []
-    real_train = widgets.train
-    monkeypatch.setattr(widgets, "train", lambda *a, **kw: seen.append(kw) or real_train(*a, **kw))
+    real_train = dashboard_module.train
+    monkeypatch.setattr(dashboard_module, "train", lambda *a, **kw: seen.append(kw) or real_train(*a, **kw))
     d = TrainingDashboard([tiny("cifar-resnet8")], data="synthetic:128", recipe="test", iters=5,
                           out=str(tmp_path), device="cpu", amp="bf16", compile="off")
     d.start_button.click()
@@ -329,6 +525,26 @@ def test_layer_response_view_shows_fig7(trained):
     view.runs.value = (str(out / "cifar-resnet8"),)
     view.show_button.click()
     assert {t.name for t in view.figure.data} == {"cifar-resnet8"}
+
+
+def test_layer_response_view_keys_runs_by_folder_keeps_the_choice_and_colours_plain_apart(trained, tmp_path):
+    d, out, *_ = trained
+    view = LayerResponseView(d.runs)
+    colours = {t.name: t.line.color for t in view.figure.data}
+    assert colours["cifar-plain8"] != colours["cifar-resnet8"]  # one depth, one panel: two colours
+    assert view.runs.rows == 2
+    view.runs.value = (str(out / "cifar-plain8"),)
+    other = tmp_path / "other"
+    shutil.copytree(out / "cifar-plain8", other / "cifar-plain8")
+    view.add(other)
+    assert view.runs.value == (str(out / "cifar-plain8"), str(other / "cifar-plain8"))  # the choice is kept
+    assert [label for label, _ in view.runs.options] == [f"{out.name}/cifar-plain8", "cifar-resnet8",
+                                                         "other/cifar-plain8"]
+    assert view.runs.rows == 3
+    view.show()
+    assert view.error is None and [t.name for t in view.figure.data if t.showlegend] == [
+        f"{out.name}/cifar-plain8", "other/cifar-plain8"]
+    assert len({t.meta["run"] for t in view.figure.data}) == 2
 
 
 def test_layer_response_view_bad_run_is_a_message(tmp_path):

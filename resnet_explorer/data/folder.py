@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 
 from ..errors import DataError
 from .cpus import _cpu_count
-from .sources import _check_class_tree, _fail, _is_image
+from .sources import _check_class_tree, _fail, _is_image_file
 
 CACHE_NAME = ".resnet_explorer_cache.pt"
 
@@ -62,7 +62,8 @@ def _list_split(root: str, split: str, classes: Sequence[str]) -> tuple[list[str
     paths, labels, lines = [], [], []
     for label, name in enumerate(classes):
         folder = os.path.join(root, split, name)
-        entries = sorted((e for e in os.scandir(folder) if e.is_file() and _is_image(e.name)), key=lambda e: e.name)
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if _is_image_file(e, f"folder:{root}")), key=lambda e: e.name)
         for e in entries:
             st = e.stat()
             rel = f"{split}/{name}/{e.name}"

@@ -112,6 +112,16 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+def _is_image_file(entry: os.DirEntry, arg: str) -> bool:
+    """Whether a folder entry is an image file; a link in a loop (or that cannot be read) is one line."""
+    if not _is_image(entry.name):
+        return False
+    try:
+        return entry.is_file() and entry.stat().st_size >= 0
+    except OSError as e:
+        raise DataError(f"{arg}: cannot read {entry.path} ({e.strerror}): remove or fix that link") from None
+
+
 def _subdirs(path: str) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
@@ -138,7 +148,7 @@ def _check_class_tree(root: str, arg: str, kind: str, splits: Sequence[str]) -> 
             )
         for name in names:
             with os.scandir(os.path.join(folder, name)) as it:
-                if not any(e.is_file() and _is_image(e.name) for e in it):
+                if not any(_is_image_file(e, arg) for e in it):
                     raise _fail(arg, f"class folder {split}/{name}/ has no images", kind)
     assert classes is not None
     return classes
@@ -162,9 +172,29 @@ def _cifar10_folder(path: str, arg: str) -> str:
     raise _fail(arg, "no cifar-10-batches-py/ with data_batch_1..5 and test_batch", "cifar10")
 
 
+# What a CIFAR-10 batch file may ask the unpickler to build: numpy arrays and their dtypes.
+# Anything else (os.system, eval …) is refused: a batch file is data, never code.
+_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """pickle, but only plain containers and numpy arrays: a hostile batch file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it asks to build {module}.{name}, which a CIFAR-10 batch never holds")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: str) -> dict[str, Any]:
     with open(path, "rb") as f:
-        raw = pickle.load(f, encoding="bytes")
+        raw = _DataUnpickler(f, encoding="bytes").load()
+    if not isinstance(raw, dict):
+        raise pickle.UnpicklingError(f"it holds a {type(raw).__name__}, not a CIFAR-10 batch (a dict)")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from ..errors import GradingError
+
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
 V2_CONTROLLERS = ("memory", "cpu", "pids")
 PREFIX = "resnet-grade-"
@@ -229,13 +231,14 @@ class Factory:
             group._oom_start = group.oom_kills()
             group.cpu_start = group.cpu_seconds()
             return group
-        except OSError:
+        except OSError as e:
             for d in reversed(made):
                 try:
                     d.rmdir()
                 except OSError:
                     pass
-            raise
+            raise GradingError(f"cannot make a cgroup for a submission ({e.strerror or e}: {e.filename}): "
+                               "free the cgroup controllers, or grade with --sandbox rlimits") from None
 
 
 def _v2_factory(mount: Path, own: str) -> Factory | None:
