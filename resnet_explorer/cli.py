@@ -182,8 +182,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list, notes: list[str]) -> int:
     from .distributed import launch_env
     from .experiments import run_experiment
-    from .report import degradation_summary, summary_text, write_report
-    from .runs import experiment_runs
+    from .report import degradation_summary, gates_text, summary_text, write_report
+    from .runs import experiment_runs, load_runs
 
     if launch_env().enabled:
         raise UsageError(f"{name} runs in one process, not under torchrun: train one of its nets on "
@@ -192,13 +192,15 @@ def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list,
     exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True), **options)
     print()
     print(summary_text(degradation_summary(experiment_runs(exp_dir))))
+    if gates := gates_text(load_runs(experiment_runs(exp_dir))):
+        print("\n" + gates)
     report = write_report(exp_dir, notes=notes)
     print(f"\nreport: {report}")
     return 0
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiments import EXPERIMENTS, degradation, load_plans, preact, shortcuts
+    from .experiments import EXPERIMENTS, degradation, load_plans, parse_kinds, preact, shortcuts
 
     if not args.data:
         raise UsageError("an experiment needs --data (synthetic, cifar10:DIR, folder:DIR)")
@@ -207,7 +209,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.name == "degradation":
         plans = degradation(_ints(args.depths, "--depths") or FIG6_DEPTHS, recipe, width)
     elif args.name == "shortcuts":
-        plans = shortcuts(args.depth, recipe, width)
+        plans = shortcuts(args.depth, recipe, width, parse_kinds(args.kinds))
     elif args.name == "preact":
         plans = preact(args.depth, recipe, width)
     elif args.name.endswith(".json"):
@@ -376,6 +378,8 @@ def make_parser() -> argparse.ArgumentParser:
                                   "or a JSON file of runs")
     exp.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR")
     exp.add_argument("--depth", type=int, default=20, help="the depth of the shortcuts and preact experiments")
+    exp.add_argument("--kinds", help="shortcuts: which residual nets beside plain, e.g. A,gated "
+                                     "(default A,B,C,gated)")
     experiment_options(exp)
     exp.set_defaults(func=cmd_experiment)
 

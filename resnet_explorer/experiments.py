@@ -7,20 +7,20 @@ pre-activation one at one depth. Runs go one after the
 other into ``<out>/<run name>/``; ``manifest.json`` lists them with their status, so
 running the experiment again skips finished runs and resumes a partial one. After each
 run, ``analysis.json`` records its layer responses (Fig. 7) and gradient norms at
-initialisation and at the end.
+initialisation and at the end (and a gated net's per-block mean gate).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from . import runs
-from .analysis import gradient_norms, layer_responses
+from .analysis import gate_means, gradient_norms, layer_responses
 from .data import make_loaders, parse_data
 from .errors import TrainingError, UsageError
 from .evaluate import load_model
@@ -81,6 +81,16 @@ def shortcuts(depth: int = 20, recipe: Recipe | None = None, width: int = 16,
     return plans
 
 
+def parse_kinds(text: str | None) -> tuple[str, ...]:
+    """``--kinds A,gated`` -> ("A", "gated"); None: every kind (`SHORTCUT_KINDS`)."""
+    if text is None:
+        return SHORTCUT_KINDS
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not kinds:
+        raise UsageError(f"--kinds {text!r} names no shortcut kind: use some of {','.join(SHORTCUT_KINDS)}")
+    return kinds
+
+
 def preact(depth: int = 20, recipe: Recipe | None = None, width: int = 16) -> list[RunPlan]:
     """The paper's (post-activation) ResNet and He et al. 2016's pre-activation one at one
     CIFAR depth, same blocks and shortcuts (``cifar-preresnetD``'s: basic for 6n+2, the
@@ -123,12 +133,14 @@ def _probe_batch(data: str, n: int = 500, seed: int = 0) -> tuple[torch.Tensor, 
 
 
 def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
-    """Layer responses of the trained net, gradient norms at init (same seed) and at the end."""
+    """Layer responses of the trained net, gradient norms at init (same seed) and at the end,
+    and for gated nets each block's mean gate T(x) at init and at the end (``gate_means``)."""
     run_dir = Path(run_dir)
     x, y = _probe_batch(data)
     model = load_model(run_dir).cpu()
     torch.manual_seed(runs.load_run_config(run_dir)[3] if runs.is_run(run_dir) else seed)
     init = build(model.spec)  # the run's initial weights: same seed, same build
+    gates = {"init": gate_means(init, x), "final": gate_means(model, x)}  # before any training-mode pass
     result = {
         "iteration": checkpoint_iteration(run_dir),
         "images": int(y.numel()),
@@ -136,6 +148,8 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
         "gradient_norms": {"init": gradient_norms(init, x[:128], y[:128]),
                            "final": gradient_norms(model, x[:128], y[:128])},
     }
+    if gates["final"]:
+        result["gate_means"] = {k: [asdict(g) for g in v] for k, v in gates.items()}
     runs.write_analysis(run_dir, result)
     return result
 

@@ -192,12 +192,14 @@ def layer_responses_figure(run_dirs: Iterable[PathLike], widget: bool = False) -
 # -- highway gates ----------------------------------------------------------------------------------
 def gates_figure(series: Mapping[str, Sequence], widget: bool = False) -> Fig:
     """The mean gate T(x) of each block of gated nets, input to output: ``series`` is
-    {label: `analysis.gate_means` (…)} (or [(block name, mean), …]). The dotted line is
+    {label: `analysis.gate_means` (…)} (or their dicts, as an experiment's
+    ``analysis.json`` holds them, or [(block name, mean), …]). The dotted line is
     σ(b_T) at initialisation; T → 1 means the block has closed its shortcut."""
     fig = go.Figure()
     for i, (label, means) in enumerate(series.items()):
-        pairs = [(m.name, m.mean) if hasattr(m, "mean") else (m[0], m[1]) for m in means]
-        spread = [getattr(m, "std", None) for m in means]
+        means = [_gate_entry(m) for m in means]
+        pairs = [(n, v) for n, v, _ in means]
+        spread = [sd for _, _, sd in means]
         fig.add_trace(go.Scatter(
             x=list(range(1, len(pairs) + 1)), y=[v for _, v in pairs], text=[n for n, _ in pairs],
             mode="lines+markers", name=label, line=dict(color=OTHER_COLORS[i % len(OTHER_COLORS)], width=2),
@@ -210,6 +212,15 @@ def gates_figure(series: Mapping[str, Sequence], widget: bool = False) -> Fig:
                       xaxis_title="block (input → output)", yaxis_title="mean T(x) (± std)",
                       yaxis_range=[0, 1], height=420)
     return _finish(fig, widget)
+
+
+def _gate_entry(m: object) -> tuple[str, float, float | None]:
+    """(block, mean, std) from a `GateMean`, its dict (as in analysis.json) or a (name, mean) pair."""
+    if isinstance(m, Mapping):
+        return m["name"], m["mean"], m.get("std")
+    if hasattr(m, "mean"):
+        return m.name, m.mean, getattr(m, "std", None)
+    return m[0], m[1], None
 
 
 # -- gradient norms ---------------------------------------------------------------------------------
