@@ -22,29 +22,17 @@ setup() {
     fi
 }
 
-# The browser test (tests/test_browser.py) drives Debian's chromium; install it when missing.
-ensure_chromium() {
-    [ -n "${RESNET_EXPLORER_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 && return 0
+# A system tool a slow test needs, installed with apt when missing (as root), else one line
+# saying how: ensure_tool COMMAND ENV_OVERRIDE DEBIAN_PACKAGE WHAT_NEEDS_IT
+ensure_tool() {
+    local cmd=$1 override=$2 pkg=$3 why=$4
+    [ -n "${!override:-}" ] || command -v "$cmd" >/dev/null 2>&1 && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== installing Debian's chromium for the browser test"
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-            || echo "== could not install chromium: the browser test will fail" >&2
+        echo "== installing Debian's $pkg for $why"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null; } \
+            || echo "== could not install $pkg: $why will fail" >&2
     else
-        echo "== the browser test needs Chromium: sudo apt-get install chromium" \
-             "(or set RESNET_EXPLORER_CHROMIUM=/path/to/chrome)" >&2
-    fi
-}
-
-# The sandboxed grader (tests/test_grading_attacks.py) uses bubblewrap; install it when missing.
-ensure_bubblewrap() {
-    [ -n "${RESNET_EXPLORER_BWRAP:-}" ] || command -v bwrap >/dev/null 2>&1 && return 0
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "== installing Debian's bubblewrap for the grading sandbox"
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } \
-            || echo "== could not install bubblewrap: the grading sandbox tests will fail" >&2
-    else
-        echo "== the grading sandbox needs bubblewrap: sudo apt-get install bubblewrap" \
-             "(or set RESNET_EXPLORER_BWRAP=/path/to/bwrap)" >&2
+        echo "== $why needs $pkg: sudo apt-get install $pkg (or set $override=/path/to/$cmd)" >&2
     fi
 }
 
@@ -56,8 +44,8 @@ case "${1:-}" in
         ;;
     test)
         setup
-        ensure_chromium
-        ensure_bubblewrap
+        ensure_tool chromium RESNET_EXPLORER_CHROMIUM chromium "the browser test (tests/test_browser.py)"
+        ensure_tool bwrap RESNET_EXPLORER_BWRAP bubblewrap "the grading sandbox (tests/test_grading_attacks.py)"
         shift
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

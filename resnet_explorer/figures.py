@@ -99,10 +99,11 @@ def _curve(run: Run, kind: str, x: str) -> tuple[list, list]:
 
 def _error_traces(run: Run, color: str, label: str, x: str) -> list[go.Scatter]:
     traces = []
-    for kind, dash, width in (("train", "dash", 1), ("test", "solid", 3)):
+    # test evaluations are sparse (one at the end of a short run): markers keep a lone one visible
+    for kind, dash, width, mode in (("train", "dash", 1, "lines"), ("test", "solid", 3, "lines+markers")):
         xs, ys = _curve(run, kind, x)
         traces.append(go.Scatter(
-            x=xs, y=ys, mode="lines", name=f"{label} {kind}", legendgroup=run_key(run),
+            x=xs, y=ys, mode=mode, name=f"{label} {kind}", legendgroup=run_key(run), marker=dict(size=6),
             line=dict(color=color, dash=dash, width=width),
             meta={"run": run_key(run), "kind": kind}, uid=f"{_uid(run)}-{kind}",
             hovertemplate=f"{label} {kind}<br>%{{x}}: %{{y:.2f}} %<extra></extra>",

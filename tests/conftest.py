@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from resnet_explorer import ArchSpec, ConvLayer, Head, Pool, Stage
 
@@ -67,3 +68,20 @@ def extract_mini(dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory) -> Path:
     return extract_mini(tmp_path_factory.mktemp("mini"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny nets: one intra-op thread is faster than two on a shared 2-core machine, and
+    deterministic. A module that wants it for all its tests imports it (module scope)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def one_line(capsys, code: int) -> str:
+    """The CLI's stderr for a refused input: exit 2 and exactly one 'resnet-explorer: error:' line."""
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("resnet-explorer: error: "), err
+    return err

@@ -311,3 +311,16 @@ def test_gradient_norms_during_training_are_recorded_and_drawn(tmp_path):
     import math
 
     assert heat.z[-1][1] == pytest.approx(math.log10(grads[1]["norms"]["fc"]))
+
+
+def test_a_run_evaluated_once_still_shows_its_test_error(tmp_path):
+    """A short run has one test evaluation: drawn as a line alone it would be invisible."""
+    from resnet_explorer import get_spec
+    from resnet_explorer.recipes import get_recipe
+    from resnet_explorer.train import train
+    from resnet_explorer.figures import error_curves
+
+    run = tmp_path / "r"
+    train(get_spec("cifar-resnet8", width=4), "synthetic:128", get_recipe("test", iters=4), run, device="cpu", progress=False)
+    test = [t for t in error_curves([run]).data if t.meta and t.meta.get("kind") == "test"]
+    assert len(test) == 1 and len(test[0].x) == 1 and "markers" in test[0].mode

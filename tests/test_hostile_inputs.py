@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import one_line
 import torch
 
 from resnet_explorer import get_spec, runs
@@ -27,18 +28,7 @@ TRAIN = ["train", "--arch", "cifar-resnet8", "--width", "4", "--data", "syntheti
 DETERMINISTIC = ("kind", "iter", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def one_line(capsys, code: int) -> str:
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("resnet-explorer: error: "), err
-    return err
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny nets, one thread
 
 
 @pytest.mark.parametrize("value,fragment", [

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import one_line
 import torch
 
 from resnet_explorer import get_spec, runs
@@ -33,12 +34,7 @@ TINY = get_recipe("test", iters=10)  # batch 32: log 5, eval and checkpoint 10
 DETERMINISTIC = ("kind", "iter", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny nets, one thread
 
 
 def tiny(name: str = "cifar-resnet8"):
@@ -52,12 +48,6 @@ def strip(rows: list[dict]) -> list[dict]:
 def files(run: Path) -> dict[Path, bytes]:
     """Every file of a run but its lock (whose holder line changes with each writer)."""
     return {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != runs.LOCK_NAME}
-
-
-def one_line(capsys, code: int) -> str:
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("resnet-explorer: error: "), err
-    return err
 
 
 @pytest.fixture(scope="module")

@@ -263,9 +263,13 @@ class TrainingDashboard(Reconnecting):
         except UserError as e:
             return self._fail(one_line(e))
         self.runs = _same_dirs([*self.runs, *found])
+        try:
+            status = " · ".join(self._status(d) for d in found)
+        except UserError as e:  # shown (its curves are read from metrics, never the checkpoint)
+            return self._fail(one_line(e))
         self.message.value = ""
         self.redraw()
-        self.progress.value = html.escape(" · ".join(self._status(d) for d in found))
+        self.progress.value = html.escape(status)
 
     def redraw(self) -> None:
         """Make the error curves those of `runs` (one batched update)."""
@@ -278,9 +282,9 @@ class TrainingDashboard(Reconnecting):
         """(last checkpoint's iteration, the recipe's end) of a run; None before it started."""
         try:
             _, recipe, _, _ = load_run_config(d)
-            return checkpoint_iteration(d), recipe.max_iters
-        except UserError:
+        except TrainingError:
             return None
+        return checkpoint_iteration(d), recipe.max_iters  # a hostile checkpoint raises: shown by the caller
 
     def _name(self, d: Path) -> str:
         """A run's short name; with its folder when another run shown has the same name."""
