@@ -1,4 +1,5 @@
-"""The ``resnet-explorer`` command line: info, tables, train, eval, experiment, demo, assign, grade.
+"""The ``resnet-explorer`` command line: info, tables, train, eval, experiment, demo, assign, grade
+(and, from `cli_notebooks`, notebooks, lab, assignment new).
 
 Each command is a small function over the library. Bad input raises a `UserError`, which
 `main` prints as one line (exit 2). The library behind the training commands is imported
@@ -89,21 +90,23 @@ def _device_kwargs(args: argparse.Namespace) -> dict:
 def cmd_info(args: argparse.Namespace) -> int:
     spec = spec_from_args(args.arch, args)
     c = count(spec)
+    from . import crosscheck as X  # (imports PyTorch only when --check or --summary builds the model)
+
+    checked = X.check_count(spec) if args.check else None
     if args.json:
-        d = c.to_dict(layers=args.layers)
-        d["spec"] = spec.to_dict()
-        print(json.dumps(d, indent=2))
+        extra = {"fvcore_macs": checked.fvcore, "fvcore_agrees": checked.agrees} if checked else {}
+        print(json.dumps({**c.to_dict(layers=args.layers), "spec": spec.to_dict(), **extra}, indent=2))
     else:
-        print(format_info(c, spec, layers=args.layers))
-    return 0
+        print(X.summary(spec) if args.summary else format_info(c, spec, layers=args.layers))
+        print(checked.line() if checked else "", end="\n" if checked else "")
+    return 1 if checked and checked.agrees is False else 0
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
     print(table1())
     print()
     print(table6())
-    print()
-    print(beyond())
+    print(f"\n{beyond()}")
     return 0
 
 
@@ -188,12 +191,11 @@ def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list,
     if launch_env().enabled:
         raise UsageError(f"{name} runs in one process, not under torchrun: train one of its nets on "
                          "several processes with resnet-explorer train (see docs/distributed.md)")
-    options = {**_device_kwargs(args), "seed": args.seed or 0}
+    options = {**_device_kwargs(args), "seed": args.seed or 0, "jobs": getattr(args, "jobs", 1)}
     exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True), **options)
     print()
-    print(summary_text(degradation_summary(experiment_runs(exp_dir))))
-    if gates := gates_text(load_runs(experiment_runs(exp_dir))):
-        print("\n" + gates)
+    done = experiment_runs(exp_dir)
+    print("\n\n".join(filter(None, [summary_text(degradation_summary(done)), gates_text(load_runs(done))])))
     report = write_report(exp_dir, notes=notes)
     print(f"\nreport: {report}")
     return 0
@@ -331,6 +333,8 @@ def make_parser() -> argparse.ArgumentParser:
     info.add_argument("--classes", type=int, help="number of classes")
     info.add_argument("--layers", action="store_true", help="one row per layer")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--summary", action="store_true", help="torchinfo's summary of the built model instead")
+    info.add_argument("--check", action="store_true", help="fvcore's traced multiply-adds beside ours (exit 1: differ)")
     info.set_defaults(func=cmd_info)
 
     tr = sub.add_parser(
@@ -374,12 +378,12 @@ def make_parser() -> argparse.ArgumentParser:
         _device_options(p)
 
     exp = sub.add_parser("experiment", help="a named set of runs (degradation, shortcuts, preact, or a .json)")
-    exp.add_argument("name", help="degradation, shortcuts (plain, A, B, C, gated), preact (post vs pre), "
-                                  "or a JSON file of runs")
+    exp.add_argument("name", help="degradation, shortcuts (plain, A, B, C, gated), preact (post vs pre), or a .json")
     exp.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR")
     exp.add_argument("--depth", type=int, default=20, help="the depth of the shortcuts and preact experiments")
-    exp.add_argument("--kinds", help="shortcuts: which residual nets beside plain, e.g. A,gated "
-                                     "(default A,B,C,gated)")
+    exp.add_argument("--kinds", help="shortcuts: the residual nets beside plain, e.g. A,gated (default A,B,C,gated)")
+    exp.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each, on the same "
+                     "device (on a CPU they split its cores); each run's numbers are its solo run's")
     experiment_options(exp)
     exp.set_defaults(func=cmd_experiment)
 
@@ -409,9 +413,12 @@ def make_parser() -> argparse.ArgumentParser:
     grd.add_argument("--seed", type=int, help="the test inputs' seed (default: random, chosen now)")
     grd.set_defaults(func=cmd_grade)
 
-    tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, and the highway / pre-activation "
-                                           "nets, ours beside published")
+    tables = sub.add_parser("tables", help="Tables 1 and 6, highway and pre-activation nets: ours vs published")
     tables.set_defaults(func=cmd_tables)
+
+    from .cli_notebooks import add_commands  # notebooks, lab, assignment new (the packaged notebooks)
+
+    add_commands(sub)
     return p
 
 

@@ -24,6 +24,7 @@ from .analysis import gate_means, gradient_norms, layer_responses
 from .data import make_loaders, parse_data
 from .errors import TrainingError, UsageError
 from .evaluate import load_model
+from .jobs import Job, Outcome, check_jobs, run_jobs
 from .model import build
 from .recipes import Recipe, get_recipe
 from .runs import analysis_current, checkpoint_iteration, experiment_runs  # noqa: F401 (re-exported)
@@ -167,15 +168,19 @@ def run_experiment(
     progress: bool = True,
     log: Callable[[str], None] = print,
     workers: int | None = None,
+    jobs: int = 1,
 ) -> Path:
     """Run every plan into ``out``; finished runs are skipped, a partial one resumed.
-    ``workers``: ImageNet loader processes (see `train`).
+    ``workers``: ImageNet loader processes (see `train`). ``jobs`` > 1: up to that many runs
+    at once, one process each, on the same device (`resnet_explorer.jobs`: each run's numbers
+    are its solo run's; a failed run is recorded in the manifest and the others go on).
 
     A run is known by its records, not by its folder's name: every run directory already in
     ``out`` must hold this plan's spec, recipe, data and seed, or the experiment is refused
     (one line), so a lost ``manifest.json`` is rebuilt from the runs and a corrupt one is
     one line. One process writes an experiment at a time (`runs.lock_run`)."""
     out = Path(out)
+    check_jobs(jobs)
     planned = [p.to_dict() for p in plans]
     names = [p.name for p in plans]
     if len(set(names)) != len(names):
@@ -197,16 +202,30 @@ def run_experiment(
                                     f"with {differs}): use another --out, or move that run away")
         return _run_plans(name, plans, planned, data, out, seed, log,
                           dict(device=device, amp=amp, channels_last=channels_last, compile=compile,
-                               seed=seed, progress=progress, workers=workers))
+                               seed=seed, progress=progress, workers=workers), jobs)
     finally:
         lock.release()
 
 
+def train_plan(plan: dict, data: str, run_dir: str, state: str, seed: int, options: dict) -> dict:
+    """Train one plan (`RunPlan.to_dict`) into ``run_dir`` (``state``: pending, partial to
+    resume, or trained to analyse only), then analyse it: the one code path of a run, alone
+    or as one of ``--jobs`` (where it runs in its own process). Returns its last test error."""
+    p = RunPlan.from_dict(plan)
+    if state != "trained":
+        resume = state == "partial"
+        train(None if resume else p.spec, data, None if resume else p.recipe, run_dir, resume=resume, **options)
+    analyze_run(run_dir, data, seed)
+    evals = [r for r in runs.read_metrics(run_dir) if r.get("kind") == "eval"]
+    return {"test_error": evals[-1].get("test_error") if evals else None}
+
+
 def _run_plans(name: str, plans: Sequence[RunPlan], planned: list[dict], data: str, out: Path, seed: int,
-               log: Callable[[str], None], options: dict) -> Path:
+               log: Callable[[str], None], options: dict, jobs: int = 1) -> Path:
     """`run_experiment`'s loop, once the runs in ``out`` are known to be the plan's."""
     manifest = {"name": name, "data": data, "seed": seed,
                 "runs": [{**p, "status": "pending"} for p in planned]}
+    failed: dict[str, str] = {}
 
     def status_of(plan: RunPlan) -> str:
         """finished, trained (the analysis is missing), partial or pending."""
@@ -218,9 +237,13 @@ def _run_plans(name: str, plans: Sequence[RunPlan], planned: list[dict], data: s
     def save() -> None:
         for r, p in zip(manifest["runs"], plans):
             r["status"] = status_of(p)
+            r.pop("error", None)
+            if p.name in failed and r["status"] != "finished":
+                r["status"], r["error"] = "failed", failed[p.name]
         runs.write_manifest(out, manifest)
 
     save()
+    todo = []
     for i, plan in enumerate(plans, 1):
         state = status_of(plan)
         if state == "finished":
@@ -228,11 +251,45 @@ def _run_plans(name: str, plans: Sequence[RunPlan], planned: list[dict], data: s
             continue
         log(f"[{i}/{len(plans)}] {plan.name}: {plan.spec.depth} layers, {plan.recipe.max_iters} iterations"
             + {"partial": " (resumed)", "trained": " (trained; analysing)"}.get(state, ""))
-        run_dir = out / plan.name
-        if state != "trained":
-            resume = state == "partial"
-            train(None if resume else plan.spec, data, None if resume else plan.recipe, run_dir,
-                  resume=resume, **options)
-        analyze_run(run_dir, data, seed)
-        save()
+        if jobs == 1:
+            train_plan(plan.to_dict(), data, str(out / plan.name), state, seed, options)
+            save()
+        else:
+            todo.append((plan, state))
+    if todo:
+        _run_parallel(todo, data, out, seed, log, options, jobs, failed, save)
     return out
+
+
+def _run_parallel(todo: list[tuple[RunPlan, str]], data: str, out: Path, seed: int, log: Callable[[str], None],
+                  options: dict, n: int, failed: dict[str, str], save: Callable[[], None]) -> None:
+    """The plans of ``todo`` as `jobs` (one process each, up to ``n`` at once); the manifest
+    is rewritten as each ends; a failed run is recorded there with its reason, the others go
+    on; a signal (Ctrl-C) checkpoints every running one and ends in one line."""
+    work = [Job(p.name, "resnet_explorer.experiments:train_plan",
+                dict(plan=p.to_dict(), data=data, run_dir=str(out / p.name), state=state, seed=seed,
+                     options={**options, "progress": False}), runs.job_log_path(out, p.name))
+            for p, state in todo]
+
+    def done(o: Outcome) -> None:
+        if o.status == "done":
+            err = (o.value or {}).get("test_error")
+            log(f"{o.name}: finished in {o.seconds:.0f} s"
+                + (f", test error {err:.2%}" if isinstance(err, float) else ""))
+        elif o.status == "failed":
+            failed[o.name] = o.error or "failed"
+            log(f"{o.name}: FAILED: {o.error}")
+        else:
+            log(f"{o.name}: stopped ({o.error})")
+        save()
+
+    outcomes, stopped = run_jobs(work, n, log, on_done=done)
+    save()
+    if stopped:
+        raise TrainingError(f"stopped by {stopped}: {sum(o.status == 'interrupted' for o in outcomes)} running "
+                            f"run(s) checkpointed; run the same command again to resume them")
+    if failed:
+        why = "; ".join(f"{k}: {v}" for k, v in failed.items())
+        raise TrainingError(f"{len(failed)} of {len(todo)} runs failed ({why}); "
+                            f"the others finished; see {runs.manifest_path(out)} and the logs beside it, "
+                            "and run the same command again to retry")

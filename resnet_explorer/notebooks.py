@@ -4,6 +4,8 @@
     python -m resnet_explorer.notebooks strip [NB ...]    # remove outputs and execution counts, in place
     python -m resnet_explorer.notebooks check [NB ...]    # exit 1 unless every one is output-free
                                                           # and has exactly one "parameters" cell
+    python -m resnet_explorer.notebooks setup [NB ...]    # (re)write the setup cell and short-mode line
+    python -m resnet_explorer.notebooks links --repo OWNER/NAME   # the Colab link list of notebooks/README.md
     python -m resnet_explorer.notebooks run --smoke [NB ...] [--out DIR]
                                                           # execute top to bottom (nbclient), print times
 
@@ -35,8 +37,44 @@ RUNS_ENV = "RESNET_EXPLORER_RUNS"
 PARAMETERS_TAG = "parameters"
 KERNEL_NAME = "resnet-explorer-python"
 SUMMARY_MARK = "<<resnet-explorer-summary>>"
-# The notebooks of a source checkout (an editable install); other installs pass paths.
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+SETUP_TAG = "setup"
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def walkthrough_dir() -> Path:
+    """Where the walkthrough notebooks are: inside the package in a wheel install (package
+    data ``resnet_explorer/walkthrough``, mapped from ``notebooks/`` at build time), else the
+    ``notebooks/`` folder of the source checkout (an editable install)."""
+    packaged = _PACKAGE / "walkthrough"
+    return packaged if packaged.is_dir() else _PACKAGE.parent / "notebooks"
+
+
+def student_assignment_dir() -> Path:
+    """The student assignments (``<name>/<name>.ipynb``): package data in a wheel, else the
+    checkout's ``assignments/student``. Instructor material is never package data."""
+    packaged = _PACKAGE / "student_assignments"
+    return packaged if packaged.is_dir() else _PACKAGE.parent / "assignments" / "student"
+
+
+NOTEBOOK_DIR = walkthrough_dir()
+
+# The first code cell of every notebook, identical in all (tests/test_notebooks.py checks it;
+# `python -m resnet_explorer.notebooks setup` writes it): the d2l convention of one
+# commented install line for hosted notebooks, and a one-line message instead of a traceback.
+SETUP_SOURCE = """\
+# Setup. In a hosted notebook (Colab, ...) without resnet-explorer, uncomment the next line, run it,
+# then restart the kernel. Elsewhere: pip install "resnet-explorer[notebooks]" (a checkout: pip install -e ".[notebooks]").
+# %pip install "resnet-explorer[notebooks]"
+import importlib.util
+
+if importlib.util.find_spec("resnet_explorer") is None:
+    raise ModuleNotFoundError('resnet_explorer is not installed in this kernel: run %pip install '
+                              '"resnet-explorer[notebooks]" in a cell (or pip in a terminal), then restart the kernel')
+import resnet_explorer
+
+print(f"resnet_explorer {resnet_explorer.__version__} from {resnet_explorer.__file__}")"""
+# The line every parameters cell carries after its header comments: how to pick the short mode.
+SHORT_MODE_LINE = '# Short mode (minutes on a laptop): MODE = "smoke" here, or start JupyterLab with resnet-explorer lab --smoke.'
 
 
 def notebook_paths(folder: str | os.PathLike = NOTEBOOK_DIR) -> list[Path]:
@@ -107,8 +145,8 @@ def problems(nb: Any) -> list[str]:
 
 
 def check(paths: Sequence[str | os.PathLike]) -> dict[str, list[str]]:
-    """``{path: problems}`` for the notebooks that have any."""
-    return {str(p): found for p in paths if (found := problems(_read(p)))}
+    """``{path: problems}`` (`problems` and `setup_problems`) for the notebooks that have any."""
+    return {str(p): found for p in paths if (found := problems(nb := _read(p)) + setup_problems(nb))}
 
 
 def parameters_source(nb: Any) -> str:
@@ -117,6 +155,65 @@ def parameters_source(nb: Any) -> str:
         if PARAMETERS_TAG in cell.metadata.get("tags", []):
             return cell.source
     raise ValueError(f"no cell tagged {PARAMETERS_TAG!r}")
+
+
+def apply_setup(nb: Any) -> bool:
+    """Give ``nb`` the setup cell (`SETUP_SOURCE`, tagged ``setup``) as its first code cell and
+    the `SHORT_MODE_LINE` in its parameters cell; re-runnable. Returns whether it changed."""
+    import nbformat
+
+    def state() -> list:
+        return [(c.get("id"), c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
+
+    before = state()
+    nb.cells = [c for c in nb.cells if SETUP_TAG not in c.metadata.get("tags", [])]
+    cell = nbformat.v4.new_code_cell(SETUP_SOURCE)
+    cell.metadata["tags"] = [SETUP_TAG]
+    if "id" in cell:  # a fixed id: re-applying it leaves the file as it was
+        cell.id = "resnet-explorer-setup"
+    first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
+    nb.cells.insert(first_code, cell)
+    for c in nb.cells:
+        if PARAMETERS_TAG in c.metadata.get("tags", []) and SHORT_MODE_LINE not in c.source:
+            lines = c.source.split("\n")
+            header = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+            c.source = "\n".join(lines[:header] + [SHORT_MODE_LINE] + lines[header:])
+    return before != state()
+
+
+def setup_problems(nb: Any) -> list[str]:
+    """What the setup convention misses in ``nb``: the setup cell first, the short-mode line."""
+    found = []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code or code[0].source != SETUP_SOURCE or SETUP_TAG not in code[0].metadata.get("tags", []):
+        found.append(f"the first code cell is not the {SETUP_TAG!r} cell (fix: python -m resnet_explorer.notebooks setup)")
+    if sum(SETUP_TAG in c.metadata.get("tags", []) for c in nb.cells) > 1:
+        found.append(f"more than one cell tagged {SETUP_TAG!r}")
+    params = [c for c in nb.cells if PARAMETERS_TAG in c.metadata.get("tags", [])]
+    if params and SHORT_MODE_LINE not in params[0].source:
+        found.append("the parameters cell does not say how to pick the short mode")
+    return found
+
+
+def apply_setup_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """`apply_setup` on each notebook file, in place; returns the ones that changed."""
+    import nbformat
+
+    changed = []
+    for path in paths:
+        nb = _read(path)
+        if apply_setup(nb):
+            nbformat.write(nb, str(path))
+            changed.append(Path(path))
+    return changed
+
+
+def hosted_links(repo: str, branch: str = "main") -> str:
+    """A markdown list of the walkthrough as Colab links to the GitHub repository ``repo``
+    (``owner/name``): the list in ``notebooks/README.md``, rewritten once the repository is public."""
+    rows = [f"- [{p.stem}](https://colab.research.google.com/github/{repo}/blob/{branch}/notebooks/{p.name})"
+            for p in notebook_paths(walkthrough_dir())]
+    return "\n".join(rows)
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -198,9 +295,9 @@ def execute(
 
 # -- command line -----------------------------------------------------------------------------------
 def _paths(given: Sequence[str]) -> list[Path]:
-    paths = [Path(p) for p in given] if given else notebook_paths()
+    paths = [Path(p) for p in given] if given else notebook_paths(walkthrough_dir())
     if not paths:
-        raise SystemExit(f"no notebooks given and none in {NOTEBOOK_DIR}")
+        raise SystemExit(f"no notebooks given and none in {walkthrough_dir()}")
     return paths
 
 
@@ -208,9 +305,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m resnet_explorer.notebooks",
                                 description="Strip, check and run the walkthrough notebooks.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the notebooks of this checkout")
-    for name, text in (("strip", "remove outputs in place"), ("check", "fail on outputs or parameter cells")):
+    sub.add_parser("list", help="the walkthrough notebooks of this install")
+    for name, text in (("strip", "remove outputs in place"), ("check", "fail on outputs or parameter cells"),
+                       ("setup", "give each notebook the setup cell and the short-mode line, in place")):
         sub.add_parser(name, help=text).add_argument("notebooks", nargs="*")
+    links = sub.add_parser("links", help="the Colab links of notebooks/README.md, for a GitHub repository")
+    links.add_argument("--repo", required=True, help="owner/name on GitHub")
+    links.add_argument("--branch", default="main")
     run = sub.add_parser("run", help="execute notebooks headless")
     run.add_argument("notebooks", nargs="*")
     run.add_argument("--smoke", action="store_true", help=f"smoke mode ({SMOKE_ENV}=1)")
@@ -218,8 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--runs", help=f"where the notebooks write their runs ({RUNS_ENV})")
     args = p.parse_args(argv)
 
+    if args.command == "links":
+        print(hosted_links(args.repo, args.branch))
+        return 0
     if args.command == "list":
-        for path in notebook_paths():
+        for path in notebook_paths(walkthrough_dir()):
             print(path)
         return 0
     paths = _paths(args.notebooks)
@@ -227,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         changed = strip(paths)
         print(f"stripped {len(changed)} of {len(paths)} notebooks" +
               "".join(f"\n  {c}" for c in changed))
+        return 0
+    if args.command == "setup":
+        changed = apply_setup_files(paths)
+        print(f"set up {len(changed)} of {len(paths)} notebooks" + "".join(f"\n  {c}" for c in changed))
         return 0
     if args.command == "check":
         bad = check(paths)
@@ -243,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     total, failed = 0.0, []
     for path in paths:
         try:
-            done = execute(path, smoke=args.smoke, runs=runs, summary=None)
+            # a packaged notebook (a wheel's site-packages) runs, and writes its runs/, in the working directory
+            cwd = Path.cwd() if path.resolve().is_relative_to(_PACKAGE) else None
+            done = execute(path, smoke=args.smoke, cwd=cwd, runs=runs, summary=None)
         except CellExecutionError as e:
             print(f"{path}: FAILED\n{e}", flush=True)
             failed.append(path)

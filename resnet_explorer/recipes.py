@@ -40,6 +40,9 @@ class Recipe:
     eval_every: int = 1000  # iterations between evaluations on the test (or val) set
     checkpoint_every: int = 1000
     log_grad_norms: bool = True  # a "grad" line of per-layer gradient norms with each train line
+    # BatchNorm statistics over groups of this many images of each batch (ghost BN,
+    # `ghost_bn`): 64 is the paper's, its batch of 128 split over two GPUs; None: the whole batch
+    bn_batch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,6 +92,10 @@ class Recipe:
             raise bad("warmup_until_error", "a finite number, 0 <= warmup_until_error <= 1")
         if self.warmup_lr is not None and (not _is_number(self.warmup_lr) or self.warmup_lr <= 0):
             raise bad("warmup_lr", "a finite number > 0, or null for no warm-up")
+        if self.bn_batch is not None and (not _is_int(self.bn_batch) or self.bn_batch <= 0
+                                          or self.batch_size % self.bn_batch):
+            raise bad("bn_batch", f"a divisor of batch_size={self.batch_size} (the images each BatchNorm "
+                      "normalises together, e.g. 64 as on the paper's two GPUs), or null for the whole batch")
         if self.schedule not in ("multistep", "plateau"):
             raise bad("schedule", "multistep or plateau")
         if not isinstance(self.milestones, list) or not all(_is_int(m) and m > 0 for m in self.milestones):

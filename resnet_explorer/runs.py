@@ -436,3 +436,8 @@ def experiment_runs(exp_dir: PathLike) -> list[Path]:
     """The run directories of an experiment, in its manifest's order."""
     exp_dir = Path(exp_dir)
     return [exp_dir / r["dir"] for r in read_manifest(exp_dir)["runs"]]
+
+
+def job_log_path(exp_dir: PathLike, name: str) -> Path:
+    """Where ``experiment --jobs`` appends the output of the run ``name``'s process."""
+    return Path(exp_dir) / "logs" / f"{name}.log"

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import distributed as D
-from . import runs
+from . import ghost_bn, runs
 from .data import DataSource, make_loaders, mix_seed, parse_data
 from .devices import COMPILE_MODES, Accel, check_memory, environment, pick_device  # noqa: F401 (re-exported)
 from .errors import TrainingError
@@ -206,8 +206,9 @@ class Session:
         spec = spec.replace(num_classes=source.num_classes, input_size=source.image_size).validate()
         check_memory(spec, recipe.batch_size // env.world_size, dev, accel.amp)
 
+        bn_batch = ghost_bn.per_process(recipe.bn_batch, recipe.batch_size // env.world_size, sync_bn and env.enabled)
         torch.manual_seed(seed)
-        model = accel.prepare(D.convert_sync_bn(build(spec), env, sync_bn), dev)
+        model = accel.prepare(ghost_bn.convert(D.convert_sync_bn(build(spec), env, sync_bn), bn_batch), dev)
         train_loader, eval_loader, data_info = make_loaders(
             source, recipe.batch_size, dev, seed, val_split=recipe.val_split,
             augment=recipe.augment, channels_last=accel.channels_last,

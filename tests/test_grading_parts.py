@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -313,6 +314,25 @@ def test_the_sandbox_binds_the_package_not_the_checkout():
     assert "--unshare-net" in argv and "--unshare-pid" in argv and "--die-with-parent" in argv
     assert "--bind" not in argv  # nothing of the machine is writable inside
 
+
+
+@pytest.mark.slow
+def test_an_interpreter_under_tmp_stays_visible_under_the_sandboxs_own_tmp(tmp_path, monkeypatch):
+    """A venv under /tmp (CI checkouts, pip's test venvs): the sandbox's fresh /tmp must not hide it."""
+    import shutil
+
+    from resnet_explorer.grading import isolation
+
+    bwrap = shutil.which("bwrap")
+    assert bwrap, "the grading sandbox needs bubblewrap: bash quickstart.sh test installs it"
+    assert str(tmp_path).startswith("/tmp/")
+    lib = tmp_path / "venv" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "marker.txt").write_text("seen")
+    monkeypatch.setattr(isolation, "python_paths", lambda: (*python_paths(), str(lib)))
+    argv = isolation.bwrap_argv(bwrap, 2**20, as_root=os.geteuid() == 0) + ["/bin/cat", str(lib / "marker.txt")]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "seen"), r.stderr
 
 MOUNTINFO_V1 = """31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu

@@ -35,6 +35,7 @@ def test_the_walkthrough_is_complete():
 def test_committed_notebook_is_clean_and_documents_its_modes(name):
     nb = nbformat.read(PATHS[name], as_version=4)
     assert N.problems(nb) == []
+    assert N.setup_problems(nb) == []  # the setup cell first, the short mode said (python -m resnet_explorer.notebooks setup)
     params = N.parameters_source(nb)
     assert 'os.environ.get("RESNET_EXPLORER_SMOKE") == "1"' in params
     assert all(f'"{mode}"' in params for mode in ("smoke", "cpu", "gpu")), "SETTINGS for every mode"
@@ -83,6 +84,8 @@ def test_problems_strip_and_the_check_command(tmp_path, capsys):
 
     del clean.cells[3]
     nbformat.write(clean, path)
+    assert N.main(["check", str(path)]) == 1  # no setup cell yet
+    assert N.main(["setup", str(path)]) == 0
     assert N.main(["check", str(path)]) == 0
 
 

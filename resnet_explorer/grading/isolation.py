@@ -124,12 +124,6 @@ def bwrap_argv(bwrap: str, tmp_bytes: int, as_root: bool) -> list[str]:
     made = {"/", "/usr", "/bin", "/sbin", "/lib", "/lib64"}
     for name in ETC_FILES:
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    for path in python_paths():
-        for parent in _parents(path):
-            if parent not in made:
-                argv += ["--perms", "0755", "--dir", parent]
-                made.add(parent)
-        argv += ["--ro-bind", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     size = str(tmp_bytes)
     argv += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp",
@@ -137,9 +131,16 @@ def bwrap_argv(bwrap: str, tmp_bytes: int, as_root: bool) -> list[str]:
              "--perms", "1777", "--size", size, "--tmpfs", "/var/tmp",
              "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm",
              "--perms", "0755", "--dir", "/home",
-             "--perms", "0700", "--size", size, "--tmpfs", SANDBOX_HOME,
-             "--chdir", SANDBOX_HOME]
-    return argv
+             "--perms", "0700", "--size", size, "--tmpfs", SANDBOX_HOME]
+    made |= {"/proc", "/dev", "/tmp", "/var", "/var/tmp", "/dev/shm", "/home", SANDBOX_HOME}
+    # after the tmpfs mounts, so an interpreter that lives under /tmp (a venv there) stays visible
+    for path in python_paths():
+        for parent in _parents(path):
+            if parent not in made:
+                argv += ["--perms", "0755", "--dir", parent]
+                made.add(parent)
+        argv += ["--ro-bind", path, path]
+    return argv + ["--chdir", SANDBOX_HOME]
 
 
 @cache

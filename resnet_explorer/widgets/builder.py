@@ -107,6 +107,9 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.message.add_class("rx-message")
         self.stage_table = W.HTML()
         self.comparison = W.HTML()
+        self.check_button = W.Button(description="check with fvcore", layout=W.Layout(width="150px"))
+        self.check_line = W.HTML()  # "fvcore agrees: …" (crosscheck.check_count), cleared on every edit
+        self.check_button.on_click(lambda _: self.check())
         trace, layout = diagram_parts(self._draft)
         self.diagram = go.FigureWidget(data=[trace], layout=layout)
         self.link = KernelLink(self.diagram)
@@ -138,6 +141,7 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
             self.rows.box,
             self.message,
             self.summary,
+            W.HBox([self.check_button, self.check_line]),
             self.diagram,
             W.HBox([self.stage_table, self.comparison], layout=W.Layout(grid_gap="32px", flex_flow="row wrap")),
             self.link,
@@ -166,6 +170,13 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
     def to_json(self) -> str:
         """`spec` as JSON: ``resnet-explorer train --arch net.json`` and `ArchSpec.from_json` read it."""
         return self.spec.to_json()
+
+    def check(self) -> str:
+        """Trace the built net with fvcore and show (and return) the one-line verdict."""
+        from ..crosscheck import check_count
+
+        self.check_line.value = html.escape(line := check_count(self.spec).line())
+        return line
 
     def on_change(self, callback: Callable[[ArchitectureBuilder], None]) -> None:
         """Call ``callback(builder)`` after every valid change."""
@@ -360,5 +371,6 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
             self.diagram.layout.xaxis.range = layout["xaxis"]["range"]
             self.diagram.layout.yaxis.range = layout["yaxis"]["range"]
             self.diagram.layout.height = layout["height"]
+        self.check_line.value = ""
         self.stage_table.value = stage_table_html(c)
         self.comparison.value = comparison_html(spec, c)
