@@ -672,3 +672,11 @@ def test_builder_switches_shortcut_kind_and_block_order():
     assert "no basic or bottleneck blocks" in b.block_order.tooltip and "block order" in b.reasons.value
     b.block_order.value = "pre"
     assert b.spec == get_spec("vgg-e") and b.block_order.value == "post"
+
+
+def test_the_n_control_names_the_depth_of_the_block_type():
+    """n blocks per stage are 6n+2 layers with basic blocks, 9n+2 with bottlenecks."""
+    b = ArchitectureBuilder("cifar-preresnet164")
+    assert b.n.value == 18 and b.n.label == "18 (164 layers)"
+    b = ArchitectureBuilder("cifar-resnet110")
+    assert b.n.value == 18 and b.n.label == "18 (110 layers)"

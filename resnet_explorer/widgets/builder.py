@@ -48,6 +48,12 @@ def _user_name(name: str | None) -> bool:
     return False
 
 
+def _n_options(block: str) -> list[tuple[str, Any]]:
+    """The n dropdown: blocks per stage with the depth they give (6n+2 basic, 9n+2 bottleneck)."""
+    per = 9 if block == "bottleneck" else 6
+    return [("—", NONE)] + [(f"{n} ({per * n + 2} layers)", n) for n in range(1, MAX_N + 1)]
+
+
 class ArchitectureBuilder(Reconnecting, W.VBox):
     """Edit an architecture spec and see its parameters, multiply-adds and diagram live.
 
@@ -72,8 +78,7 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.preset = W.Dropdown(options=PRESETS, value=None, description="preset",
                                  layout=W.Layout(width="250px"))
         self.family = W.Dropdown(options=list(FAMILIES), description="family", layout=W.Layout(width="250px"))
-        self.n = W.Dropdown(options=[("—", NONE)] + [(f"{n} ({6 * n + 2} layers)", n) for n in range(1, MAX_N + 1)],
-                            description="n", layout=W.Layout(width="190px"))
+        self.n = W.Dropdown(options=_n_options("basic"), description="n", layout=W.Layout(width="190px"))
         self.n.add_class("rx-n")
         self.imagenet_depth = W.Dropdown(options=[("—", NONE)] + [(str(d), d) for d in IMAGENET_BLOCKS],
                                          description="depth", layout=W.Layout(width="160px"))
@@ -288,6 +293,9 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         try:
             self.preset.value = c.preset
             self.family.value = FAMILY_LABELS[c.family]
+            options = _n_options(c.block or "basic")
+            if self.n.options != tuple(options):  # a bottleneck CIFAR net is 9n+2 layers deep
+                self.n.options = options
             self.n.value, self.imagenet_depth.value = c.n or NONE, c.depth or NONE
             self.residual.value, self.shortcut.value, self.stride_at.value = c.residual, c.shortcut, c.stride_at
             self.shortcut_kind.value, self.block_order.value = c.shortcut_kind, c.block_order
