@@ -1,6 +1,7 @@
-"""What the paper looks at inside a network: layer responses (Fig. 7) and gradient flow.
+"""What the paper looks at inside a network: layer responses (Fig. 7) and gradient flow,
+and, for gated (highway) nets, how open their gates are (`gate_means`).
 
-Both work on any model built from a spec, freshly initialised or loaded from a run.
+All work on any model built from a spec, freshly initialised or loaded from a run.
 """
 
 from __future__ import annotations
@@ -12,24 +13,37 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import BasicBlock, Bottleneck, ConvUnit
+from .model import BasicBlock, Bottleneck, ConvUnit, Gate
 
 
 @dataclass
 class LayerResponse:
-    name: str  # the BN whose output is measured, e.g. conv3_x.0.bn2
+    name: str  # the module whose output is measured, e.g. conv3_x.0.bn2 (see `conv_bn_pairs`)
     std: float
 
 
-def conv_bn_pairs(model: nn.Module, kernel: int | None = 3) -> list[tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
-    """(name of the BN, its conv, the BN) in network order, for convs of ``kernel`` size."""
+def conv_bn_pairs(model: nn.Module, kernel: int | None = 3) -> list[tuple[str, nn.Conv2d, nn.Module]]:
+    """(name of the BN, its conv, the BN) in network order, for convs of ``kernel`` size.
+
+    The BN is the one that normalises the conv's output. In a pre-activation block
+    (BN → ReLU → conv) that is the *next* conv's BN (conv1 → bn2), and the block's last conv
+    has none inside the block: its pair is (its own name, the conv, the conv), so what is
+    measured there is the raw residual F(x) before the addition — in a post-activation
+    block the last BN's output is F(x) too, so both orders measure each conv's normalised
+    output and the residual F(x) itself.
+    """
     pairs = []
     for name, m in model.named_modules():
         if isinstance(m, (BasicBlock, Bottleneck)):
-            for i in (1, 2, 3):
-                conv, bn = getattr(m, f"conv{i}", None), getattr(m, f"bn{i}", None)
-                if conv is not None:
-                    pairs.append((f"{name}.bn{i}", conv, bn))
+            n = 3 if isinstance(m, Bottleneck) else 2
+            for i in range(1, n + 1):
+                conv = getattr(m, f"conv{i}")
+                if m.order == "post":
+                    pairs.append((f"{name}.bn{i}", conv, getattr(m, f"bn{i}")))
+                elif i < n:
+                    pairs.append((f"{name}.bn{i + 1}", conv, getattr(m, f"bn{i + 1}")))
+                else:
+                    pairs.append((f"{name}.conv{i}", conv, conv))
         elif isinstance(m, ConvUnit) and hasattr(m, "bn"):
             pairs.append((f"{name}.bn", m.conv, m.bn))
     return [p for p in pairs if kernel is None or p[1].kernel_size == (kernel, kernel)]
@@ -43,7 +57,8 @@ def response_std(t: torch.Tensor) -> float:
 
 @torch.no_grad()
 def layer_responses(model: nn.Module, images: torch.Tensor) -> list[LayerResponse]:
-    """Fig. 7: the std of each 3×3 layer's output after its BN, before the ReLU / addition.
+    """Fig. 7: the std of each 3×3 layer's output after its BN, before the ReLU / addition
+    (pre-activation blocks: see `conv_bn_pairs` for what is measured there).
 
     Measured inside a forward hook on the BN: the ReLU (in place) and the shortcut
     addition (``+=``) overwrite that tensor later in the forward pass.
@@ -64,6 +79,40 @@ def layer_responses(model: nn.Module, images: torch.Tensor) -> list[LayerRespons
             h.remove()
         model.train(was_training)
     return [LayerResponse(name, found[name]) for name, _, _ in pairs]
+
+
+@dataclass
+class GateMean:
+    name: str  # the block, e.g. conv3_x.0
+    mean: float  # the mean of T(x) over the batch, channels and positions
+    std: float  # its spread over the same entries
+
+
+@torch.no_grad()
+def gate_means(model: nn.Module, images: torch.Tensor) -> list[GateMean]:
+    """For a gated (highway) net, the mean of each block's gate T(x) on ``images``, input to
+    output (eval mode). T near 1: the block passes F(x) and closes its shortcut (it acts as
+    a plain layer); near 0: it carries S(x) and skips F. Empty for nets without gates."""
+    gates = [(name.removesuffix(".gate"), m) for name, m in model.named_modules() if isinstance(m, Gate)]
+    found: dict[str, GateMean] = {}
+
+    def keep(name: str):
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            t = out.detach().float()
+            found[name] = GateMean(name, t.mean().item(), t.std().item())
+        return hook
+
+    handles = [m.register_forward_hook(keep(n)) for n, m in gates]
+    was_training = model.training
+    model.eval()
+    try:
+        if gates:
+            model(images.to(next(model.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [found[n] for n, _ in gates]
 
 
 def gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, float]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from .count import count
 from .errors import SpecError, UsageError, UserError
 from .spec import ArchSpec
-from .tables import format_info, table1, table6
+from .tables import beyond, format_info, table1, table6
 from .zoo import FIG6_DEPTHS, get_spec
 
 
@@ -102,6 +102,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     print(table1())
     print()
     print(table6())
+    print(f"\n{beyond()}")
     return 0
 
 
@@ -180,8 +181,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list, notes: list[str]) -> int:
     from .distributed import launch_env
     from .experiments import run_experiment
-    from .report import degradation_summary, summary_text, write_report
-    from .runs import experiment_runs
+    from .report import degradation_summary, gates_text, summary_text, write_report
+    from .runs import experiment_runs, load_runs
 
     if launch_env().enabled:
         raise UsageError(f"{name} runs in one process, not under torchrun: train one of its nets on "
@@ -189,14 +190,15 @@ def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list,
     options = {**_device_kwargs(args), "seed": args.seed or 0, "jobs": getattr(args, "jobs", 1)}
     exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True), **options)
     print()
-    print(summary_text(degradation_summary(experiment_runs(exp_dir))))
+    done = experiment_runs(exp_dir)
+    print("\n\n".join(filter(None, [summary_text(degradation_summary(done)), gates_text(load_runs(done))])))
     report = write_report(exp_dir, notes=notes)
     print(f"\nreport: {report}")
     return 0
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiments import EXPERIMENTS, degradation, load_plans, shortcuts
+    from .experiments import EXPERIMENTS, degradation, load_plans, parse_kinds, preact, shortcuts
 
     if not args.data:
         raise UsageError("an experiment needs --data (synthetic, cifar10:DIR, folder:DIR)")
@@ -205,7 +207,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.name == "degradation":
         plans = degradation(_ints(args.depths, "--depths") or FIG6_DEPTHS, recipe, width)
     elif args.name == "shortcuts":
-        plans = shortcuts(args.depth, recipe, width)
+        plans = shortcuts(args.depth, recipe, width, parse_kinds(args.kinds))
+    elif args.name == "preact":
+        plans = preact(args.depth, recipe, width)
     elif args.name.endswith(".json"):
         plans = load_plans(args.name)
     else:
@@ -370,10 +374,11 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="the experiment's directory")
         _device_options(p)
 
-    exp = sub.add_parser("experiment", help="a named set of runs (degradation, shortcuts, or a .json)")
-    exp.add_argument("name", help="degradation, shortcuts, or a JSON file of runs")
+    exp = sub.add_parser("experiment", help="a named set of runs (degradation, shortcuts, preact, or a .json)")
+    exp.add_argument("name", help="degradation, shortcuts (plain, A, B, C, gated), preact (post vs pre), or a .json")
     exp.add_argument("--data", help="synthetic | cifar10:DIR | folder:DIR")
-    exp.add_argument("--depth", type=int, default=20, help="the depth of the shortcuts experiment")
+    exp.add_argument("--depth", type=int, default=20, help="the depth of the shortcuts and preact experiments")
+    exp.add_argument("--kinds", help="shortcuts: the residual nets beside plain, e.g. A,gated (default A,B,C,gated)")
     exp.add_argument("--jobs", type=int, default=1, help="runs trained at once, one process each, on the same "
                      "device (on a CPU they split its cores); each run's numbers are its solo run's")
     experiment_options(exp)
@@ -408,7 +413,7 @@ def make_parser() -> argparse.ArgumentParser:
     grd.add_argument("--seed", type=int, help="the test inputs' seed (default: random, chosen now)")
     grd.set_defaults(func=cmd_grade)
 
-    tables = sub.add_parser("tables", help="the paper's Table 1 and Table 6, ours beside published")
+    tables = sub.add_parser("tables", help="Tables 1 and 6, highway and pre-activation nets: ours vs published")
     tables.set_defaults(func=cmd_tables)
 
     from .cli_notebooks import add_commands  # notebooks, lab, assignment new (the packaged notebooks)

@@ -40,11 +40,13 @@ def torchvision_key(key: str) -> str:
 def load_torchvision_state_dict(model: Net, state_dict: dict[str, torch.Tensor]) -> Net:
     """Load a ``torchvision.models.resnetNN().state_dict()`` into an option-B, v1.5 model."""
     spec = model.spec
-    if not spec.residual or spec.shortcut != "B" or spec.stride_at != "3x3":
+    if (not spec.residual or spec.shortcut != "B" or spec.stride_at != "3x3"
+            or spec.shortcut_kind != "identity" or spec.block_order != "post"):
         raise SpecError(
             f"{spec.name}: torchvision weights fit residual nets with shortcut='B' and "
-            f"stride_at='3x3' (got residual={spec.residual}, shortcut={spec.shortcut!r}, "
-            f"stride_at={spec.stride_at!r})"
+            f"stride_at='3x3', identity shortcuts, post-activation blocks (got residual={spec.residual}, "
+            f"shortcut={spec.shortcut!r}, stride_at={spec.stride_at!r}, shortcut_kind={spec.shortcut_kind!r}, "
+            f"block_order={spec.block_order!r})"
         )
     model.load_state_dict({torchvision_key(k): v for k, v in state_dict.items()})
     return model

@@ -8,13 +8,20 @@ counted (biases not). ``other_ops`` is a separate, optional column for the rest:
 BN one multiply-add per element (scale and shift folded), the shortcut addition one
 op per element, max-pool k² comparisons and global average pool one add per input
 element; ReLU, LRN and dropout are not counted.
+
+Gated blocks add the gate's 1×1 conv (``…gate.conv``, with its bias) to the parameters and
+multiply-adds; their gated addition S + T·(F − S) costs 3 other ops per element (the
+sigmoid, like the ReLU, is not counted). Pre-activation blocks move the BNs before the
+convs (``…bn1`` on the block's input), drop a first block's own BN where the stem's is its
+pre-activation, use bare 1×1 projections, and add ``final_act.bn`` before the pool.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from .spec import ArchSpec, ConvLayer, SpecError, Stage, hidden_fc_names, needs_projection
+from .spec import (ArchSpec, ConvLayer, SpecError, Stage, has_final_activation, hidden_fc_names,
+                   needs_projection, own_preactivation)
 
 Shape = tuple[int, int, int]  # (channels, height, width)
 CONVENTION = "1 multiply-add = 1 FLOP; conv and fc layers counted (the paper's convention)"
@@ -141,25 +148,35 @@ class _Walker:
             x = self.pool(f"{prefix}.pool", x, p.kernel, p.stride, p.padding)
         self.shape = x
 
-    def block(self, prefix: str, stage: Stage, stride: int) -> None:
+    def block(self, prefix: str, stage: Stage, stride: int, preact: bool = False) -> None:
         spec, x = self.spec, self.shape
         width, out_ch = stage.width, stage.out_channels
         if stage.block == "basic":
-            y = self.bn(f"{prefix}.bn1", self.conv(f"{prefix}.conv1", x, width, 3, stride, 1))
-            y = self.bn(f"{prefix}.bn2", self.conv(f"{prefix}.conv2", y, width, 3, 1, 1))
+            convs = [(f"{prefix}.conv1", width, 3, stride, 1), (f"{prefix}.conv2", width, 3, 1, 1)]
         else:
             s1, s3 = (stride, 1) if spec.stride_at == "1x1" else (1, stride)
-            y = self.bn(f"{prefix}.bn1", self.conv(f"{prefix}.conv1", x, width, 1, s1, 0))
-            y = self.bn(f"{prefix}.bn2", self.conv(f"{prefix}.conv2", y, width, 3, s3, 1))
-            y = self.bn(f"{prefix}.bn3", self.conv(f"{prefix}.conv3", y, out_ch, 1, 1, 0))
+            convs = [(f"{prefix}.conv1", width, 1, s1, 0), (f"{prefix}.conv2", width, 3, s3, 1),
+                     (f"{prefix}.conv3", out_ch, 1, 1, 0)]
+        y = x
+        for i, (name, ch, k, st, pad) in enumerate(convs, 1):
+            if spec.block_order == "post":
+                y = self.bn(f"{prefix}.bn{i}", self.conv(name, y, ch, k, st, pad))
+            else:
+                if i > 1 or preact:
+                    y = self.bn(f"{prefix}.bn{i}", y)
+                y = self.conv(name, y, ch, k, st, pad)
         if spec.residual:
             if needs_projection(spec.shortcut, x[0], out_ch, stride):
-                self.bn(f"{prefix}.shortcut.bn",
-                        self.conv(f"{prefix}.shortcut.conv", x, out_ch, 1, stride, 0))
+                s = self.conv(f"{prefix}.shortcut.conv", x, out_ch, 1, stride, 0)
+                if spec.block_order == "post":
+                    self.bn(f"{prefix}.shortcut.bn", s)
             elif stride != 1 or x[0] != out_ch:
                 sub = (out_ch, -(-x[1] // stride), -(-x[2] // stride))
                 self._add(f"{prefix}.shortcut", "shortcut", sub, shape_in=x)
-            self._add(f"{prefix}.add", "add", y, other=y[0] * y[1] * y[2], shape_in=y)
+            gated = spec.shortcut_kind == "gated"
+            if gated:
+                self.conv(f"{prefix}.gate.conv", x, out_ch, 1, stride, 0, bias=True)
+            self._add(f"{prefix}.add", "add", y, other=(3 if gated else 1) * y[0] * y[1] * y[2], shape_in=y)
         self.shape = y
 
     def walk(self) -> Count:
@@ -169,8 +186,12 @@ class _Walker:
                 for i, layer in enumerate(stage.layers):
                     self.conv_layer(f"{stage.name}.{i}", layer)
             else:
+                index = spec.stages.index(stage)
                 for i in range(stage.num_blocks):
-                    self.block(f"{stage.name}.{i}", stage, stage.stride if i == 0 else 1)
+                    self.block(f"{stage.name}.{i}", stage, stage.stride if i == 0 else 1,
+                               own_preactivation(spec, index, i))
+        if has_final_activation(spec):
+            self.shape = self.bn("final_act.bn", self.shape)
         c, h, w = self.shape
         if spec.head.kind == "avgpool-fc":
             self._add("avgpool", "avgpool", (c, 1, 1), other=c * h * w)

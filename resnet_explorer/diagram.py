@@ -4,7 +4,10 @@ Stages are boxes from input to classifier (the box height follows the feature-ma
 so the net narrows as in the paper's Fig. 3), labelled in Table 1's notation
 (``[3×3, 64; 3×3, 64] ×3``) with the output size under each box. Residual stages get an
 arc over the box for their shortcuts, labelled with how many there are and how many are
-projections (option B/C) or zero-padded identities (option A); plain nets have none.
+projections (option B/C) or zero-padded identities (option A); plain nets have none. A
+gated (highway) shortcut is drawn differently from an identity one: a dashed purple arc
+with a **T** at its top, the gate T(x) that mixes F(x) with the shortcut. Pre-activation
+blocks (He et al. 2016) are marked ``BN-ReLU first`` in their box and in the title.
 Hovering a box shows the stage's parameters and multiply-adds.
 
 `diagram_parts` returns plain dicts (one scatter trace, a layout) so a `FigureWidget`
@@ -24,6 +27,8 @@ from .spec import ArchSpec, ConvLayer, Stage
 COLORS = {"input": "#d9d9d9", "conv": "#bdbdbd", "basic": "#9ecae1", "bottleneck": "#fdae6b",
           "head": "#a1d99b"}
 STEP, BOX_W = 1.0, 0.8  # horizontal spacing of the boxes and their width
+ARC = {"identity": dict(color="#d62728", width=2),  # the paper's shortcut: solid red
+       "gated": dict(color="#9467bd", width=2, dash="dash")}  # a highway gate: dashed purple, "T" on top
 PX_PER_Y = 62  # vertical pixels per unit of the y axis: the figure's height follows its content
 
 
@@ -44,9 +49,10 @@ def _layer_text(layer: ConvLayer) -> str:
     return text
 
 
-def stage_text(stage: Stage, stride_at: str = "1x1") -> str:
+def stage_text(stage: Stage, stride_at: str = "1x1", block_order: str = "post") -> str:
     """Table 1's notation for a stage, one line per layer (``<br>`` separated); the stride
-    of the stage's first block is marked on the layer that carries it."""
+    of the stage's first block is marked on the layer that carries it; pre-activation
+    blocks get a first line ``BN-ReLU first``."""
     if stage.is_conv:
         lines = []
         for layer in stage.layers:
@@ -66,6 +72,8 @@ def stage_text(stage: Stage, stride_at: str = "1x1") -> str:
         strided = 0 if stride_at == "1x1" else 1  # the paper (v1) or torchvision (v1.5)
     if stage.stride > 1:
         body[strided] += f", /{stage.stride}"
+    if block_order == "pre":
+        body.insert(0, "BN-ReLU first")
     return "<br>".join(body) + f"<br><b>×{stage.num_blocks}</b>"
 
 
@@ -92,7 +100,7 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
     for stage in spec.stages:
         s = stages[stage.name]
         boxes.append({"name": stage.name, "kind": stage.block, "stage": stage,
-                      "text": stage_text(stage, spec.stride_at), "out": s["out"],
+                      "text": stage_text(stage, spec.stride_at, spec.block_order), "out": s["out"],
                       "params": s["params"], "macs": s["macs"]})
     names = {s.name for s in spec.stages}
     head = [v for k, v in stages.items() if k not in names]
@@ -126,17 +134,27 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
         if spec.residual and stage is not None and not stage.is_conv:
             y0 = h / 2 + 0.35
             text = _shortcut_text(spec, stage, c)
+            arc = ARC[spec.shortcut_kind]
             shapes.append(dict(type="path", path=f"M {x0 + 0.05},{y0} Q {x},{y0 + 0.9} {x1 - 0.05},{y0}",
-                               line=dict(color="#d62728", width=2)))
-            annotations.append(dict(x=x, y=y0 + 0.5, text=text, showarrow=False,
-                                    yanchor="bottom", font=dict(size=9, color="#d62728")))
-            top = max(top, y0 + 0.5 + 0.22 * (text.count("<br>") + 1))
+                               line=arc))
+            if spec.shortcut_kind == "gated":  # the gate sits on the arc: its top is at y0 + 0.45
+                annotations.append(dict(x=x, y=y0 + 0.45, text="<b>T</b>", showarrow=False, bgcolor="white",
+                                        font=dict(size=10, color=arc["color"])))
+                text += "<br>gated by T(x)"
+            annotations.append(dict(x=x, y=y0 + 0.5 + (0.2 if spec.shortcut_kind == "gated" else 0), text=text,
+                                    showarrow=False, yanchor="bottom", font=dict(size=9, color=arc["color"])))
+            top = max(top, y0 + 0.5 + (0.2 if spec.shortcut_kind == "gated" else 0)
+                      + 0.22 * (text.count("<br>") + 1))
         xs.append(x)
         ys.append(0)
         hover.append(f"<b>{b['name']}</b><br>output {size}<br>params {b['params']:,}"
                      f"<br>multiply-adds {b['macs']:,}")
 
     kind = "ResNet" if spec.residual else "plain net (no shortcuts)"
+    if spec.residual and spec.shortcut_kind == "gated":
+        kind = "ResNet with gated (highway) shortcuts"
+    if spec.block_order == "pre" and any(not s.is_conv for s in spec.stages):
+        kind = f"pre-activation {kind}"
     title = (f"{spec.name}: {spec.depth} layers, {kind}; {c.params:,} parameters, "
              f"{si(c.macs)} multiply-adds")
     trace = dict(type="scatter", x=xs, y=ys, mode="markers", hovertext=hover, hoverinfo="text",

@@ -1,24 +1,26 @@
 """Experiments: a named set of runs (spec + recipe each) on one dataset, in one directory.
 
 ``degradation`` trains plain and residual nets of several depths (Fig. 1, 6);
-``shortcuts`` trains one depth with options A, B and C (Table 3). Runs go one after the
+``shortcuts`` trains one depth with options A, B and C (Table 3) and a gated (highway)
+shortcut; ``preact`` trains the paper's post-activation block against He et al. 2016's
+pre-activation one at one depth. Runs go one after the
 other into ``<out>/<run name>/``; ``manifest.json`` lists them with their status, so
 running the experiment again skips finished runs and resumes a partial one. After each
 run, ``analysis.json`` records its layer responses (Fig. 7) and gradient norms at
-initialisation and at the end.
+initialisation and at the end (and a gated net's per-block mean gate).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from . import runs
-from .analysis import gradient_norms, layer_responses
+from .analysis import gate_means, gradient_norms, layer_responses
 from .data import GpuCifarLoader, make_loaders, parse_data
 from .data.loaders import load_tensors, pixel_mean, split_train_val
 from .errors import TrainingError, UsageError
@@ -78,17 +80,49 @@ def cpu_demo(depths: Sequence[int] = (20, 56), iters: int | None = None, width: 
     return degradation(depths, recipe, width or CPU_DEMO_WIDTH), CPU_DEMO_DATA
 
 
-def shortcuts(depth: int = 20, recipe: Recipe | None = None, width: int = 16) -> list[RunPlan]:
-    """One residual depth with shortcut options A, B and C (Table 3), and its plain twin."""
+SHORTCUT_KINDS = ("A", "B", "C", "gated")
+
+
+def shortcuts(depth: int = 20, recipe: Recipe | None = None, width: int = 16,
+              kinds: Sequence[str] = SHORTCUT_KINDS) -> list[RunPlan]:
+    """One residual depth with shortcut options A, B and C (Table 3), a highway-gated one
+    (``gated``: option A's shapes, T·F + (1 − T)·S), and its plain twin."""
     recipe = recipe or get_recipe("cifar-paper")
+    unknown = [k for k in kinds if k not in SHORTCUT_KINDS]
+    if unknown:
+        raise UsageError(f"shortcut kind(s) {', '.join(map(str, unknown))} invalid: use {', '.join(SHORTCUT_KINDS)}")
     plans = [RunPlan(f"plain-{depth}", get_spec(f"cifar-plain{depth}", width=width), recipe)]
-    for option in "ABC":
-        spec = get_spec(f"cifar-resnet{depth}", width=width, shortcut=option)
-        plans.append(RunPlan(f"resnet-{depth}-{option}", spec, recipe))
+    for kind in kinds:
+        if kind == "gated":
+            plans.append(RunPlan(f"resnet-{depth}-gated", get_spec(f"cifar-highway{depth}", width=width), recipe))
+        else:
+            spec = get_spec(f"cifar-resnet{depth}", width=width, shortcut=kind)
+            plans.append(RunPlan(f"resnet-{depth}-{kind}", spec, recipe))
     return plans
 
 
-EXPERIMENTS: dict[str, Callable[..., list[RunPlan]]] = {"degradation": degradation, "shortcuts": shortcuts}
+def parse_kinds(text: str | None) -> tuple[str, ...]:
+    """``--kinds A,gated`` -> ("A", "gated"); None: every kind (`SHORTCUT_KINDS`)."""
+    if text is None:
+        return SHORTCUT_KINDS
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not kinds:
+        raise UsageError(f"--kinds {text!r} names no shortcut kind: use some of {','.join(SHORTCUT_KINDS)}")
+    return kinds
+
+
+def preact(depth: int = 20, recipe: Recipe | None = None, width: int = 16) -> list[RunPlan]:
+    """The paper's (post-activation) ResNet and He et al. 2016's pre-activation one at one
+    CIFAR depth, same blocks and shortcuts (``cifar-preresnetD``'s: basic for 6n+2, the
+    2016 paper's bottlenecks for 164 and 1001)."""
+    recipe = recipe or get_recipe("cifar-paper")
+    pre = get_spec(f"cifar-preresnet{depth}", width=width)
+    post = get_spec(f"cifar-resnet{depth}", width=width, block=pre.stages[1].block, shortcut=pre.shortcut)
+    return [RunPlan(f"resnet-{depth}-post", post, recipe), RunPlan(f"resnet-{depth}-pre", pre, recipe)]
+
+
+EXPERIMENTS: dict[str, Callable[..., list[RunPlan]]] = {
+    "degradation": degradation, "shortcuts": shortcuts, "preact": preact}
 
 
 def load_plans(path: str | Path) -> list[RunPlan]:
@@ -162,7 +196,8 @@ def train_subset_error(model: torch.nn.Module, data: str, n: int = TRAIN_SUBSET,
 
 def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
     """Layer responses of the trained net, gradient norms at init (same seed) and at the end,
-    and its training error in eval mode on a fixed training subset (`train_subset_error`)."""
+    its training error in eval mode on a fixed training subset (`train_subset_error`), and
+    for gated nets each block's mean gate T(x) at init and at the end (``gate_means``)."""
     run_dir = Path(run_dir)
     x, y = _probe_batch(data)
     model = load_model(run_dir).cpu()
@@ -170,6 +205,7 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
     seed = config[3] if config else seed
     torch.manual_seed(seed)
     init = build(model.spec)  # the run's initial weights: same seed, same build
+    gates = {"init": gate_means(init, x), "final": gate_means(model, x)}  # before any training-mode pass
     result = {
         "iteration": checkpoint_iteration(run_dir),
         "images": int(y.numel()),
@@ -179,6 +215,8 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
         "train_subset": train_subset_error(model, data, val_split=config[1].val_split if config else None,
                                            seed=seed),
     }
+    if gates["final"]:
+        result["gate_means"] = {k: [asdict(g) for g in v] for k, v in gates.items()}
     runs.write_analysis(run_dir, result)
     return result
 

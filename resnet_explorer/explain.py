@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .analysis import as_in_training, conv_bn_pairs, training_loss
+from .errors import UsageError
 from .figures import norm_trace
 from .model import BasicBlock, Bottleneck, make_shortcut
 
@@ -52,7 +53,11 @@ def block_steps(block: BasicBlock | Bottleneck, x: torch.Tensor) -> list[Step]:
 
     The last step equals ``block(x)``; plain blocks (no shortcut) skip the shortcut steps.
     The block's train/eval mode is used as it is (call ``block.eval()`` for running statistics).
+    Post-activation blocks with identity shortcuts only (the paper's block).
     """
+    if block.order != "post" or block.gate is not None:
+        raise UsageError("block_steps follows the paper's block (post-activation, identity shortcut); "
+                         "this block is pre-activation or gated: run it whole, block(x)")
     convs = [(conv, bn) for _, conv, bn in conv_bn_pairs(block, kernel=None)]
     steps = [Step("x", "the block's input (the previous block's output, after its ReLU)", x)]
     h = x

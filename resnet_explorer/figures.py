@@ -1,6 +1,7 @@
 """Plotly figures of runs: Fig. 6 error curves, Fig. 7 layer responses, gradient norms, costs.
 
-Every figure is a function of run directories (written by `resnet_explorer.train`) and
+Every figure is a function of run directories (written by `resnet_explorer.train`; the
+gates figure: of `analysis.gate_means` results) and
 returns a ``plotly.graph_objects.Figure``, or a ``go.FigureWidget`` with ``widget=True``
 (for notebooks; `update_error_curves` refreshes one in place during training).
 
@@ -19,14 +20,14 @@ import math
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .count import CONVENTION, count
 from .runs import Run, atomic_write, load_run, load_runs  # noqa: F401 (re-exported)
-from .spec import ArchSpec
+from .spec import GATE_BIAS_INIT, ArchSpec
 from .zoo import get_spec
 
 DEPTH_COLORS = {20: "#e69f00", 32: "#0099cc", 44: "#2ca02c", 56: "#d62728", 110: "#6a3d9a"}
@@ -187,6 +188,40 @@ def layer_responses_figure(run_dirs: Iterable[PathLike], widget: bool = False) -
     fig.update_layout(title="Layer responses: std of each 3×3 layer's output after BN "
                             "(plain dashed, ResNet solid)", height=700)
     return _finish(fig, widget)
+
+
+# -- highway gates ----------------------------------------------------------------------------------
+def gates_figure(series: Mapping[str, Sequence], widget: bool = False) -> Fig:
+    """The mean gate T(x) of each block of gated nets, input to output: ``series`` is
+    {label: `analysis.gate_means` (…)} (or their dicts, as an experiment's
+    ``analysis.json`` holds them, or [(block name, mean), …]). The dotted line is
+    σ(b_T) at initialisation; T → 1 means the block has closed its shortcut."""
+    fig = go.Figure()
+    for i, (label, means) in enumerate(series.items()):
+        means = [_gate_entry(m) for m in means]
+        pairs = [(n, v) for n, v, _ in means]
+        spread = [sd for _, _, sd in means]
+        fig.add_trace(go.Scatter(
+            x=list(range(1, len(pairs) + 1)), y=[v for _, v in pairs], text=[n for n, _ in pairs],
+            mode="lines+markers", name=label, line=dict(color=OTHER_COLORS[i % len(OTHER_COLORS)], width=2),
+            error_y=dict(type="data", array=spread, visible=True, thickness=1) if None not in spread else None,
+            hovertemplate=f"{label}<br>%{{text}}: mean T %{{y:.3f}}<extra></extra>"))
+    init = 1 / (1 + math.exp(-GATE_BIAS_INIT))
+    fig.add_hline(y=init, line=dict(dash="dot", color="#7f7f7f"),
+                  annotation_text=f"at initialisation: σ({GATE_BIAS_INIT:g}) = {init:.2f}")
+    fig.update_layout(title="Highway gates: mean T(x) per block (1 = shortcut closed, 0 = F skipped)",
+                      xaxis_title="block (input → output)", yaxis_title="mean T(x) (± std)",
+                      yaxis_range=[0, 1], height=420)
+    return _finish(fig, widget)
+
+
+def _gate_entry(m: object) -> tuple[str, float, float | None]:
+    """(block, mean, std) from a `GateMean`, its dict (as in analysis.json) or a (name, mean) pair."""
+    if isinstance(m, Mapping):
+        return m["name"], m["mean"], m.get("std")
+    if hasattr(m, "mean"):
+        return m.name, m.mean, getattr(m, "std", None)
+    return m[0], m[1], None
 
 
 # -- gradient norms ---------------------------------------------------------------------------------

@@ -11,7 +11,13 @@ The module is an `nn.Sequential` whose children carry the paper's names, so
 
 CIFAR nets use the same names: conv1 (3×3, 16), then conv2_x / conv3_x / conv4_x on
 32² / 16² / 8² maps. Inside a block: conv1, bn1, conv2, bn2 (, conv3, bn3) and
-``shortcut`` (absent in plain nets).
+``shortcut`` (absent in plain nets); ``gate`` (its ``conv``) in gated blocks.
+
+In a post-activation block (the paper) bnK follows convK; in a pre-activation block
+(``block_order="pre"``, He et al. 2016) bnK comes *before* convK (BN → ReLU → conv), a
+block without its own pre-activation (the first after the stem) has no bn1, and the net
+has ``final_act`` (bn, relu) between the last stage and ``avgpool``. See `spec` for the
+design of both, and of the highway gate.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import torch
 from torch import nn
 
 from .count import count
-from .spec import BOTTLENECK_EXPANSION, ArchSpec, ConvLayer, Stage, hidden_fc_names, needs_projection
+from .spec import (BOTTLENECK_EXPANSION, GATE_BIAS_INIT, ArchSpec, ConvLayer, Stage, has_final_activation,
+                   hidden_fc_names, needs_projection, own_preactivation)
 
 # AlexNet's LRN (k=2, n=5, α=1e-4, β=0.75). PyTorch divides α by n, the paper does not.
 LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
@@ -48,76 +55,131 @@ class ShortcutA(nn.Module):
 
 
 class Projection(nn.Sequential):
-    """Options B/C: W_s·x as a 1×1 conv (strided where the map shrinks) + BN."""
+    """Options B/C: W_s·x as a 1×1 conv (strided where the map shrinks) + BN (a bare conv in
+    pre-activation blocks, ``bn=False``, as in the 2016 paper's code)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__(
-            OrderedDict(
-                conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                bn=nn.BatchNorm2d(out_channels),
-            )
-        )
+    def __init__(self, in_channels: int, out_channels: int, stride: int, bn: bool = True):
+        parts: OrderedDict[str, nn.Module] = OrderedDict(
+            conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=False))
+        if bn:
+            parts["bn"] = nn.BatchNorm2d(out_channels)
+        super().__init__(parts)
 
 
-def make_shortcut(shortcut: str, in_ch: int, out_ch: int, stride: int) -> nn.Module:
+def make_shortcut(shortcut: str, in_ch: int, out_ch: int, stride: int, bn: bool = True) -> nn.Module:
     if needs_projection(shortcut, in_ch, out_ch, stride):
-        return Projection(in_ch, out_ch, stride)
+        return Projection(in_ch, out_ch, stride, bn)
     if stride != 1 or in_ch != out_ch:
         return ShortcutA(in_ch, out_ch, stride)
     return nn.Identity()
 
 
-class BasicBlock(nn.Module):
-    """Two 3×3 convs: y = relu(F(x) + shortcut(x)); plain when ``residual`` is False."""
+class Gate(nn.Module):
+    """The highway transform gate T(x) = σ(W_T·x + b_T): a 1×1 conv (strided like the block)
+    and a sigmoid, one gate per output channel and position; b_T starts at `GATE_BIAS_INIT`."""
 
-    def __init__(self, in_ch: int, width: int, stride: int, residual: bool, shortcut: str):
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, width, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut = make_shortcut(shortcut, in_ch, width, stride) if residual else None
-
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn2
+        self.conv = nn.Conv2d(in_ch, out_ch, 1, stride, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        return torch.sigmoid(self.conv(x))
+
+
+class _Block(nn.Module):
+    """What basic and bottleneck blocks share: the shortcut, the gate, the two orders.
+
+    post (the paper): y = relu(F(x) + S(x)), F ending in its last BN.
+    pre (He et al. 2016): y = F(a) + S(a or x), F = [BN → ReLU → conv] × 2 (or 3), a the
+    activated input; nothing after the addition. gated: F(x) + S(x) becomes
+    T·F + (1 − T)·S = S + T·(F − S), T computed from the shortcut's input.
+    """
+
+    def _setup(self, in_ch: int, out_ch: int, stride: int, residual: bool, shortcut: str,
+               order: str, gated: bool) -> None:
+        self.order, self.changes = order, stride != 1 or in_ch != out_ch
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = make_shortcut(shortcut, in_ch, out_ch, stride, bn=order == "post") if residual else None
+        self.gate = Gate(in_ch, out_ch, stride) if residual and gated else None
+
+    def _convs(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
+        n = 3 if hasattr(self, "conv3") else 2
+        return [(getattr(self, f"conv{i}"), getattr(self, f"bn{i}")) for i in range(1, n + 1)]
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        """The BN whose γ = 0 makes F(x) = 0 (after the last conv; pre: before it)."""
+        return self._convs()[-1][1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        convs = self._convs()
+        if self.order == "post":
+            out, into = x, x
+            for i, (conv, bn) in enumerate(convs):
+                out = bn(conv(out))
+                if i < len(convs) - 1:
+                    out = self.relu(out)
+        else:
+            first = convs[0][1]
+            out = self.relu(first(x)) if first is not None else x
+            into = out if self.changes else x  # shape changes: BN → ReLU before the split
+            out = convs[0][0](out)
+            for conv, bn in convs[1:]:
+                out = conv(self.relu(bn(out)))
         if self.shortcut is not None:
-            out += self.shortcut(x)
-        return self.relu(out)
+            s = self.shortcut(into)
+            if self.gate is not None:
+                out = s + self.gate(into) * (out - s)
+            else:
+                out += s
+        return self.relu(out) if self.order == "post" else out
 
 
-class Bottleneck(nn.Module):
-    """1×1 reduce → 3×3 → 1×1 expand (×4, `BOTTLENECK_EXPANSION`); the stride sits on the 1×1 ("v1") or the 3×3 ("v1.5")."""
+class BasicBlock(_Block):
+    """Two 3×3 convs: y = relu(F(x) + shortcut(x)); plain when ``residual`` is False.
+    ``order="pre"``: BN → ReLU → conv twice, no ReLU after the addition; ``gated``: a highway gate."""
+
+    def __init__(self, in_ch: int, width: int, stride: int, residual: bool, shortcut: str,
+                 order: str = "post", gated: bool = False, preact: bool = True):
+        super().__init__()
+        if order == "post":
+            self.conv1 = nn.Conv2d(in_ch, width, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+        else:
+            self.bn1 = nn.BatchNorm2d(in_ch) if preact else None
+            self.conv1 = nn.Conv2d(in_ch, width, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self._setup(in_ch, width, stride, residual, shortcut, order, gated)
+
+
+class Bottleneck(_Block):
+    """1×1 reduce → 3×3 → 1×1 expand (×4, `BOTTLENECK_EXPANSION`); the stride sits on the 1×1 ("v1") or the 3×3 ("v1.5").
+    ``order="pre"``: each conv preceded by BN → ReLU; ``gated``: a highway gate."""
 
     def __init__(
-        self, in_ch: int, width: int, stride: int, residual: bool, shortcut: str, stride_at: str
+        self, in_ch: int, width: int, stride: int, residual: bool, shortcut: str, stride_at: str,
+        order: str = "post", gated: bool = False, preact: bool = True,
     ):
         super().__init__()
         out_ch = width * BOTTLENECK_EXPANSION
         s1, s3 = (stride, 1) if stride_at == "1x1" else (1, stride)
-        self.conv1 = nn.Conv2d(in_ch, width, 1, s1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, s3, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_ch)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut = make_shortcut(shortcut, in_ch, out_ch, stride) if residual else None
-
-    def last_bn(self) -> nn.BatchNorm2d:
-        return self.bn3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.shortcut is not None:
-            out += self.shortcut(x)
-        return self.relu(out)
+        if order == "post":
+            self.conv1 = nn.Conv2d(in_ch, width, 1, s1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, s3, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(out_ch)
+        else:
+            self.bn1 = nn.BatchNorm2d(in_ch) if preact else None
+            self.conv1 = nn.Conv2d(in_ch, width, 1, s1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, s3, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(width)
+            self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
+        self._setup(in_ch, out_ch, stride, residual, shortcut, order, gated)
 
 
 class ConvUnit(nn.Sequential):
@@ -148,13 +210,16 @@ def build_stage(stage: Stage, in_ch: int, spec: ArchSpec) -> nn.Sequential:
             in_ch = layer.out_channels
         return nn.Sequential(*units)
     blocks = []
+    index = spec.stages.index(stage)
+    gated = spec.shortcut_kind == "gated"
     for i in range(stage.num_blocks):
         stride = stage.stride if i == 0 else 1
+        kinds = dict(order=spec.block_order, gated=gated, preact=own_preactivation(spec, index, i))
         if stage.block == "basic":
-            block = BasicBlock(in_ch, stage.width, stride, spec.residual, spec.shortcut)
+            block = BasicBlock(in_ch, stage.width, stride, spec.residual, spec.shortcut, **kinds)
         else:
             block = Bottleneck(
-                in_ch, stage.width, stride, spec.residual, spec.shortcut, spec.stride_at
+                in_ch, stage.width, stride, spec.residual, spec.shortcut, spec.stride_at, **kinds
             )
         blocks.append(block)
         in_ch = stage.out_channels
@@ -171,6 +236,8 @@ class Net(nn.Sequential):
         for stage in spec.stages:
             parts[stage.name] = build_stage(stage, in_ch, spec)
             in_ch = stage.out_channels
+        if has_final_activation(spec):
+            parts["final_act"] = nn.Sequential(OrderedDict(bn=nn.BatchNorm2d(in_ch), relu=nn.ReLU(inplace=True)))
         features = counted.row("avgpool").in_shape
         if spec.head.kind == "avgpool-fc":
             parts["avgpool"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -195,7 +262,8 @@ def init_weights(model: nn.Module, spec: ArchSpec) -> None:
     """He initialisation (He et al. 2015, [13] in the paper) for convs, BN γ=1 β=0.
 
     With ``zero_init_residual`` the last BN of each residual block starts at γ=0, so
-    every residual block starts as the identity.
+    every residual block starts as the identity (gated: as (1 − T)·S). Gate biases start
+    at `GATE_BIAS_INIT`.
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -209,6 +277,9 @@ def init_weights(model: nn.Module, spec: ArchSpec) -> None:
         for m in model.modules():
             if isinstance(m, (BasicBlock, Bottleneck)) and m.shortcut is not None:
                 nn.init.zeros_(m.last_bn().weight)
+    for m in model.modules():
+        if isinstance(m, Gate):
+            nn.init.constant_(m.conv.bias, GATE_BIAS_INIT)
 
 
 def build(spec: ArchSpec | str, **overrides) -> Net:

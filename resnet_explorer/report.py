@@ -18,6 +18,7 @@ from .figures import (
     PathLike,
     cost_bars,
     error_curves,
+    gates_figure,
     gradient_history_figure,
     gradient_norms_figure,
     layer_responses_figure,
@@ -193,6 +194,28 @@ def summary_text(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def run_gates(run: Run) -> dict[str, list[dict]] | None:
+    """A gated run's per-block mean gates from its ``analysis.json`` ({"init": [...], "final":
+    [...]}, each entry {"name", "mean", "std"}); None without them or where they are malformed."""
+    g = run.analysis.get("gate_means") if isinstance(run.analysis, dict) else None
+    ok = lambda e: (isinstance(e, dict) and isinstance(e.get("name"), str)  # noqa: E731
+                    and all(isinstance(e.get(k), (int, float)) for k in ("mean", "std")))
+    if not (isinstance(g, dict) and all(isinstance(g.get(k), list) and all(map(ok, g[k])) for k in ("init", "final"))):
+        return None
+    return g if len(g["init"]) == len(g["final"]) > 0 else None
+
+
+def gates_text(runs: Sequence[Run]) -> str:
+    """Each gated run's mean gate T(x) per block, at initialisation -> after training."""
+    lines = []
+    for r in runs:
+        if (g := run_gates(r)) is not None:
+            lines.append(f"{r.name}: mean gate T(x) per block (1 = shortcut closed), at initialisation -> after training")
+            lines += [f"  {a['name']:>10}  {a['mean']:.3f} -> {b['mean']:.3f}  (std {b['std']:.3f})"
+                      for a, b in zip(g["init"], g["final"])]
+    return "\n".join(lines)
+
+
 # -- HTML ---------------------------------------------------------------------------------------------
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
@@ -254,6 +277,11 @@ def _figures_html(run_dirs: list[Path], runs: Sequence[Run]) -> str:
                         gradient_norms_figure(run_dirs, which) if has("gradient_norms") else None))
     if any(r.rows("grad") for r in runs):
         figures.append(("Gradient norms during training", gradient_history_figure(run_dirs)))
+    gated = {r.name: g for r in runs if (g := run_gates(r)) is not None}
+    if gated:
+        figures.append(("Highway gates: mean T(x) per block", gates_figure(
+            {f"{name}, {when}": g[k] for name, g in gated.items()
+             for k, when in (("init", "at initialisation"), ("final", "after training"))})))
     figures.append(("Cost", cost_bars([r.spec for r in runs], labels=[r.name for r in runs]) if runs else None))
     for title, fig in figures:
         if fig is None:

@@ -16,6 +16,36 @@ A net is a list of stages run one after the other, then a head:
 ``shortcut`` is the paper's option A (zero-pad identity), B (projection where the shape
 changes) or C (projection everywhere); ``stride_at`` puts a bottleneck's stride on its
 first 1×1 conv (the paper, "v1") or on its 3×3 conv (torchvision, "v1.5").
+
+Two neighbours of the paper's block, one field each (the defaults are the paper's block, so
+a spec, or a saved spec.json, without them is exactly the net it was):
+
+``shortcut_kind`` — ``"identity"`` (the paper: y = F(x) + S(x), S the option A/B/C
+shortcut) or ``"gated"``, a highway gate (Srivastava et al. 2015) on every block's shortcut:
+
+    y = T(x)·F(x) + (1 − T(x))·S(x),   T(x) = σ(W_T·x + b_T)
+
+The residual branch F plays the role of the highway paper's H. T is a 1×1 conv (with bias)
+of the shortcut's input followed by a sigmoid, strided like the block, so it gives one gate
+per output channel and position, of F's shape. Where the shape changes, S is the option A
+(zero-padded subsampling) or B/C (projection) shortcut and the gate mixes F with it; on the
+extra channels option A pads with zeros, so there y = T·F. b_T starts at `GATE_BIAS_INIT`
+= −2 (the highway paper recommends a negative bias, e.g. −1 to −3, so that every block
+starts close to carrying its input): σ(−2) ≈ 0.12, each block starts passing about 88 % of
+S(x) and 12 % of F(x), while F's gradient (scaled by T) is not shut off as at −3 (0.05).
+T → 1 closes the shortcut (the block turns plain), T → 0 skips F. Gated nets are residual
+nets (``residual`` True); their zoo names are ``cifar-highwayD``.
+
+``block_order`` — ``"post"`` (the paper: conv → BN → ReLU inside F, ReLU after the
+addition) or ``"pre"``, the full pre-activation unit of He et al. 2016 ("Identity Mappings
+in Deep Residual Networks", Fig. 4e): BN → ReLU → conv → BN → ReLU → conv (→ BN → ReLU → conv
+for a bottleneck), the addition, and nothing after it. Following the 2016 paper and its code:
+the first block after a stem that ends in BN → ReLU uses the stem's activation as its own
+(`own_preactivation`); where a block changes shape, its BN → ReLU comes before the split, so
+the shortcut (and a gate) sees the activated input, elsewhere the shortcut sees x itself;
+projection shortcuts are a bare 1×1 conv (the next unit's BN normalises the sum); and a
+final BN → ReLU (``final_act``) follows the last block stage, before the pool
+(`has_final_activation`). Zoo names: ``cifar-preresnetD``, ``preresnet50`` ….
 """
 
 from __future__ import annotations
@@ -30,6 +60,9 @@ from .errors import SpecError
 BLOCKS = ("conv", "basic", "bottleneck")
 SHORTCUTS = ("A", "B", "C")
 STRIDE_AT = ("1x1", "3x3")
+SHORTCUT_KINDS = ("identity", "gated")
+BLOCK_ORDERS = ("post", "pre")
+GATE_BIAS_INIT = -2.0  # b_T at initialisation: σ(−2) ≈ 0.12 (see the module docstring)
 HEADS = ("avgpool-fc", "flatten-fc")
 BOTTLENECK_EXPANSION = 4
 
@@ -111,6 +144,8 @@ class ArchSpec:
     in_channels: int = 3
     num_classes: int = 1000
     zero_init_residual: bool = False  # zero the last BN γ of every block
+    shortcut_kind: str = "identity"  # identity (the paper) | gated (a highway gate, T·F + (1 − T)·S)
+    block_order: str = "post"  # post (the paper) | pre (He et al. 2016's full pre-activation)
 
     # -- serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +193,8 @@ class ArchSpec:
         _one_of("shortcut", self.shortcut, SHORTCUTS)
         _one_of("stride_at", self.stride_at, STRIDE_AT)
         _one_of("head.kind", self.head.kind, HEADS)
+        _one_of("shortcut_kind", self.shortcut_kind, SHORTCUT_KINDS)
+        _one_of("block_order", self.block_order, BLOCK_ORDERS)
         _positive("num_classes", self.num_classes)
         _positive("in_channels", self.in_channels)
         _positive("input_size", self.input_size)
@@ -187,6 +224,13 @@ class ArchSpec:
                 _positive(f"{s.name} width", s.width)
                 _positive(f"{s.name} num_blocks", s.num_blocks)
                 _positive(f"{s.name} stride", s.stride)
+        has_blocks = any(not s.is_conv for s in self.stages)
+        if self.shortcut_kind == "gated" and not (self.residual and has_blocks):
+            raise SpecError("shortcut_kind='gated' gates the shortcuts of basic or bottleneck blocks: "
+                            "it needs residual=True and at least one block stage")
+        if self.block_order == "pre" and not has_blocks:
+            raise SpecError("block_order='pre' applies to basic and bottleneck blocks: "
+                            "this net has none (use block_order='post')")
         return self
 
 
@@ -194,6 +238,27 @@ def needs_projection(shortcut: str, in_ch: int, out_ch: int, stride: int) -> boo
     """Option B projects only where the shape changes, C everywhere, A never."""
     changes = stride != 1 or in_ch != out_ch
     return shortcut == "C" or (shortcut == "B" and changes)
+
+
+def own_preactivation(spec: ArchSpec, stage_index: int, block_index: int) -> bool:
+    """Whether a pre-activation block has its own BN → ReLU before its first conv.
+
+    Every block has, except the first of a block stage that directly follows a conv stage
+    ending in BN and ReLU (the stem): that activation is already its input, as in the 2016
+    paper ("the first activation right after conv1"). Post-activation blocks: always False.
+    """
+    if spec.block_order != "pre":
+        return False
+    if block_index > 0 or stage_index == 0:
+        return True
+    before = spec.stages[stage_index - 1]
+    return not (before.is_conv and before.layers[-1].bn and before.layers[-1].relu)
+
+
+def has_final_activation(spec: ArchSpec) -> bool:
+    """A pre-activation net ending in a block stage gets a BN → ReLU (``final_act``) before
+    the pool: its last addition is otherwise never normalised nor rectified."""
+    return spec.block_order == "pre" and not spec.stages[-1].is_conv
 
 
 def hidden_fc_names(spec: ArchSpec) -> list[str]:

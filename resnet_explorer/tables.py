@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from .count import CONVENTION, Count, count
 from .spec import ArchSpec
-from .zoo import (IMAGENET_BLOCKS, PUBLISHED, TABLE1_MACS, TABLE3_RESNET34, TABLE6_DEPTHS, Published, get_spec,
-                  published)
+from .zoo import (IMAGENET_BLOCKS, PREACT_2016, PUBLISHED, TABLE1_MACS, TABLE3_RESNET34, TABLE6_DEPTHS,
+                  TABLE6_HIGHWAY, Published, get_spec, published)
 
 
 def table1_rows() -> list[dict]:
@@ -153,6 +153,57 @@ def baselines(names: tuple[str, ...] = BASELINES) -> str:
     return "\n".join(lines)
 
 
+BEYOND = ("cifar-resnet20", "cifar-highway20", "cifar-highway32", "cifar-preresnet20", "cifar-preresnet110",
+          "cifar-preresnet164", "cifar-preresnet1001", "preresnet50", "preresnet101", "preresnet152")
+
+
+def beyond_rows(names: tuple[str, ...] = BEYOND) -> list[dict]:
+    """Gated (highway) and pre-activation nets: our exact counts (all parameters, and conv +
+    fc weights alone, which is what the 2016 paper's rounded "10.2 M" counts) beside the
+    published numbers, and the post-activation error the 2016 paper compares with."""
+    rows = []
+    for name in names:
+        spec = get_spec(name)
+        c = count(spec)
+        ref = published(name) or Published()
+        depth = spec.depth
+        post = PREACT_2016.get(depth, (None,))[0] if spec.block_order == "pre" and spec.input_size == 32 else None
+        rows.append({
+            "net": name, "depth": depth, "block": spec.stages[1].block, "order": spec.block_order,
+            "shortcut": spec.shortcut, "kind": spec.shortcut_kind, "params": c.params,
+            "weights": sum(r.params for r in c.rows if r.kind in ("conv", "fc")),
+            "gate_params": sum(r.params for r in c.rows if ".gate." in r.name), "macs": c.macs,
+            "params_paper": ref.params, "cifar10_error_paper": ref.cifar10_error, "post_error_paper": post,
+            "top1_paper": ref.top1, "top5_paper": ref.top5, "source": ref.source,
+        })
+    return rows
+
+
+def beyond() -> str:
+    """The gated and pre-activation nets as text, with ResNet Table 6's two highway rows."""
+    def opt(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
+    lines = [
+        "Beyond the paper: highway-gated shortcuts and pre-activation blocks (ours counted; papers' numbers)",
+        f"{'net':<20}{'layers':>7}{'block':>11}{'params':>12}{'conv+fc':>12}{'in gates':>10}{'M-adds':>10}"
+        f"{'paper':>8}{'err %':>7}{'post':>6}  source",
+    ]
+    for r in beyond_rows():
+        err = r["cifar10_error_paper"] if r["cifar10_error_paper"] is not None else r["top1_paper"]
+        paper = "-" if r["params_paper"] is None else f"{r['params_paper'] / 1e6:.2f}M"
+        lines.append(
+            f"{r['net']:<20}{r['depth']:>7}{r['block']:>11}{r['params']:>12,}{r['weights']:>12,}"
+            f"{r['gate_params']:>10,}{r['macs'] / 1e6:>10.1f}{paper:>8}{opt(err, '.2f'):>7}"
+            f"{opt(r['post_error_paper'], '.2f'):>6}  {r['source'] or 'no published number'}")
+    for layers, (params, err) in TABLE6_HIGHWAY.items():
+        lines.append(f"{'Highway (paper)':<20}{layers:>7}{'-':>11}{'-':>12}{'-':>12}{'-':>10}{'-':>10}"
+                     f"{params / 1e6:>7.2f}M{err:>7.2f}{'-':>6}  ResNet Table 6 (the highway paper's net)")
+    lines.append("err %: CIFAR-10 test error (ImageNet rows: top-1, single 320x320 crop); post: the 2016 "
+                 "paper's original-unit error at that depth; conv+fc: weights without BN")
+    return "\n".join(lines)
+
+
 def _si(n: float) -> str:
     return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
 
@@ -163,6 +214,8 @@ def format_info(c: Count, spec: ArchSpec, layers: bool = False) -> str:
     desc = f"{kind}"
     if any(not s.is_conv for s in spec.stages):
         desc += f", shortcut {spec.shortcut}" if spec.residual else ""
+        desc += ", highway-gated" if spec.shortcut_kind == "gated" else ""
+        desc += ", pre-activation" if spec.block_order == "pre" else ""
         if any(s.block == "bottleneck" for s in spec.stages):
             desc += f", stride at {spec.stride_at} ({'paper v1' if spec.stride_at == '1x1' else 'v1.5'})"
     lines = [

@@ -1,7 +1,13 @@
 """Every named network of the paper as an `ArchSpec`, each carrying the published numbers.
 
 Names: ``resnet18`` … ``resnet152``, ``plain18`` … ``plain152`` (ImageNet, Table 1),
-``cifar-resnetD`` / ``cifar-plainD`` for any depth D = 6n+2 (Sec. 4.2), ``vgg-a``,
+``cifar-resnetD`` / ``cifar-plainD`` for any depth D = 6n+2 (Sec. 4.2), and beyond the paper:
+``cifar-highwayD`` (gated shortcuts, Srivastava et al. 2015), ``cifar-preresnetD`` and
+``preresnet18`` … ``preresnet152`` (pre-activation, He et al. 2016; ``highwayN`` likewise).
+CIFAR depths are basic blocks for 6n+2, bottlenecks (16/32/64 wide, ×4) for 9n+2 otherwise;
+``cifar-preresnet164`` is the 2016 paper's bottleneck net (164 = 9·18+2) although 164 is also
+6n+2 (``block="basic"`` gives that one; ``cifar-resnet164`` stays the basic net, and
+``block="bottleneck"`` gives the 2016 paper's original ResNet-164). ``vgg-a``,
 ``vgg-a-lrn``, ``vgg-b`` … ``vgg-e`` (aliases ``vgg11/13/16/19``), ``alexnet`` (the two-GPU
 split as groups=2) and ``alexnet-groups1``. `PUBLISHED` holds, next to each name, the numbers
 the papers print (Table 1 FLOPs, Table 2–4 / 6 errors), so every table and widget can
@@ -67,7 +73,25 @@ PUBLISHED: dict[str, Published] = {
     "cifar-resnet56": Published(params=853_018, cifar10_error=6.97, source="ResNet Table 6"),
     "cifar-resnet110": Published(params=1_727_962, cifar10_error=6.43, source="ResNet Table 6"),
     "cifar-resnet1202": Published(params=19_421_274, cifar10_error=7.93, source="ResNet Table 6"),
+    # Beyond the paper. The ResNet paper's Table 6 quotes two highway nets (from the highway
+    # papers): the 32-layer one is a different architecture from our 6n+2 cifar-highway32.
+    "cifar-highway32": Published(params=1_250_000, cifar10_error=8.80,
+                                 source="ResNet Table 6, Highway 32 layers (the highway paper's net, not this one)"),
+    # He et al. 2016 ("Identity Mappings"), CIFAR-10 test error; params as that paper rounds them.
+    "cifar-preresnet110": Published(params=1_700_000, cifar10_error=6.37, source="He et al. 2016 Table 3 (pre-act)"),
+    "cifar-preresnet164": Published(params=1_700_000, cifar10_error=5.46, source="He et al. 2016 Table 4 (pre-act)"),
+    "cifar-preresnet1001": Published(params=10_200_000, cifar10_error=4.92,
+                                     source="He et al. 2016 Table 4 (pre-act; 4.62 % in its abstract)"),
+    "cifar-resnet1001": Published(params=10_200_000, cifar10_error=7.61, source="He et al. 2016 Table 4 (original)"),
+    "preresnet152": Published(top1=21.1, top5=5.5, source="He et al. 2016 Table 5 (single 320x320 crop)"),
 }
+
+# ResNet Table 6's highway rows: layers -> (params, CIFAR-10 test error %).
+TABLE6_HIGHWAY = {19: (2_300_000, 7.54), 32: (1_250_000, 8.80)}
+# He et al. 2016, CIFAR-10 test error %: original (post-activation) unit -> full pre-activation.
+PREACT_2016 = {110: (6.61, 6.37), 164: (5.93, 5.46), 1001: (7.61, 4.92)}
+# The CIFAR depths the 2016 paper builds from bottlenecks (9n+2); 164 is also 6n+2.
+PREACT_BOTTLENECK_DEPTHS = (164, 1001)
 
 # The CIFAR-10 depths of Table 6 (6n+2), and the four of Fig. 6's plain and residual curves.
 TABLE6_DEPTHS = (20, 32, 44, 56, 110, 1202)
@@ -92,8 +116,11 @@ def imagenet_resnet(
     num_classes: int = 1000,
     width: int = 64,
     zero_init_residual: bool = False,
+    shortcut_kind: str = "identity",
+    block_order: str = "post",
 ) -> ArchSpec:
-    """Table 1: ResNet / plain-N for N in 18, 34, 50, 101, 152 (stride at 1×1 = the paper)."""
+    """Table 1: ResNet / plain-N for N in 18, 34, 50, 101, 152 (stride at 1×1 = the paper);
+    ``block_order="pre"``: the 2016 paper's pre-activation ResNet-N (``preresnetN``)."""
     if depth not in IMAGENET_BLOCKS:
         raise SpecError(
             f"ImageNet depth {depth} is invalid: use one of {', '.join(map(str, IMAGENET_BLOCKS))}"
@@ -101,31 +128,60 @@ def imagenet_resnet(
     block, counts = IMAGENET_BLOCKS[depth]
     stem = ConvLayer(width, kernel=7, stride=2, padding=3, pool=Pool(3, 2, 1))
     return _residual_family(
-        f"{'resnet' if residual else 'plain'}{depth}", stem, block, counts, width,
+        f"{family_name(residual, shortcut_kind, block_order)}{depth}", stem, block, counts, width,
         residual=residual, shortcut=shortcut, stride_at=stride_at, input_size=input_size,
         num_classes=num_classes, zero_init_residual=zero_init_residual,
+        shortcut_kind=shortcut_kind, block_order=block_order,
     )
+
+
+def family_name(residual: bool, shortcut_kind: str = "identity", block_order: str = "post") -> str:
+    """The zoo's name for a kind of net: plain, highway (gated), preresnet (pre) or resnet."""
+    if not residual:
+        return "plain"
+    return "highway" if shortcut_kind == "gated" else "preresnet" if block_order == "pre" else "resnet"
+
+
+def cifar_block(depth: int, block_order: str = "post") -> str:
+    """The block a CIFAR depth names: basic for 6n+2, else bottleneck for 9n+2; pre-activation
+    depths the 2016 paper builds from bottlenecks (164, 1001) are bottlenecks."""
+    if block_order == "pre" and depth in PREACT_BOTTLENECK_DEPTHS:
+        return "bottleneck"
+    return "bottleneck" if isinstance(depth, int) and (depth - 2) % 6 and not (depth - 2) % 9 else "basic"
 
 
 def cifar_resnet(
     depth: int,
     residual: bool = True,
-    shortcut: str = "A",
+    shortcut: str | None = None,
     input_size: int = 32,
     num_classes: int = 10,
     width: int = 16,
     zero_init_residual: bool = False,
+    shortcut_kind: str = "identity",
+    block_order: str = "post",
+    block: str | None = None,
 ) -> ArchSpec:
-    """Sec. 4.2: depth 6n+2 — a 3×3 conv, then 3 stages of n basic blocks (16/32/64 wide)."""
-    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+    """Sec. 4.2: depth 6n+2 — a 3×3 conv, then 3 stages of n basic blocks (16/32/64 wide),
+    shortcut option A. ``block="bottleneck"``: depth 9n+2, 3 stages of n bottlenecks 16/32/64
+    wide (64/128/256 out) with option B, as the 2016 paper's ResNet-164 and -1001. ``block``
+    defaults to `cifar_block` (depth)."""
+    block = block or cifar_block(depth, block_order)
+    per_block = {"basic": 6, "bottleneck": 9}
+    if block not in per_block:
+        raise SpecError(f"CIFAR block={block!r} is invalid: use basic or bottleneck")
+    k = per_block[block]
+    if not isinstance(depth, int) or depth < k + 2 or (depth - 2) % k:
         raise SpecError(
-            f"CIFAR depth {depth} is invalid: use 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110 …)"
+            f"CIFAR depth {depth} is invalid: use 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110 …) "
+            f"for basic blocks, 9n+2 (11, 29, 164, 1001 …) for bottlenecks"
         )
-    n = (depth - 2) // 6
+    n = (depth - 2) // k
     return _residual_family(
-        f"cifar-{'resnet' if residual else 'plain'}{depth}", ConvLayer(width), "basic", (n, n, n),
-        width, residual=residual, shortcut=shortcut, input_size=input_size,
-        num_classes=num_classes, zero_init_residual=zero_init_residual,
+        f"cifar-{family_name(residual, shortcut_kind, block_order)}{depth}", ConvLayer(width), block,
+        (n, n, n), width, residual=residual, shortcut=shortcut or ("A" if block == "basic" else "B"),
+        input_size=input_size, num_classes=num_classes, zero_init_residual=zero_init_residual,
+        shortcut_kind=shortcut_kind, block_order=block_order,
     )
 
 
@@ -193,8 +249,10 @@ def alexnet(groups: int = 2, input_size: int = 227, num_classes: int = 1000, dro
     )
 
 
-_IMAGENET = re.compile(r"(resnet|plain)(\d+)")
-_CIFAR = re.compile(r"cifar-(resnet|plain)(\d+)")
+_IMAGENET = re.compile(r"(resnet|plain|preresnet|highway)(\d+)")
+_CIFAR = re.compile(r"cifar-(resnet|plain|preresnet|highway)(\d+)")
+# What each name sets before the overrides.
+_FAMILY = {"resnet": {}, "plain": {}, "preresnet": {"block_order": "pre"}, "highway": {"shortcut_kind": "gated"}}
 
 
 def get_spec(name: str, **overrides: Any) -> ArchSpec:
@@ -203,12 +261,12 @@ def get_spec(name: str, **overrides: Any) -> ArchSpec:
     key = VGG_ALIASES.get(key, key)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     try:
-        if m := _CIFAR.fullmatch(key):
-            residual = overrides.pop("residual", True) and m[1] == "resnet"
-            return cifar_resnet(int(m[2]), residual=residual, **overrides).validate()
-        if m := _IMAGENET.fullmatch(key):
-            residual = overrides.pop("residual", True) and m[1] == "resnet"
-            return imagenet_resnet(int(m[2]), residual=residual, **overrides).validate()
+        for pattern, builder in ((_CIFAR, cifar_resnet), (_IMAGENET, imagenet_resnet)):
+            if m := pattern.fullmatch(key):
+                residual = overrides.pop("residual", True) and m[1] != "plain"
+                family = {k: v for k, v in _FAMILY[m[1]].items() if residual or k != "shortcut_kind"}
+                options = {**family, **overrides}  # a plain twin keeps the order, has no gate
+                return builder(int(m[2]), residual=residual, **options).validate()
         if overrides.pop("residual", False):
             raise SpecError(f"{name} has no residual version: residual nets are resnetN / cifar-resnetN")
         if key.startswith("vgg-") and key[4:] in VGG_CONFIGS:
@@ -217,16 +275,17 @@ def get_spec(name: str, **overrides: Any) -> ArchSpec:
             return alexnet(groups=1 if key.endswith("groups1") else 2, **overrides).validate()
     except TypeError:
         raise SpecError(
-            f"{name} does not take option(s) {', '.join(sorted(overrides))}: shortcut applies "
-            "to ResNets and plain nets, stride_at to the ImageNet ones"
+            f"{name} does not take option(s) {', '.join(sorted(overrides))}: shortcut, shortcut_kind "
+            "and block_order apply to ResNets and plain nets, stride_at to the ImageNet ones, "
+            "block to the CIFAR ones"
         ) from None
     raise SpecError(f"unknown architecture {name!r}: use one of {', '.join(arch_names())}")
 
 
 def arch_names() -> list[str]:
     """The names `get_spec` knows (CIFAR depths stand for any 6n+2)."""
-    names = [f"{k}{d}" for k in ("resnet", "plain") for d in IMAGENET_BLOCKS]
-    names += ["cifar-resnetD", "cifar-plainD (D = 6n+2)"]
+    names = [f"{k}{d}" for k in ("resnet", "plain", "preresnet") for d in IMAGENET_BLOCKS]
+    names += ["cifar-resnetD", "cifar-plainD (D = 6n+2)", "cifar-highwayD", "cifar-preresnetD (6n+2, 9n+2)"]
     names += [f"vgg-{c}" for c in VGG_CONFIGS] + [a for a in VGG_ALIASES if "-" not in a]
     return names + ["alexnet", "alexnet-groups1"]
 
@@ -253,16 +312,22 @@ def _candidates(spec: ArchSpec) -> list[Identity]:
     """The named nets ``spec`` could be, judged by its stages' block types and counts."""
     blocks = [s for s in spec.stages if not s.is_conv]
     stem = spec.stages[0].layers[0].out_channels if spec.stages and spec.stages[0].layers else 0
-    kind = "resnet" if spec.residual else "plain"
     common = dict(residual=spec.residual, input_size=spec.input_size, num_classes=spec.num_classes)
     res = dict(common, shortcut=spec.shortcut, zero_init_residual=spec.zero_init_residual, width=stem)
+    if spec.shortcut_kind != "identity":
+        res["shortcut_kind"] = spec.shortcut_kind
+    if spec.block_order != "post":
+        res["block_order"] = spec.block_order
     found = []
-    if len(blocks) == 3 and all(b.block == "basic" for b in blocks) and blocks[0].num_blocks > 0:
-        depth = 6 * blocks[0].num_blocks + 2
-        found.append(Identity("cifar", f"cifar-{kind}{depth}", depth, res))
+    kinds = {b.block for b in blocks}
+    if len(blocks) == 3 and len(kinds) == 1 and blocks[0].num_blocks > 0:
+        block = kinds.pop()
+        depth = (6 if block == "basic" else 9) * blocks[0].num_blocks + 2
+        options = res if block == cifar_block(depth, spec.block_order) else dict(res, block=block)
+        found.append(Identity("cifar", f"cifar-resnet{depth}", depth, options))
     for depth, (block, counts) in IMAGENET_BLOCKS.items():
         if tuple(s.num_blocks for s in blocks) == counts and all(b.block == block for b in blocks):
-            found.append(Identity("imagenet", f"{kind}{depth}", depth, dict(res, stride_at=spec.stride_at)))
+            found.append(Identity("imagenet", f"resnet{depth}", depth, dict(res, stride_at=spec.stride_at)))
     if not blocks and not spec.residual:
         dropout = {"dropout": spec.head.dropout}
         plain = dict(input_size=spec.input_size, num_classes=spec.num_classes, **dropout)

@@ -7,7 +7,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from torchinfo import summary
 
-from resnet_explorer import PUBLISHED, build, count, get_spec
+from resnet_explorer import PUBLISHED, Stage, build, count, get_spec
 from resnet_explorer.zoo import TABLE1_MACS
 
 CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
@@ -146,6 +146,11 @@ NAMED = [
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "plain18", "plain34", "plain50",
     "cifar-resnet20", "cifar-plain20", "cifar-resnet56", "cifar-resnet110",
     "vgg-a", "vgg-a-lrn", "vgg-b", "vgg-c", "vgg-d", "vgg-e", "alexnet", "alexnet-groups1",
+    # beyond the paper: highway-gated shortcuts and pre-activation blocks
+    "cifar-highway20", "cifar-highway32", "cifar-preresnet20", "cifar-preresnet110", "cifar-preresnet164",
+    "preresnet50", pytest.param("preresnet101", marks=pytest.mark.slow),
+    pytest.param("preresnet152", marks=pytest.mark.slow), pytest.param("cifar-preresnet1001", marks=pytest.mark.slow),
+    pytest.param("cifar-resnet1001", marks=pytest.mark.slow),
 ]
 
 
@@ -159,6 +164,9 @@ def test_cross_check_named_nets(name):
     [("resnet50", {"shortcut": "A"}), ("resnet50", {"shortcut": "C", "stride_at": "3x3"}),
      ("resnet34", {"shortcut": "A"}), ("resnet18", {"shortcut": "C", "input_size": 193}),
      ("cifar-resnet20", {"shortcut": "B"}), ("cifar-resnet20", {"shortcut": "C"}),
+     ("cifar-highway20", {"shortcut": "B"}), ("cifar-highway20", {"shortcut": "C", "block_order": "pre"}),
+     ("cifar-preresnet20", {"shortcut": "C"}), ("cifar-plain20", {"block_order": "pre"}),
+     ("highway18", {"shortcut": "C"}), ("preresnet18", {"shortcut": "A", "input_size": 97}),
      pytest.param("cifar-resnet1202", {}, marks=pytest.mark.slow)],
 )
 def test_cross_check_shortcut_options(name, opts):
@@ -168,3 +176,12 @@ def test_cross_check_shortcut_options(name, opts):
 @pytest.mark.parametrize("seed", range(8))
 def test_cross_check_random_specs(make_random_spec, seed):
     _cross_check(make_random_spec(seed))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_cross_check_random_gated_and_pre_activation_specs(make_random_spec, seed):
+    spec = make_random_spec(seed)
+    if not any(not s.is_conv for s in spec.stages):
+        spec.stages[-1] = Stage("conv9_x", "bottleneck" if seed % 2 else "basic", 2, 4, 2)
+    order = "pre" if seed % 4 < 2 else "post"
+    _cross_check(spec.replace(residual=True, shortcut_kind="gated" if seed % 3 else "identity", block_order=order))

@@ -23,8 +23,9 @@ def test_degradation_and_shortcut_plans():
     assert count(plans[1].spec).params == count(plans[3].spec).params == 853_018
     assert plans[0].recipe.name == "cifar-paper"
     s = shortcuts(20)
-    assert [p.name for p in s] == ["plain-20", "resnet-20-A", "resnet-20-B", "resnet-20-C"]
-    assert [p.spec.shortcut for p in s[1:]] == ["A", "B", "C"]
+    assert [p.name for p in s] == ["plain-20", "resnet-20-A", "resnet-20-B", "resnet-20-C", "resnet-20-gated"]
+    assert [p.spec.shortcut for p in s[1:]] == ["A", "B", "C", "A"]
+    assert [p.spec.shortcut_kind for p in s] == ["identity"] * 4 + ["gated"]
 
 
 @pytest.mark.slow

@@ -131,7 +131,7 @@ def test_alexnet_layers():
 
 
 def test_models_pickle_whole(tmp_path):
-    for name in ("cifar-resnet20", "resnet18", "alexnet"):
+    for name in ("cifar-resnet20", "resnet18", "alexnet", "cifar-highway8", "cifar-preresnet11"):
         m = build(name).eval()
         path = tmp_path / f"{name}.pt"
         torch.save(m, path)

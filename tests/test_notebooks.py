@@ -189,8 +189,20 @@ def test_05_shortcut_options(run):
     p = s["params"]
     assert p["plain-20"] == p["resnet-20-A"] < p["resnet-20-B"] < p["resnet-20-C"]
     assert {k: (r["residual"], r["shortcut"]) for k, r in s["runs"].items() if r["residual"]} == {
-        "resnet-20-A": (True, "A"), "resnet-20-B": (True, "B"), "resnet-20-C": (True, "C")}
+        "resnet-20-A": (True, "A"), "resnet-20-B": (True, "B"), "resnet-20-C": (True, "C"),
+        "resnet-20-gated": (True, "A")}
+    assert s["shortcut_kinds"]["resnet-20-gated"] == "gated" and s["shortcut_kinds"]["resnet-20-A"] == "identity"
+    assert p["resnet-20-gated"] - p["resnet-20-A"] == 3 * (8 * 8 + 8) + 8 * 16 + 16 + 2 * (16 * 16 + 16) + 16 * 32 + 32 + 2 * (32 * 32 + 32)
     assert all(r["iterations"] == 100 for r in s["runs"].values())
+    # the gates: one per block, strictly inside (0, 1), near sigma(-2) = 0.12 at initialisation
+    blocks = [f"conv{i}_x.{j}" for i in (2, 3, 4) for j in range(3)]
+    assert s["gates"]["blocks"] == blocks and list(s["gates"]["trained"]) == list(s["gates"]["init"]) == blocks
+    assert all(0 < v < 1 for v in s["gates"]["trained"].values())
+    assert all(0.05 < v < 0.35 for v in s["gates"]["init"].values())
+    # pre-activation beside post at the same depth: same parameters, both trained
+    assert s["block_orders"] == {"resnet-20-A": "post", "resnet-20-pre": "pre"}
+    assert s["preact"]["resnet-20-pre"]["params"] == s["preact"]["resnet-20-A"]["params"] == p["resnet-20-A"]
+    assert all(r["iterations"] == 100 and 0 <= r["test_error"] <= 1 for r in s["preact"].values())
 
 
 def test_06_imagenet_and_multi_gpu(run):

@@ -584,3 +584,99 @@ def test_dashboard_trains_a_recipe_object_as_given(tmp_path):
     assert d._recipe().max_iters == 4 and d._recipe().batch_size == 16
     d.recipe.value, d.iters.value = "test", 0  # and the named recipes stay available
     assert d._recipe() == get_recipe("test")
+
+
+# -- beyond the paper: gated shortcuts and pre-activation blocks (issue 21) ----------------------------
+def _arcs(fig: go.Figure) -> list:
+    return [s for s in fig.layout.shapes if s.type == "path"]
+
+
+def test_diagram_draws_a_gated_arc_differently_from_an_identity_arc():
+    identity, gated = network_diagram(get_spec("cifar-resnet20")), network_diagram(get_spec("cifar-highway20"))
+    assert len(_arcs(identity)) == len(_arcs(gated)) == 3  # one arc per residual stage, either kind
+    assert all(a.line.dash is None and a.line.color == "#d62728" for a in _arcs(identity))
+    assert all(a.line.dash == "dash" and a.line.color == "#9467bd" for a in _arcs(gated))
+    gate_marks = [a for a in gated.layout.annotations if a.text == "<b>T</b>"]
+    assert len(gate_marks) == 3 and not any(a.text == "<b>T</b>" for a in identity.layout.annotations)
+    # each T sits on the top of its stage's arc (the quadratic's apex: halfway to its control point)
+    for mark, arc in zip(gate_marks, _arcs(gated)):
+        start, control = arc.path.split(" Q ")[0][2:].split(","), arc.path.split(" Q ")[1].split(" ")[0].split(",")
+        assert abs(mark.x - float(control[0])) < 1e-9
+        assert abs(mark.y - (float(start[1]) + float(control[1])) / 2) < 1e-9
+    texts = [a.text for a in gated.layout.annotations]
+    assert "3 shortcuts (A)<br>1 zero-pad<br>gated by T(x)" in texts
+    assert "gated (highway) shortcuts" in gated.layout.title.text and "283,626 parameters" in gated.layout.title.text
+    assert not _arcs(network_diagram(get_spec("cifar-plain20", block_order="pre")))  # a plain net: no arcs
+
+
+def test_diagram_marks_pre_activation_blocks():
+    post, pre = network_diagram(get_spec("cifar-resnet110")), network_diagram(get_spec("cifar-preresnet110"))
+    pre_texts = [a.text for a in pre.layout.annotations]
+    assert "BN-ReLU first<br>3×3, 32, /2<br>3×3, 32<br><b>×18</b>" in pre_texts
+    assert not any("BN-ReLU" in a.text for a in post.layout.annotations)
+    assert "pre-activation ResNet" in pre.layout.title.text and "pre-activation" not in post.layout.title.text
+    assert all(a.line.dash is None for a in _arcs(pre))  # identity shortcuts: the paper's arcs
+
+
+@pytest.mark.parametrize("name", ["cifar-highway20", "cifar-highway56", "cifar-preresnet110", "cifar-preresnet164",
+                                  "cifar-preresnet1001", "preresnet50", "preresnet152", "highway34"])
+def test_the_new_named_nets_fit_the_diagram_and_round_trip_the_controls(name):
+    spec = get_spec(name)
+    c = controls_for(spec)
+    assert c.name == name and spec_from_controls(c) == spec
+    assert (c.shortcut_kind, c.block_order) == (spec.shortcut_kind, spec.block_order)
+    b = ArchitectureBuilder()
+    b.set_spec(spec)
+    assert b.spec == spec and b.error is None and shown_params(b) == count(spec).params
+    assert (b.shortcut_kind.value, b.block_order.value) == (spec.shortcut_kind, spec.block_order)
+    assert not b.shortcut_kind.disabled and not b.block_order.disabled
+    if name == "cifar-preresnet164":  # 9n+2 bottlenecks: n = 18, not (164 - 2) / 6
+        assert b.n.value == 18 and c.block == "bottleneck"
+    fig = network_diagram(spec)
+    lo, hi = fig.layout.xaxis.range
+    px_per_x = (700 - 20) / (hi - lo)
+    for a in fig.layout.annotations:  # as test_diagram_labels_fit_their_column_… does for the presets
+        lines = re.sub(r"</?[bi]>", "", a.text).split("<br>")
+        assert 0.6 * a.font.size * max(len(line) for line in lines) <= STEP * px_per_x, (name, a.text)
+
+
+def test_builder_switches_shortcut_kind_and_block_order():
+    b = ArchitectureBuilder("cifar-resnet20")
+    assert (b.shortcut_kind.value, b.block_order.value) == ("identity", "post")
+    b.shortcut_kind.value = "gated"  # a gate per block: 1x1 conv + bias, 13,904 parameters at depth 20
+    assert b.spec == get_spec("cifar-highway20") and shown_params(b) == 269_722 + 13_904
+    assert "gated (highway) shortcuts" in b.summary.value
+    assert any(a.line.dash == "dash" for a in b.diagram.layout.shapes if a.type == "path")
+    b.block_order.value = "pre"
+    assert b.spec == get_spec("cifar-highway20", block_order="pre") and "pre-activation blocks" in b.summary.value
+    b.shortcut_kind.value = "identity"
+    assert b.spec == get_spec("cifar-preresnet20") and b.spec.name == "cifar-preresnet20"
+    assert shown_params(b) == count(get_spec("cifar-preresnet20")).params
+    assert any("BN-ReLU first" in a.text for a in b.diagram.layout.annotations)
+    b.block_order.value = "post"
+    assert b.spec == get_spec("cifar-resnet20")
+    b.n.value = 9  # the family's other controls keep the switches
+    b.shortcut_kind.value = "gated"
+    b.n.value = 18
+    assert b.spec == get_spec("cifar-highway110")
+    b.residual.value = False  # a plain net has no shortcuts to gate: the gate goes, the switch greys out
+    assert b.spec == get_spec("cifar-plain110") and b.shortcut_kind.value == "identity"
+    assert b.shortcut_kind.disabled and "no shortcuts to gate" in b.shortcut_kind.tooltip
+    assert not b.block_order.disabled  # a plain net's blocks can be pre-activated too
+    b.shortcut_kind.value = "gated"  # from code (the browser cannot): refused, and said why
+    assert b.spec == get_spec("cifar-plain110") and "does not apply" in b.message.value
+    b.block_order.value = "pre"
+    assert b.spec == get_spec("cifar-plain110", block_order="pre") and b.error is None
+    b.set_preset("vgg-e")  # no blocks: neither switch applies
+    assert b.shortcut_kind.disabled and b.block_order.disabled
+    assert "no basic or bottleneck blocks" in b.block_order.tooltip and "block order" in b.reasons.value
+    b.block_order.value = "pre"
+    assert b.spec == get_spec("vgg-e") and b.block_order.value == "post"
+
+
+def test_the_n_control_names_the_depth_of_the_block_type():
+    """n blocks per stage are 6n+2 layers with basic blocks, 9n+2 with bottlenecks."""
+    b = ArchitectureBuilder("cifar-preresnet164")
+    assert b.n.value == 18 and b.n.label == "18 (164 layers)"
+    b = ArchitectureBuilder("cifar-resnet110")
+    assert b.n.value == 18 and b.n.label == "18 (110 layers)"

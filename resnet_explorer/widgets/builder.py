@@ -1,7 +1,8 @@
 """The architecture builder: edit an `ArchSpec` and see its parameters, multiply-adds and diagram live.
 
 Every change edits the draft spec and recounts it with `count`. What the family row shows
-(family, preset, n, depth, residual, shortcut, stride placement) is read back from the
+(family, preset, n, depth, residual, shortcut, shortcut kind, block order, stride placement)
+is read back from the
 spec by `controls.controls_for` (through `zoo.identify`) after every change, so it never
 disagrees with the net; controls that do not apply to the net are disabled, each with
 its reason. An invalid value is shown as a one-line message, never as a traceback.
@@ -33,7 +34,7 @@ from .stages import StageControls, StageRows
 __all__ = ["ArchitectureBuilder", "FAMILIES", "PRESETS", "StageControls"]
 NONE = 0  # n's and depth's value "—": the control does not apply to this net
 LABELS = {"n": "n", "depth": "depth", "residual": "residual / plain", "shortcut": "shortcut",
-          "stride_at": "stride"}
+          "shortcut_kind": "shortcut kind", "block_order": "block order", "stride_at": "stride"}
 
 
 def _user_name(name: str | None) -> bool:
@@ -45,6 +46,12 @@ def _user_name(name: str | None) -> bool:
     except SpecError:
         return True
     return False
+
+
+def _n_options(block: str) -> list[tuple[str, Any]]:
+    """The n dropdown: blocks per stage with the depth they give (6n+2 basic, 9n+2 bottleneck)."""
+    per = 9 if block == "bottleneck" else 6
+    return [("—", NONE)] + [(f"{n} ({per * n + 2} layers)", n) for n in range(1, MAX_N + 1)]
 
 
 class ArchitectureBuilder(Reconnecting, W.VBox):
@@ -71,8 +78,7 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.preset = W.Dropdown(options=PRESETS, value=None, description="preset",
                                  layout=W.Layout(width="250px"))
         self.family = W.Dropdown(options=list(FAMILIES), description="family", layout=W.Layout(width="250px"))
-        self.n = W.Dropdown(options=[("—", NONE)] + [(f"{n} ({6 * n + 2} layers)", n) for n in range(1, MAX_N + 1)],
-                            description="n", layout=W.Layout(width="190px"))
+        self.n = W.Dropdown(options=_n_options("basic"), description="n", layout=W.Layout(width="190px"))
         self.n.add_class("rx-n")
         self.imagenet_depth = W.Dropdown(options=[("—", NONE)] + [(str(d), d) for d in IMAGENET_BLOCKS],
                                          description="depth", layout=W.Layout(width="160px"))
@@ -83,6 +89,12 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
                                             ("B: projection where shape changes", "B"),
                                             ("C: all projections", "C")], description="shortcut",
                                    layout=W.Layout(width="330px"))
+        self.shortcut_kind = W.Dropdown(options=[("identity: F(x) + S(x) (paper)", "identity"),
+                                                 ("gated (highway): T·F + (1−T)·S", "gated")],
+                                        description="kind", layout=W.Layout(width="330px"))
+        self.block_order = W.Dropdown(options=[("post-activation (paper)", "post"),
+                                               ("pre-activation (He et al. 2016)", "pre")],
+                                      description="order", layout=W.Layout(width="330px"))
         self.stride_at = W.Dropdown(options=[("on the 1×1 (paper, v1)", "1x1"),
                                              ("on the 3×3 (torchvision, v1.5)", "3x3")],
                                     description="stride", layout=W.Layout(width="330px"))
@@ -108,7 +120,8 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.link = KernelLink(self.diagram)
         self.add_class("rx-builder")
         for name, w in (("preset", self.preset), ("family", self.family), ("residual", self.residual),
-                        ("shortcut", self.shortcut), ("stride", self.stride_at), ("diagram", self.diagram)):
+                        ("shortcut", self.shortcut), ("shortcut-kind", self.shortcut_kind),
+                        ("block-order", self.block_order), ("stride", self.stride_at), ("diagram", self.diagram)):
             w.add_class(f"rx-{name}")
 
         self.preset.observe(lambda ch: ch["new"] and not self._quiet and self.set_preset(ch["new"]),
@@ -117,6 +130,7 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.n.observe(lambda ch: self._on_zoo_control("n", ch["new"]), names="value")
         self.imagenet_depth.observe(lambda ch: self._on_zoo_control("depth", ch["new"]), names="value")
         for w, field in ((self.residual, "residual"), (self.shortcut, "shortcut"),
+                         (self.shortcut_kind, "shortcut_kind"), (self.block_order, "block_order"),
                          (self.stride_at, "stride_at"), (self.input_size, "input_size"),
                          (self.num_classes, "num_classes")):
             w.observe(lambda ch, field=field: self._edit(field, ch["new"]), names="value")
@@ -126,6 +140,7 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.children = [
             W.HBox([self.preset, self.family, self.n, self.imagenet_depth]),
             W.HBox([self.residual, self.shortcut, self.stride_at]),
+            W.HBox([self.shortcut_kind, self.block_order]),
             W.HBox([self.input_size, self.num_classes]),
             self.reasons,
             self.rows.box,
@@ -222,7 +237,10 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
     def _edit(self, field: str, value: Any) -> None:
         if self._quiet or self._refuse(field):
             return
-        self._draft = self._draft.replace(**{field: value})
+        changes = {field: value}
+        if field == "residual" and not value:
+            changes["shortcut_kind"] = "identity"  # a plain net has no shortcuts to gate
+        self._draft = self._draft.replace(**changes)
         self._refresh()
 
     def _edit_stage(self, name: str, field: str, value: Any) -> None:
@@ -275,11 +293,16 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         try:
             self.preset.value = c.preset
             self.family.value = FAMILY_LABELS[c.family]
+            options = _n_options(c.block or "basic")
+            if self.n.options != tuple(options):  # a bottleneck CIFAR net is 9n+2 layers deep
+                self.n.options = options
             self.n.value, self.imagenet_depth.value = c.n or NONE, c.depth or NONE
             self.residual.value, self.shortcut.value, self.stride_at.value = c.residual, c.shortcut, c.stride_at
+            self.shortcut_kind.value, self.block_order.value = c.shortcut_kind, c.block_order
             self.input_size.value, self.num_classes.value = c.input_size, c.num_classes
             for field, w in (("n", self.n), ("depth", self.imagenet_depth), ("residual", self.residual),
-                             ("shortcut", self.shortcut), ("stride_at", self.stride_at)):
+                             ("shortcut", self.shortcut), ("shortcut_kind", self.shortcut_kind),
+                             ("block_order", self.block_order), ("stride_at", self.stride_at)):
                 w.disabled = field in c.disabled
                 w.tooltip = c.disabled.get(field)
             self.reasons.value = "" if not c.disabled else (
@@ -337,6 +360,10 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         n = f" (6n+2, n={self.controls.n})" if self.controls.family == "cifar" else ""
         has_blocks = any(not s.is_conv for s in spec.stages)
         kind = f"residual, option {spec.shortcut}" if spec.residual and has_blocks else "plain"
+        if spec.residual and has_blocks and spec.shortcut_kind == "gated":
+            kind += ", gated (highway) shortcuts"
+        if has_blocks and spec.block_order == "pre":
+            kind += ", pre-activation blocks"
         self.summary.value = self._last_summary = (
             f"<div><b class='rx-name'>{html.escape(spec.name)}</b> · {spec.depth} layers{n} · {kind} · "
             f"<b><span class='rx-params'>{c.params:,}</span></b> parameters ({si(c.params)}) · "
