@@ -287,7 +287,7 @@ def _arch_options(p: argparse.ArgumentParser) -> None:
 def _recipe_options(p: argparse.ArgumentParser, default: str | None) -> None:
     """A recipe by name, shortened or lengthened, with fields overridden."""
     p.add_argument("--recipe", default=default,
-                   help="cifar-paper (default), imagenet-paper, cifar-short, cpu-demo, test")
+                   help="cifar-paper (default), imagenet-paper, cifar-short, cpu-demo, cpu-short, test")
     p.add_argument("--iters", type=int, help="iterations (the lr milestones scale with it)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a recipe field, e.g. --set lr=0.05 --set batch_size=64")

@@ -126,6 +126,11 @@ RECIPES: dict[str, Recipe] = {
     ),
     # The paper's CIFAR recipe, shortened for a CPU: 2,000 iterations, /10 at 50 % and 75 %.
     "cifar-short": Recipe("cifar-short").with_iters(2000),
+    # A few minutes on a 2-core CPU for small nets (notebooks 00, 04, 05, the dashboard): the
+    # paper's recipe (lr 0.1, augmentation) shortened to 600 iterations.
+    "cpu-short": dataclasses.replace(
+        Recipe("cpu-short").with_iters(600), log_every=20, eval_every=100, checkpoint_every=100,
+    ),
     # The CPU demo (`resnet-explorer demo`, notebook 03's cpu mode), one recipe for every depth,
     # plain and residual: the paper's SGD (momentum 0.9, weight decay 1e-4, lr /10 at 50 % and
     # 75 %) for 1,000 iterations of batch 64, from lr 0.02 (at 0.1 the 4-wide nets hardly move

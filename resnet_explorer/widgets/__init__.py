@@ -9,7 +9,7 @@ says "re-run this cell to reconnect" (`reconnect`).
 
     from resnet_explorer.widgets import ArchitectureBuilder, TrainingDashboard, LayerResponseView
     b = ArchitectureBuilder("cifar-resnet20"); b            # edit, see params / FLOPs / diagram
-    d = TrainingDashboard([b, "cifar-plain20"], data="synthetic:2000", recipe="cpu-demo"); d
+    d = TrainingDashboard([b, "cifar-plain20"], data="synthetic:2000", recipe="cpu-short"); d
     LayerResponseView(d.runs)
 """
 

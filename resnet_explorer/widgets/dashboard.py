@@ -86,7 +86,7 @@ class TrainingDashboard(Reconnecting):
     _what = "This training dashboard"
 
     def __init__(self, specs: Sequence[SpecSource] | None = None, data: str = "synthetic:2000",
-                 recipe: str | Recipe = "cpu-demo", out: str = "runs/dashboard", iters: int | None = None,
+                 recipe: str | Recipe = "cpu-short", out: str = "runs/dashboard", iters: int | None = None,
                  device: str = "auto", update_every: float = 1.0, amp: str = "auto", compile: str = "off"):
         sources = list(specs) if specs else ["cifar-plain20", "cifar-resnet20"]
         self._sources: dict[str, SpecSource] = {}
