@@ -179,11 +179,14 @@ TRAIN_SUBSET = 2000  # training images of the eval-mode pass that measures train
 
 
 def train_subset_error(model: torch.nn.Module, data: str, n: int = TRAIN_SUBSET,
-                       val_split: int | None = None, seed: int = 0) -> dict:
+                       val_split: int | None = None, seed: int = 0) -> dict | None:
     """Training error measured as the paper's curves mean it, but without their noise: one
     pass in eval mode (BN running statistics, no augmentation) over the first ``n`` images
-    the net was trained on, preprocessed as in training. Returns ``{"images", "error", "loss"}``."""
+    the net was trained on, preprocessed as in training. Returns ``{"images", "error", "loss"}``;
+    None for ImageNet, which is read lazily (its reports keep the training-window error)."""
     source = parse_data(data)
+    if source.kind == "imagenet":
+        return None
     train_x, train_y, _, _ = load_tensors(source)
     if val_split:
         train_x, train_y, _, _ = split_train_val(train_x, train_y, val_split, seed)
@@ -212,9 +215,10 @@ def analyze_run(run_dir: str | Path, data: str, seed: int = 0) -> dict:
         "layer_responses": [{"name": r.name, "std": r.std} for r in layer_responses(model, x)],
         "gradient_norms": {"init": gradient_norms(init, x[:128], y[:128]),
                            "final": gradient_norms(model, x[:128], y[:128])},
-        "train_subset": train_subset_error(model, data, val_split=config[1].val_split if config else None,
-                                           seed=seed),
     }
+    subset = train_subset_error(model, data, val_split=config[1].val_split if config else None, seed=seed)
+    if subset is not None:
+        result["train_subset"] = subset
     if gates["final"]:
         result["gate_means"] = {k: [asdict(g) for g in v] for k, v in gates.items()}
     runs.write_analysis(run_dir, result)
