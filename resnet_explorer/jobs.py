@@ -29,16 +29,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from .data.cpus import _cpu_count
 from .errors import UsageError, UserError
 from .safeio import NOFOLLOW
+from .stopsignals import on_stop_signals
 
 
 @dataclass
@@ -104,7 +104,7 @@ def run_jobs(jobs: Sequence[Job], n: int, log: Callable[[str], None] = print,
                 r.proc.send_signal(signal.SIGINT)
                 r.signalled = True
 
-    with tempfile.TemporaryDirectory(prefix="resnet-explorer-jobs-") as tmp, _forwarding(forward):
+    with tempfile.TemporaryDirectory(prefix="resnet-explorer-jobs-") as tmp, on_stop_signals(forward):
         try:
             while pending or running:
                 while pending and len(running) < n and not stop:
@@ -129,20 +129,6 @@ def run_jobs(jobs: Sequence[Job], n: int, log: Callable[[str], None] = print,
                 os.close(r.log_fd)
             raise
     return [outcomes[j.name] for j in jobs if j.name in outcomes], (stop[0] if stop else None)
-
-
-@contextlib.contextmanager
-def _forwarding(handler: Callable[[int, Any], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``handler`` while the pool runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def _check_log(path: Path) -> None:

@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 SMOKE_ENV = "RESNET_EXPLORER_SMOKE"
 RUNS_ENV = "RESNET_EXPLORER_RUNS"
@@ -112,17 +112,23 @@ def strip_notebook(nb: Any) -> bool:
     return changed
 
 
-def strip(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Strip each notebook file in place; returns the ones that changed."""
+def _rewrite(paths: Sequence[str | os.PathLike], edit: Callable[[Any], bool]) -> list[Path]:
+    """``edit`` each notebook file in place (it returns whether it changed the notebook);
+    returns the files that changed, the only ones written."""
     import nbformat
 
     changed = []
     for path in paths:
         nb = _read(path)
-        if strip_notebook(nb):
+        if edit(nb):
             nbformat.write(nb, str(path))
             changed.append(Path(path))
     return changed
+
+
+def strip(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Strip each notebook file in place; returns the ones that changed."""
+    return _rewrite(paths, strip_notebook)
 
 
 def problems(nb: Any) -> list[str]:
@@ -197,15 +203,7 @@ def setup_problems(nb: Any) -> list[str]:
 
 def apply_setup_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """`apply_setup` on each notebook file, in place; returns the ones that changed."""
-    import nbformat
-
-    changed = []
-    for path in paths:
-        nb = _read(path)
-        if apply_setup(nb):
-            nbformat.write(nb, str(path))
-            changed.append(Path(path))
-    return changed
+    return _rewrite(paths, apply_setup)
 
 
 def hosted_links(repo: str, branch: str = "main") -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from .resume import open_run_on_all_ranks, restoring
 from .safeio import io_error_words
 from .runs import atomic_write, load_run_config, read_metrics, save_checkpoint, write_json  # noqa: F401
 from .spec import ArchSpec
+from .stopsignals import on_stop_signals
 from .step import Stepper
 
 
@@ -406,7 +406,7 @@ class Session:
 def _stop_signals(session: Session) -> Iterator[None]:
     """While training in the main thread of a single process: SIGINT and SIGTERM ask the
     loop to checkpoint where it is and stop (a second SIGINT interrupts at once)."""
-    if session.env.enabled or threading.current_thread() is not threading.main_thread():
+    if session.env.enabled:
         yield
         return
 
@@ -415,12 +415,8 @@ def _stop_signals(session: Session) -> Iterator[None]:
             raise KeyboardInterrupt
         session.stop_signal = signal.Signals(signum).name
 
-    old = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with on_stop_signals(ask):
         yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
 
 
 def _rng_state() -> dict:
