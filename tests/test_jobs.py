@@ -111,7 +111,10 @@ def test_a_job_that_crashes_or_is_killed_is_one_line_and_the_pool_goes_on(tmp_pa
 
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_every_run_and_a_rerun_resumes_each(tmp_path):
-    recipe = {"iters": 60, "log_every": 1, "eval_every": 60, "checkpoint_every": 60, "log_grad_norms": False}
+    # 600 iterations (about 30 s each on one shared core): long enough that neither run can finish
+    # while the other is still starting up (at 60, one once finished before the other logged a row).
+    iters = 600
+    recipe = {"iters": iters, "log_every": 1, "eval_every": iters, "checkpoint_every": iters, "log_grad_norms": False}
     plan = tmp_path / "two.json"
     plan.write_text(json.dumps([{"name": n, "arch": "cifar-resnet8", "arch_options": {"width": 4},
                                  "recipe": "test", "recipe_options": recipe} for n in ("a", "b")]))
@@ -129,7 +132,7 @@ def test_ctrl_c_checkpoints_every_run_and_a_rerun_resumes_each(tmp_path):
     assert proc.returncode == 2, stderr
     assert stderr.strip().count("\n") == 0 and "stopped by SIGINT: 2 running run(s) checkpointed" in stderr
     stopped_at = {n: checkpoint_iteration(out / n) for n in ("a", "b")}
-    assert all(0 < it < 60 for it in stopped_at.values()), stopped_at
+    assert all(0 < it < iters for it in stopped_at.values()), stopped_at
     assert [r["status"] for r in read_manifest(out)["runs"]] == ["partial", "partial"]
     assert all("stopped by SIGINT" in (out / "logs" / f"{n}.log").read_text() for n in ("a", "b"))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -138,7 +141,7 @@ def test_ctrl_c_checkpoints_every_run_and_a_rerun_resumes_each(tmp_path):
     assert [r["status"] for r in read_manifest(out)["runs"]] == ["finished", "finished"]
     for n in ("a", "b"):
         its = [row["iter"] for row in read_metrics(out / n) if row["kind"] == "train"]
-        assert its == list(range(1, 61))  # resumed where it stopped: every iteration once
+        assert its == list(range(1, iters + 1))  # resumed where it stopped: every iteration once
 
 
 def image_folder(root: Path, train: int = 13, test: int = 2) -> Path:
