@@ -112,7 +112,7 @@ def test_synthetic_demo_is_16px_pinned_and_carries_a_colour_cue_and_sub_types():
     from resnet_explorer.data.synthetic import _synthetic_cached
 
     src = D.parse_data("synthetic-demo")
-    assert (src.n_train, src.image_size, src.spec, src.variant) == (4000, 16, "synthetic-demo:4000:0", "synthetic-demo")
+    assert (src.n_train, src.image_size, src.spec, src.variant) == (10000, 16, "synthetic-demo:10000:0", "synthetic-demo")
     assert D.parse_data(src.spec) == src and D.parse_data("synthetic-demo:300:2").spec == "synthetic-demo:300:2"
     train_x, train_y, test_x, test_y = _synthetic_cached(3000, 1000, 0, "synthetic-demo")
     assert train_x.shape == (3000, 3, 16, 16) and test_x.shape == (1000, 3, 16, 16)

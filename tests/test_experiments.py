@@ -104,7 +104,7 @@ def test_experiment_cli_bad_inputs(tmp_path, capsys):
 
 
 def test_demo_on_a_cpu_is_the_cpu_demo_design(monkeypatch, capsys):
-    """Without options, the CPU demo trains plain and residual 20/56 nets, 4 wide, with the one
+    """Without options, the CPU demo trains plain and residual 20/56 nets, 8 wide, with the one
     cpu-demo recipe (the paper's SGD, lr steps, no augmentation) on synthetic-demo, and its
     notes say so (what the nets and the data are)."""
     import resnet_explorer.cli as cli
@@ -119,12 +119,12 @@ def test_demo_on_a_cpu_is_the_cpu_demo_design(monkeypatch, capsys):
     assert seen["args"].jobs == (2 if _cpu_count() >= 2 else 1)  # two nets at once, a core each
     plans = seen["plans"]
     assert [p.name for p in plans] == ["plain-20", "plain-56", "resnet-20", "resnet-56"]
-    assert {p.spec.stages[0].layers[0].out_channels for p in plans} == {4} and len({json.dumps(p.recipe.to_dict()) for p in plans}) == 1
+    assert {p.spec.stages[0].layers[0].out_channels for p in plans} == {8} and len({json.dumps(p.recipe.to_dict()) for p in plans}) == 1
     r = plans[0].recipe
-    assert (r.name, r.max_iters, r.batch_size, r.lr, r.milestones, r.augment) == ("cpu-demo", 1000, 64, 0.02, [500, 750], False)
+    assert (r.name, r.max_iters, r.batch_size, r.lr, r.milestones, r.augment) == ("cpu-demo", 1000, 64, 0.005, [800, 900], False)
     assert (r.momentum, r.weight_decay) == (0.9, 1e-4)
     notes = " ".join(seen["notes"])
-    assert "nets 4 wide" in notes and "1000 iterations of batch 64" in notes and "no augmentation" in notes
+    assert "nets 8 wide" in notes and "1000 iterations of batch 64" in notes and "no augmentation" in notes
     assert "synthetic-demo" in notes and "colour cast" in notes
     assert "synthetic-demo, 1000 iterations each" in capsys.readouterr().out
 

@@ -3,7 +3,7 @@
     synthetic[:N[:SEED]]  the embedded default (`data.synthetic`): N training images
                           (default 10,000) and 2,000 test images, generated from SEED (default 0)
     synthetic-demo[:N[:SEED]]  the same generator made for the CPU demo: 16×16 images, a
-                          colour cast per class, 5 sub-types per class, N = 4,000 by default
+                          colour cast per class, 5 sub-types per class, N = 10,000 by default
                           (see `data.synthetic`)
     cifar10:DIR           torchvision's CIFAR-10 folder DIR/cifar-10-batches-py (or DIR itself)
     folder:DIR            an image-folder tree DIR/train/<class>/* and DIR/test/<class>/*,
@@ -36,7 +36,7 @@ SYNTHETIC_VARIANTS: dict[str, dict[str, Any]] = {
     "synthetic": {},
     "synthetic-demo": {"size": 16, "tint": 0.6, "modes": 5},
 }
-SYNTHETIC_VARIANT_TRAIN = {"synthetic": SYNTHETIC_TRAIN, "synthetic-demo": 4_000}
+SYNTHETIC_VARIANT_TRAIN = {"synthetic": SYNTHETIC_TRAIN, "synthetic-demo": 10_000}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 FORMS = "synthetic[:N[:SEED]], synthetic-demo[:N[:SEED]], cifar10:DIR, folder:DIR or imagenet:DIR"
 LAYOUTS = {
