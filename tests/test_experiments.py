@@ -12,6 +12,7 @@ from resnet_explorer.experiments import (
 from resnet_explorer.recipes import get_recipe
 from resnet_explorer.errors import UsageError
 from resnet_explorer.train import TrainingError, read_metrics, train
+from resnet_explorer.zoo import get_spec
 
 TINY = get_recipe("test", iters=10, batch_size=32)
 
@@ -26,6 +27,21 @@ def test_degradation_and_shortcut_plans():
     assert [p.name for p in s] == ["plain-20", "resnet-20-A", "resnet-20-B", "resnet-20-C", "resnet-20-gated"]
     assert [p.spec.shortcut for p in s[1:]] == ["A", "B", "C", "A"]
     assert [p.spec.shortcut_kind for p in s] == ["identity"] * 4 + ["gated"]
+
+
+def test_parallel_runs_start_costliest_first_and_the_manifest_keeps_the_plan_order(tmp_path, monkeypatch):
+    """With --jobs, the deep nets start first (so they overlap instead of the deepest training
+    alone at the end); the manifest and the log still list the runs in the plan's order."""
+    import resnet_explorer.experiments as E
+
+    started = []
+    monkeypatch.setattr(E, "run_jobs", lambda work, n, log, on_done: (started.extend(j.name for j in work), ([], None))[1])
+    plans = degradation((8, 20, 14), TINY, width=4) + [E.RunPlan("resnet-20-long", get_spec("cifar-resnet20", width=4), get_recipe("test", iters=40))]
+    logs = []
+    run_experiment("order", plans, "synthetic:256", tmp_path / "exp", progress=False, log=logs.append, jobs=2)
+    assert started == ["resnet-20-long", "plain-20", "resnet-20", "plain-14", "resnet-14", "plain-8", "resnet-8"]
+    assert [r["name"] for r in json.loads((tmp_path / "exp" / "manifest.json").read_text())["runs"]] == [p.name for p in plans]
+    assert [line.split("] ")[1].split(":")[0] for line in logs if line.startswith("[")] == [p.name for p in plans]
 
 
 @pytest.mark.slow
