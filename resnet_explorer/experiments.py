@@ -65,7 +65,7 @@ def degradation(depths: Sequence[int] = (20, 32, 44, 56), recipe: Recipe | None 
 
 # The CPU demo's experiment (`resnet-explorer demo`, notebook 03's cpu mode, the benchmark
 # benchmarks/demo_orderings.py): its data and net width; its recipe is `cpu-demo`. The nets are
-# 8 wide (the paper's 16; ResNet-20 68k weights, ResNet-56 214k) on 10,000 training images:
+# 8 wide (the paper's 16; ResNet-20 68k weights, ResNet-56 215k) on 10,000 training images:
 # 4-wide nets land where luck puts them (ResNet-56's training error spread 15 points over 3
 # seeds), and at 8 wide the deeper ResNet learns more slowly per iteration at lr 0.01 and above
 # (see the `cpu-demo` recipe for the lr).
