@@ -1,6 +1,7 @@
 """Does the CPU demo show Fig. 6's three orderings for every seed, and by how much?
 
     python benchmarks/demo_orderings.py --seeds 5 [--depths 20,56] [--iters N] [--out DIR] [--first-seed K]
+        [--width W] [--data D] [--lr LR] [--batch B] [--milestones M1,M2]
 
 Runs the demo's experiment (`resnet-explorer demo` on a CPU: `experiments.cpu_demo`, the
 `cpu-demo` recipe on the `synthetic-demo` data) once per training seed 0..N-1 (the seed
@@ -16,6 +17,7 @@ continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +56,14 @@ def table(results: list[dict], key: str, title: str) -> list[str]:
     return lines
 
 
+def _iterations(text: str) -> list[int]:
+    """``--milestones 1600,1800`` -> [1600, 1800]."""
+    try:
+        return [int(m) for m in text.split(",") if m.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of iterations, e.g. 1600,1800")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5, help="how many training seeds (default 5: seeds 0..4)")
@@ -63,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=None, help="iterations per net (default: the demo's)")
     p.add_argument("--width", type=int, default=None, help="net width (default: the demo's)")
     p.add_argument("--data", default=None, help="--data of the runs (default: the demo's)")
+    p.add_argument("--lr", type=float, default=None, help="initial lr (default: the demo's)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the demo's)")
+    p.add_argument("--milestones", type=_iterations, default=None, help="iterations where the lr is divided by 10, e.g. "
+                   "1600,1800 (default: the demo's, scaled to --iters)")
     p.add_argument("--out", default=None, help="where the runs go (default: a temporary folder)")
     p.add_argument("--jobs", type=int, default=2, help="nets trained at once, one process each (default 2, "
                    "as the demo on a CPU)")
@@ -70,12 +84,24 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from resnet_explorer.errors import UserError
     from resnet_explorer.experiments import CPU_DEMO_WIDTH, cpu_demo, run_experiment
     from resnet_explorer.report import degradation_summary
     from resnet_explorer.runs import experiment_runs
 
     depths = [int(d) for d in args.depths.split(",") if d.strip()]
-    plans, data = cpu_demo(depths, iters=args.iters, width=args.width)
+    overrides: dict = {}
+    if args.lr is not None:
+        overrides["lr"] = args.lr
+    if args.batch is not None:
+        overrides["batch_size"] = args.batch
+    if args.milestones is not None:
+        overrides["milestones"] = args.milestones
+    try:
+        plans, data = cpu_demo(depths, iters=args.iters, width=args.width, **overrides)
+    except UserError as e:
+        print(f"demo_orderings.py: {e}", file=sys.stderr)
+        return 2
     data = args.data or data
     recipe = plans[0].recipe
     print(f"demo experiment: {', '.join(p.name for p in plans)} on {data}, {recipe.max_iters} iterations of "

@@ -114,11 +114,13 @@ def test_demo_orderings_benchmark_runs_on_a_tiny_setting(tmp_path):
     on nets and runs far too small for its figures to mean anything."""
     r = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "demo_orderings.py"), "--seeds", "2", "--depths", "8,14",
-         "--iters", "4", "--width", "4", "--data", "synthetic-demo:64", "--out", str(tmp_path / "b")],
+         "--iters", "4", "--width", "4", "--data", "synthetic-demo:64", "--lr", "0.01", "--batch", "16",
+         "--milestones", "2,3", "--out", str(tmp_path / "b")],
         capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
+    assert "4 iterations of batch 16, lr 0.01 /10 at [2, 3], width 4" in lines[0]
     train = lines.index("Training error % (eval mode, fixed training subset):")
     test = lines.index("Test error %:")
     head = lines[train + 1].split()
@@ -134,3 +136,10 @@ def test_demo_orderings_benchmark_runs_on_a_tiny_setting(tmp_path):
     # the runs are kept in --out: one experiment per seed, analysed (eval-mode training error)
     analysis = json.loads((tmp_path / "b" / "seed1" / "resnet-14" / "analysis.json").read_text())
     assert analysis["train_subset"]["images"] == 64 and 0 <= analysis["train_subset"]["error"] <= 1
+    recipe = json.loads((tmp_path / "b" / "seed1" / "resnet-14" / "recipe.json").read_text())
+    assert (recipe["batch_size"], recipe["lr"], recipe["milestones"]) == (16, 0.01, [2, 3])
+    # a malformed option is one line that says what to give
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_orderings.py"), "--milestones", "80%"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "'80%' is not a comma-separated list of iterations" in bad.stderr
