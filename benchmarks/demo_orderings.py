@@ -56,14 +56,6 @@ def table(results: list[dict], key: str, title: str) -> list[str]:
     return lines
 
 
-def _iterations(text: str) -> list[int]:
-    """``--milestones 1600,1800`` -> [1600, 1800]."""
-    try:
-        return [int(m) for m in text.split(",") if m.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of iterations, e.g. 1600,1800")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5, help="how many training seeds (default 5: seeds 0..4)")
@@ -75,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="--data of the runs (default: the demo's)")
     p.add_argument("--lr", type=float, default=None, help="initial lr (default: the demo's)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the demo's)")
-    p.add_argument("--milestones", type=_iterations, default=None, help="iterations where the lr is divided by 10, e.g. "
+    p.add_argument("--milestones", default=None, help="iterations where the lr is divided by 10, e.g. "
                    "1600,1800 (default: the demo's, scaled to --iters)")
     p.add_argument("--out", default=None, help="where the runs go (default: a temporary folder)")
     p.add_argument("--jobs", type=int, default=2, help="nets trained at once, one process each (default 2, "
@@ -84,21 +76,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from resnet_explorer.cli import _ints
     from resnet_explorer.errors import UserError
     from resnet_explorer.experiments import CPU_DEMO_WIDTH, cpu_demo, run_experiment
     from resnet_explorer.report import degradation_summary
     from resnet_explorer.runs import experiment_runs
 
-    depths = [int(d) for d in args.depths.split(",") if d.strip()]
-    overrides: dict = {}
-    if args.lr is not None:
-        overrides["lr"] = args.lr
-    if args.batch is not None:
-        overrides["batch_size"] = args.batch
-    if args.milestones is not None:
-        overrides["milestones"] = args.milestones
     try:
-        plans, data = cpu_demo(depths, iters=args.iters, width=args.width, **overrides)
+        given = {"lr": args.lr, "batch_size": args.batch,
+                 "milestones": _ints(args.milestones, "--milestones", example="1600,1800")}
+        overrides = {k: v for k, v in given.items() if v is not None}
+        plans, data = cpu_demo(_ints(args.depths, "--depths") or [20, 56], iters=args.iters, width=args.width, **overrides)
     except UserError as e:
         print(f"demo_orderings.py: {e}", file=sys.stderr)
         return 2

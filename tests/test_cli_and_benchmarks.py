@@ -142,4 +142,4 @@ def test_demo_orderings_benchmark_runs_on_a_tiny_setting(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo_orderings.py"), "--milestones", "80%"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "'80%' is not a comma-separated list of iterations" in bad.stderr
+    assert "--milestones '80%' is invalid: use numbers separated by commas, e.g. 1600,1800" in bad.stderr
