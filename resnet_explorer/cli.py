@@ -1,5 +1,5 @@
-"""The ``resnet-explorer`` command line: info, tables, train, eval, experiment, demo, assign, grade
-(and, from `cli_notebooks`, notebooks, lab, assignment new).
+"""The ``resnet-explorer`` command line: info, tables, train, eval, experiment, demo (and, from
+`cli_grading`, assign and grade; from `cli_notebooks`, notebooks, lab, assignment new).
 
 Each command is a small function over the library. Bad input raises a `UserError`, which
 `main` prints as one line (exit 2). The library behind the training commands is imported
@@ -248,26 +248,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_experiment_and_report(args, "degradation", degradation(depths, recipe, width), notes)
 
 
-def cmd_assign(args: argparse.Namespace) -> int:
-    from .grading.assign import make_student_version
-
-    print(make_student_version(args.assignment, args.out))
-    return 0
-
-
-def cmd_grade(args: argparse.Namespace) -> int:
-    from .grading.grade import format_table, grade_folder, write_report
-    from .grading.sandbox import Limits
-
-    limits = Limits(wall_s=args.wall_timeout or 2 * args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb)
-    report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed,
-                          sandbox=args.sandbox, on_start=lambda line: print(f"isolation: {line}", flush=True))
-    csv_path, json_path = write_report(report, args.out)
-    print(format_table(report))
-    print(f"scores: {csv_path} (details: {json_path})")
-    return 0
-
-
 # -- the parser -------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line, not the whole usage."""
@@ -392,33 +372,13 @@ def make_parser() -> argparse.ArgumentParser:
     experiment_options(demo)
     demo.set_defaults(func=cmd_demo)
 
-    asg = sub.add_parser("assign", help="course assignments: the student notebook from a solution notebook")
-    asg.add_argument("assignment", help="the instructor folder, e.g. assignments/instructor/resnet_basics")
-    asg.add_argument("--out", help="student folder (default: the matching assignments/student/NAME)")
-    asg.set_defaults(func=cmd_assign)
-
-    grd = sub.add_parser("grade", help="grade a folder of submitted notebooks (sandboxed) into a score table")
-    grd.add_argument("submissions", help="folder of submitted .ipynb files")
-    grd.add_argument("--assignment", required=True, help="the instructor folder (solution, probes, hidden tests)")
-    grd.add_argument("--out", default="scores.csv", help="score table (.csv; the .json beside it has details)")
-    grd.add_argument("--jobs", type=int, default=2, help="submissions graded at once")
-    grd.add_argument("--timeout", type=float, default=300,
-                     help="CPU seconds per submission, all its processes together")
-    grd.add_argument("--wall-timeout", type=float, help="wall-clock seconds per submission (default: 2 x --timeout)")
-    grd.add_argument("--memory-mb", type=int, default=6144,
-                     help="memory per submission: all its processes (cgroup), and each one's address space "
-                          "(torch alone maps ~3.3 GB)")
-    grd.add_argument("--sandbox", choices=["auto", "bwrap", "rlimits"], default="auto",
-                     help="auto: the best isolation here (printed); bwrap: require bubblewrap; rlimits: the fallback")
-    grd.add_argument("--seed", type=int, help="the test inputs' seed (default: random, chosen now)")
-    grd.set_defaults(func=cmd_grade)
-
     tables = sub.add_parser("tables", help="Tables 1 and 6, highway and pre-activation nets: ours vs published")
     tables.set_defaults(func=cmd_tables)
 
-    from .cli_notebooks import add_commands  # notebooks, lab, assignment new (the packaged notebooks)
+    from . import cli_grading, cli_notebooks
 
-    add_commands(sub)
+    cli_grading.add_commands(sub)  # assign, grade
+    cli_notebooks.add_commands(sub)  # notebooks, lab, assignment new (the packaged notebooks)
     return p
 
 

@@ -303,6 +303,51 @@ def test_a_malformed_forbidden_list_is_one_line(tmp_path):
         load_assignment(folder)
 
 
+# -- the command's limits ----------------------------------------------------------------------
+def _grade_args(*extra: str):
+    from resnet_explorer.cli import make_parser
+
+    return make_parser().parse_args(["grade", "subs", "--assignment", str(INSTRUCTOR), *extra])
+
+
+def test_the_default_limits_leave_a_looping_function_only_its_question():
+    """A function that never returns costs one cell timeout plus one test timeout per test of its
+    question (`net_macs`: its visible check, then q5's three tests); with the command's defaults
+    that must leave well over half the CPU budget to the other questions."""
+    from resnet_explorer.cli_grading import limits_from_args
+
+    limits = limits_from_args(_grade_args())
+    assert (limits.cpu_s, limits.wall_s, limits.cell_s, limits.probe_s) == (300, 600, 60, 20)
+    assert limits == Limits()  # one set of defaults: the command's are the library's
+    per_question = {}
+    for t in load_assignment(INSTRUCTOR).tests:
+        per_question[t.question] = per_question.get(t.question, 0) + 1
+    assert per_question["q5"] == 3
+    worst = limits.cell_s + max(per_question.values()) * limits.probe_s
+    assert worst <= limits.cpu_s / 2, (worst, per_question)
+    mine = limits_from_args(_grade_args("--timeout", "100", "--cell-timeout", "30", "--test-timeout", "5"))
+    assert (mine.cpu_s, mine.wall_s, mine.cell_s, mine.probe_s) == (100, 200, 30, 5)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--test-timeout", "400"), "--test-timeout 400 is not below --timeout 300: one slow cell or test would use "
+                                "a submission's whole CPU time; give a smaller --test-timeout or a larger --timeout"),
+    (("--timeout", "50", "--cell-timeout", "60"), "--cell-timeout 60 is not below --timeout 50"),
+    (("--cell-timeout", "0"), "--cell-timeout 0 is invalid: give a positive number of seconds"),
+    (("--timeout", "inf"), "--timeout inf is invalid: give a positive number of seconds"),
+    (("--wall-timeout", "nan"), "--wall-timeout nan is invalid: give a positive number of seconds"),
+])
+def test_soft_limits_over_the_budget_are_one_line(tmp_path, capsys, extra, message):
+    from resnet_explorer.cli import main
+
+    (tmp_path / "a.ipynb").write_text("{}")
+    assert main(["grade", str(tmp_path), "--assignment", str(INSTRUCTOR), "--out", str(tmp_path / "s.csv"),
+                 *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"resnet-explorer: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "s.csv").exists()
+
+
 # -- isolation: what the sandbox sees; cgroups -------------------------------------------------
 def test_the_sandbox_binds_the_package_not_the_checkout():
     bound = python_paths()

@@ -57,14 +57,16 @@ class Limits:
     address space of each process (``address_space_mb``, when given, sets that apart: a CUDA
     build of torch maps ~3.3 GB at import); ``cpus``: its CPU quota where a cgroup holds it;
     ``file_mb``: the largest file, and the size of each of its tmpfs (HOME, /tmp, …);
-    ``nproc``: processes (per cgroup, or per uid).
+    ``nproc``: processes (per cgroup, or per uid); ``cell_s``, ``probe_s``: the soft limits of
+    one cell and one hidden test, small beside ``cpu_s`` so that a function that never returns
+    (one cell plus each test that calls it) leaves the other questions their time.
     """
 
     wall_s: float = 600.0
     cpu_s: int = 300
     memory_mb: int = 6144
-    cell_s: float = 120.0
-    probe_s: float = 60.0
+    cell_s: float = 60.0
+    probe_s: float = 20.0
     file_mb: int = 256
     nproc: int = 256
     cpus: float = 1.0
