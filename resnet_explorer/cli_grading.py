@@ -1,10 +1,11 @@
 """``resnet-explorer assign | grade``: course assignments for teachers (`cli.make_parser`
 registers them). The work is `grading.assign` and `grading.grade`; here are the options.
 
-The soft limits (``--cell-timeout``, ``--test-timeout``) are small beside ``--timeout`` on
-purpose: a function that never returns costs a submission one cell timeout plus one test
-timeout per test that calls it, and that must leave the rest of its CPU time for the
-questions it answered, so a loop in one function loses only that question.
+The soft limits (``--cell-timeout``, ``--test-timeout``; by default a fifth and a fifteenth
+of ``--timeout``) are small beside it on purpose: a function that never returns costs a
+submission one cell timeout plus one test timeout per test that calls it, and that must leave
+the rest of its CPU time for the questions it answered, so a loop in one function loses only
+that question.
 """
 
 from __future__ import annotations
@@ -16,20 +17,26 @@ from .errors import UsageError
 from .grading.sandbox import Limits
 
 DEFAULT = Limits()
+CELL_SHARE, TEST_SHARE = DEFAULT.cell_s / DEFAULT.cpu_s, DEFAULT.probe_s / DEFAULT.cpu_s  # 1/5, 1/15
+
+
+def _seconds(option: str, value: float | None) -> float | None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"{option} {value:g} is invalid: give a positive number of seconds")
+    return value
 
 
 def limits_from_args(args: argparse.Namespace) -> Limits:
     """The per-submission `Limits` the options give; a soft limit over the CPU budget is one line."""
-    for option, value in (("--timeout", args.timeout), ("--wall-timeout", args.wall_timeout),
-                          ("--cell-timeout", args.cell_timeout), ("--test-timeout", args.test_timeout)):
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise UsageError(f"{option} {value:g} is invalid: give a positive number of seconds")
-    for option, value in (("--cell-timeout", args.cell_timeout), ("--test-timeout", args.test_timeout)):
-        if value >= args.timeout:
-            raise UsageError(f"{option} {value:g} is not below --timeout {args.timeout:g}: one slow cell or test "
+    cpu = _seconds("--timeout", args.timeout)
+    wall = _seconds("--wall-timeout", args.wall_timeout) or 2 * cpu
+    cell = _seconds("--cell-timeout", args.cell_timeout) or round(cpu * CELL_SHARE, 1)
+    test = _seconds("--test-timeout", args.test_timeout) or round(cpu * TEST_SHARE, 1)
+    for option, value in (("--cell-timeout", cell), ("--test-timeout", test)):
+        if value >= cpu:
+            raise UsageError(f"{option} {value:g} is not below --timeout {cpu:g}: one slow cell or test "
                              f"would use a submission's whole CPU time; give a smaller {option} or a larger --timeout")
-    return Limits(wall_s=args.wall_timeout or 2 * args.timeout, cpu_s=int(args.timeout), memory_mb=args.memory_mb,
-                  cell_s=args.cell_timeout, probe_s=args.test_timeout)
+    return Limits(wall_s=wall, cpu_s=int(cpu), memory_mb=args.memory_mb, cell_s=cell, probe_s=test)
 
 
 def cmd_assign(args: argparse.Namespace) -> int:
@@ -43,8 +50,14 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from .grading.grade import format_table, grade_folder, write_report
 
     limits = limits_from_args(args)
+
+    def started(isolation: str) -> None:
+        print(f"isolation: {isolation}", flush=True)
+        print(f"limits per submission: {limits.cpu_s} s CPU, {limits.wall_s:g} s wall clock, {limits.memory_mb} MB; "
+              f"{limits.cell_s:g} s per cell, {limits.probe_s:g} s per test", flush=True)
+
     report = grade_folder(args.submissions, args.assignment, limits, jobs=args.jobs, seed=args.seed,
-                          sandbox=args.sandbox, on_start=lambda line: print(f"isolation: {line}", flush=True))
+                          sandbox=args.sandbox, on_start=started)
     csv_path, json_path = write_report(report, args.out)
     print(format_table(report))
     print(f"scores: {csv_path} (details: {json_path})")
@@ -66,10 +79,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     grd.add_argument("--timeout", type=float, default=float(DEFAULT.cpu_s),
                      help="CPU seconds per submission, all its processes together")
     grd.add_argument("--wall-timeout", type=float, help="wall-clock seconds per submission (default: 2 x --timeout)")
-    grd.add_argument("--cell-timeout", type=float, default=DEFAULT.cell_s,
-                     help="seconds one notebook cell may run; past it that cell fails alone (SoftTimeout)")
-    grd.add_argument("--test-timeout", type=float, default=DEFAULT.probe_s,
-                     help="seconds one hidden test may run; past it that test fails alone (SoftTimeout)")
+    grd.add_argument("--cell-timeout", type=float, help="seconds one notebook cell may run; past it that cell "
+                     f"fails alone (SoftTimeout; default: --timeout / {1 / CELL_SHARE:g})")
+    grd.add_argument("--test-timeout", type=float, help="seconds one hidden test may run; past it that test "
+                     f"fails alone (SoftTimeout; default: --timeout / {1 / TEST_SHARE:g})")
     grd.add_argument("--memory-mb", type=int, default=DEFAULT.memory_mb,
                      help="memory per submission: all its processes (cgroup), and each one's address space "
                           "(torch alone maps ~3.3 GB)")

@@ -327,6 +327,8 @@ def test_the_default_limits_leave_a_looping_function_only_its_question():
     assert worst <= limits.cpu_s / 2, (worst, per_question)
     mine = limits_from_args(_grade_args("--timeout", "100", "--cell-timeout", "30", "--test-timeout", "5"))
     assert (mine.cpu_s, mine.wall_s, mine.cell_s, mine.probe_s) == (100, 200, 30, 5)
+    short = limits_from_args(_grade_args("--timeout", "60"))  # the soft limits follow a smaller budget
+    assert (short.cpu_s, short.wall_s, short.cell_s, short.probe_s) == (60, 120, 12, 4)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -334,6 +336,7 @@ def test_the_default_limits_leave_a_looping_function_only_its_question():
                                 "a submission's whole CPU time; give a smaller --test-timeout or a larger --timeout"),
     (("--timeout", "50", "--cell-timeout", "60"), "--cell-timeout 60 is not below --timeout 50"),
     (("--cell-timeout", "0"), "--cell-timeout 0 is invalid: give a positive number of seconds"),
+    (("--test-timeout", "-3"), "--test-timeout -3 is invalid: give a positive number of seconds"),
     (("--timeout", "inf"), "--timeout inf is invalid: give a positive number of seconds"),
     (("--wall-timeout", "nan"), "--wall-timeout nan is invalid: give a positive number of seconds"),
 ])
