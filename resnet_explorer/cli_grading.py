@@ -29,6 +29,8 @@ def _seconds(option: str, value: float | None) -> float | None:
 def limits_from_args(args: argparse.Namespace) -> Limits:
     """The per-submission `Limits` the options give; a soft limit over the CPU budget is one line."""
     cpu = _seconds("--timeout", args.timeout)
+    if cpu < 1:
+        raise UsageError(f"--timeout {cpu:g} is too small: the CPU limit counts whole seconds; give 1 or more")
     wall = _seconds("--wall-timeout", args.wall_timeout) or 2 * cpu
     cell = _seconds("--cell-timeout", args.cell_timeout) or round(cpu * CELL_SHARE, 1)
     test = _seconds("--test-timeout", args.test_timeout) or round(cpu * TEST_SHARE, 1)

@@ -338,6 +338,7 @@ def test_the_default_limits_leave_a_looping_function_only_its_question():
     (("--cell-timeout", "0"), "--cell-timeout 0 is invalid: give a positive number of seconds"),
     (("--test-timeout", "-3"), "--test-timeout -3 is invalid: give a positive number of seconds"),
     (("--timeout", "inf"), "--timeout inf is invalid: give a positive number of seconds"),
+    (("--timeout", "0.5"), "--timeout 0.5 is too small: the CPU limit counts whole seconds; give 1 or more"),
     (("--wall-timeout", "nan"), "--wall-timeout nan is invalid: give a positive number of seconds"),
 ])
 def test_soft_limits_over_the_budget_are_one_line(tmp_path, capsys, extra, message):
