@@ -284,10 +284,11 @@ def test_gpu_path_shards_and_resumes_like_the_cpu_path(tree):
 
 def test_the_prefetch_thread_stops_when_the_consumer_does(tree):
     loader = D.make_imagenet_loader(str(tree), "train", 2, "cpu", True, workers=0, loader="gpu")
-    before = threading.active_count()
+    before = set(threading.enumerate())  # others' threads may end meanwhile: look only at new ones
     for _ in loader:
+        assert any(t.name == "imagenet-gpu-input" for t in set(threading.enumerate()) - before)
         break
-    assert threading.active_count() == before
+    assert [t for t in set(threading.enumerate()) - before if t.is_alive()] == []
     assert len(batches(loader)) == len(loader) == 9
     sync = D.GpuImageNetLoader(loader.loader.dataset.samples, 2, "cpu", True, prefetch=0, workers=0)
     for (a, _), (b, _) in zip(batches(sync), batches(loader)):

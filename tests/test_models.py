@@ -1,6 +1,8 @@
 """The builder: torchvision equivalence, option A, init, pickling, the paper's layer names."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from torch import nn
 
 from resnet_explorer import SpecError, build, get_spec
 from resnet_explorer.compat import from_torchvision, load_torchvision_state_dict, torchvision_key
-from resnet_explorer.model import BasicBlock, Bottleneck, Projection, ShortcutA
+from resnet_explorer.model import BasicBlock, Bottleneck, Conv1x1, Projection, ShortcutA
 
 
 @pytest.mark.parametrize("depth", [18, 50])
@@ -67,6 +69,34 @@ def test_shortcut_options_in_built_models():
     assert all(blk.shortcut is None for blk in plain.conv4_x)
     # plain and residual (option A) nets have exactly the same parameters, name by name
     assert {k: v.shape for k, v in plain.named_parameters()} == {k: v.shape for k, v in a.named_parameters()}
+
+
+def test_strided_1x1_convs_subsample_first_and_match_a_strided_conv():
+    """`Conv1x1` (projections, gates, the v1 bottleneck's conv1) gives a strided 1×1 conv's output
+    and weight gradient, keeps its stride for hooks and counters, and is what the nets hold."""
+    torch.manual_seed(0)
+    ours = Conv1x1(8, 16, 1, 2, bias=True)
+    x = torch.randn(3, 8, 15, 14, requires_grad=True)
+    y = ours(x)
+    want = nn.functional.conv2d(x, ours.weight, ours.bias, stride=2)
+    assert y.shape == (3, 16, 8, 7) and torch.allclose(y, want, atol=1e-6)
+    gx, gw = torch.autograd.grad(y.square().sum(), (x, ours.weight))
+    wx, ww = torch.autograd.grad(want.square().sum(), (x, ours.weight))
+    assert torch.allclose(gx, wx, atol=1e-5) and torch.allclose(gw, ww, atol=1e-4)
+    assert ours.stride == (2, 2) and isinstance(ours, nn.Conv2d)
+    net = build(get_spec("resnet18", width=8))
+    assert type(net.conv3_x[0].shortcut.conv) is Conv1x1 and type(net.conv3_x[1].conv1) is nn.Conv2d
+
+
+def test_a_narrow_resnet18_trains_a_step_in_channels_last_at_224():
+    """The case that aborted (heap corruption in oneDNN on AVX-512 CPUs, torch 2.14.1) with a
+    strided 1×1 conv: run in a child process, so a regression fails this test, not the suite."""
+    code = ("import torch; from resnet_explorer import build, get_spec; "
+            "m = build(get_spec('resnet18', width=8)).to(memory_format=torch.channels_last); "
+            "x = torch.randn(6, 3, 224, 224).contiguous(memory_format=torch.channels_last); "
+            "m(x).sum().backward(); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
 
 
 def test_residual_block_adds_before_the_second_relu():
