@@ -55,19 +55,20 @@ class ShortcutA(nn.Module):
 
 
 class Conv1x1(nn.Conv2d):
-    """A 1×1 conv whose stride is taken by subsampling first: the same W·x on every
-    ``stride``-th pixel, and the same module (weights, ``stride``, hooks) as ``nn.Conv2d``.
+    """A strided 1×1 conv that, on the CPU, takes its stride by subsampling first: the same
+    W·x on every ``stride``-th pixel, and the same module (weights, ``stride``, hooks) as
+    ``nn.Conv2d``. On a GPU it is the strided conv.
 
-    Why not the strided conv itself: in torch 2.14.1 on AVX-512 CPUs, oneDNN's weight gradient
-    of a strided 1×1 conv in channels_last with 4 or 8 input channels on 56² maps or larger
-    corrupts the heap (``double free``, then SIGABRT): ResNet-18 at width 8 on 224² images.
+    Why: in torch 2.14.1 on AVX-512 CPUs, oneDNN's weight gradient of a strided 1×1 conv in
+    channels_last with 4 or 8 input channels on 56² maps or larger corrupts the heap
+    (``double free``, then SIGABRT): ResNet-18 at width 8 on 224² images.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
         sh, sw = self.stride
-        if sh > 1 or sw > 1:
-            x = x[:, :, ::sh, ::sw]
-        return nn.functional.conv2d(x, self.weight, self.bias)
+        return nn.functional.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias)
 
 
 def conv1x1(in_ch: int, out_ch: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
