@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -319,9 +320,7 @@ def test_the_default_limits_leave_a_looping_function_only_its_question():
     limits = limits_from_args(_grade_args())
     assert (limits.cpu_s, limits.wall_s, limits.cell_s, limits.probe_s) == (300, 600, 60, 20)
     assert limits == Limits()  # one set of defaults: the command's are the library's
-    per_question = {}
-    for t in load_assignment(INSTRUCTOR).tests:
-        per_question[t.question] = per_question.get(t.question, 0) + 1
+    per_question = Counter(t.question for t in load_assignment(INSTRUCTOR).tests)
     assert per_question["q5"] == 3
     worst = limits.cell_s + max(per_question.values()) * limits.probe_s
     assert worst <= limits.cpu_s / 2, (worst, per_question)
