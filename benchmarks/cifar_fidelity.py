@@ -58,7 +58,7 @@ def row_engine(row: str, arch: str, data: str, iters: int, out: str, device: str
     """Train ``arch`` with ``cifar-paper`` shortened to ``iters`` through `resnet_explorer.train`."""
     from resnet_explorer import get_spec
     from resnet_explorer.recipes import get_recipe
-    from resnet_explorer.runs import read_env, read_metrics
+    from resnet_explorer.runs import RunDir, read_metrics
     from resnet_explorer.train import train
 
     every = _eval_every(iters)
@@ -72,7 +72,7 @@ def row_engine(row: str, arch: str, data: str, iters: int, out: str, device: str
     rows = read_metrics(result.run_dir)
     speeds = [r["images_per_s"] for r in rows if r["kind"] == "train"]
     evals = [(r["iter"], r["test_error"]) for r in rows if r["kind"] == "eval"]
-    env = read_env(result.run_dir)
+    env = RunDir(result.run_dir).env()
     what = f"engine, cifar-paper, amp {env['amp']}, {'channels_last' if env['channels_last'] else 'NCHW'}, " \
            f"compile {env['compile']}" + (f", bn_batch {bn_batch}" if bn_batch else "")
     return {**_summary(row, result.iteration, iters, wall, speeds[1:] or speeds, evals), "what": what}

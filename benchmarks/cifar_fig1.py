@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 
 def summary(exp: Path, plans: list) -> list[dict]:
     """One row per run from its records (as far as it got)."""
-    from resnet_explorer.runs import checkpoint_iteration, read_metrics
+    from resnet_explorer.runs import RunDir, read_metrics
     from resnet_explorer.zoo import PUBLISHED
 
     rows = []
@@ -38,7 +38,7 @@ def summary(exp: Path, plans: list) -> list[dict]:
         m = read_metrics(exp / p.name) if (exp / p.name).is_dir() else []
         train = [r for r in m if r["kind"] == "train"]
         evals = [r["test_error"] for r in m if r["kind"] == "eval"]
-        it = checkpoint_iteration(exp / p.name)  # where it stands (a stopped run: its checkpoint)
+        it = RunDir(exp / p.name).iteration()  # where it stands (a stopped run: its checkpoint)
         wall = max((r["wall_time"] for r in m if "wall_time" in r), default=None)
         rate = train[-1]["iter"] / train[-1]["wall_time"] if train and train[-1]["wall_time"] > 0 else None
         paper = PUBLISHED.get(p.spec.name)
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from resnet_explorer.data import load_tensors, parse_data
     from resnet_explorer.errors import TrainingError
-    from resnet_explorer.experiments import degradation, run_experiment
+    from resnet_explorer.experiments import run_experiment
+    from resnet_explorer.plans import degradation
     from resnet_explorer.recipes import get_recipe
 
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

@@ -42,7 +42,8 @@ def worker(args: argparse.Namespace) -> dict:
     from resnet_explorer import build, get_spec
     from resnet_explorer import distributed as D
     from resnet_explorer.data import GpuCifarLoader, pixel_mean, synthetic_cifar
-    from resnet_explorer.train import Accel, Stepper, pick_device
+    from resnet_explorer.devices import Accel, pick_device
+    from resnet_explorer.step import Stepper
 
     launch = D.launch_env()
     device = pick_device(args.device)
@@ -100,7 +101,8 @@ def ddp_overhead(args: argparse.Namespace) -> list[tuple[str, float]]:
     from torch.nn.parallel import DistributedDataParallel
 
     from resnet_explorer import build, get_spec
-    from resnet_explorer.train import Accel, Stepper
+    from resnet_explorer.devices import Accel
+    from resnet_explorer.step import Stepper
 
     device = torch.device("cuda", 0)
     accel = Accel.resolve(device)

@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from resnet_explorer.cli import _ints
     from resnet_explorer.errors import UserError
-    from resnet_explorer.experiments import CPU_DEMO_WIDTH, cpu_demo, run_experiment
+    from resnet_explorer.experiments import experiment_runs, run_experiment
+    from resnet_explorer.plans import CPU_DEMO_WIDTH, cpu_demo
     from resnet_explorer.report import degradation_summary
-    from resnet_explorer.runs import experiment_runs
 
     try:
         given = {"lr": args.lr, "batch_size": args.batch,

@@ -95,7 +95,8 @@ def reference(spec, x, y, device, batch_size, warmup, iters, workers, crop):
 def ours(spec, x, y, device, batch_size, warmup, iters, amp, channels_last, compile):
     from resnet_explorer import build
     from resnet_explorer.data import GpuCifarLoader, pixel_mean
-    from resnet_explorer.train import Accel, Stepper
+    from resnet_explorer.devices import Accel
+    from resnet_explorer.step import Stepper
 
     accel = Accel.resolve(device, amp, channels_last, compile)
     torch.manual_seed(0)
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from resnet_explorer import get_spec
     from resnet_explorer.data import synthetic_cifar
-    from resnet_explorer.train import pick_device
+    from resnet_explorer.devices import pick_device
 
     device = pick_device(args.device)
     torch.set_num_threads(torch.get_num_threads())

@@ -76,10 +76,13 @@ def _ints(text: str | None, what: str, example: str = "20,56") -> list[int] | No
         raise UsageError(f"{what} {text!r} is invalid: use numbers separated by commas, e.g. {example}") from None
 
 
-def _device_kwargs(args: argparse.Namespace) -> dict:
-    """The options every training command passes on to `train` / `run_experiment`."""
-    return dict(device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-                seed=args.seed, progress=not args.quiet, workers=args.workers)
+def run_options(args: argparse.Namespace):
+    """How every training command runs (`options.RunOptions`), from its device options."""
+    from .options import RunOptions
+
+    return RunOptions(device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                      workers=args.workers, progress=not args.quiet, loader=getattr(args, "loader", "auto"),
+                      sync_bn=getattr(args, "sync_bn", False), dist_backend=getattr(args, "dist_backend", "auto"))
 
 
 # -- the commands ---------------------------------------------------------------------------------
@@ -112,11 +115,12 @@ def _resumed_recipe(args: argparse.Namespace):
     import dataclasses
 
     from .recipes import RecipeError
-    from .runs import is_run, load_run_config
+    from .runs import RunDir
 
-    if not (args.recipe or args.iters is not None or args.set) or not is_run(args.out):
+    run = RunDir(args.out)
+    if not (args.recipe or args.iters is not None or args.set) or not run.is_run():
         return None
-    saved = load_run_config(args.out)[1]
+    saved = run.config().recipe
     if args.recipe and args.recipe != saved.name:
         return _recipe_from_args(args, args.recipe)
     sets = _parse_sets(args.set)
@@ -145,8 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = spec_from_args(args.arch, args)
         recipe = _recipe_from_args(args, "cifar-paper")
     out = args.out or f"runs/{spec.name}-{recipe.name}"
-    result = train(spec, args.data, recipe, out, resume=args.resume, sync_bn=args.sync_bn,
-                   dist_backend=args.dist_backend, loader=args.loader, **_device_kwargs(args))
+    result = train(spec, args.data, recipe, out, options=run_options(args), resume=args.resume, seed=args.seed)
     if not launch_env().is_main:
         return 0  # under torchrun, rank 0 alone reports
     ev = result.last_eval or {}
@@ -180,15 +183,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list, notes: list[str]) -> int:
     from .distributed import launch_env
-    from .experiments import run_experiment
+    from .experiments import experiment_runs, run_experiment
     from .report import degradation_summary, gates_text, summary_text, write_report
-    from .runs import experiment_runs, load_runs
+    from .runs import load_runs
 
     if launch_env().enabled:
         raise UsageError(f"{name} runs in one process, not under torchrun: train one of its nets on "
                          "several processes with resnet-explorer train (see docs/distributed.md)")
-    options = {**_device_kwargs(args), "seed": args.seed or 0, "jobs": getattr(args, "jobs", 1)}
-    exp_dir = run_experiment(name, plans, args.data, args.out, log=lambda m: print(m, flush=True), **options)
+    exp_dir = run_experiment(name, plans, args.data, args.out, run_options(args), seed=args.seed or 0,
+                             jobs=getattr(args, "jobs", 1), log=lambda m: print(m, flush=True))
     print()
     done = experiment_runs(exp_dir)
     print("\n\n".join(filter(None, [summary_text(degradation_summary(done)), gates_text(load_runs(done))])))
@@ -198,7 +201,7 @@ def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list,
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiments import EXPERIMENTS, degradation, load_plans, parse_kinds, preact, shortcuts
+    from .plans import EXPERIMENTS, degradation, load_plans, parse_kinds, preact, shortcuts
 
     if not args.data:
         raise UsageError("an experiment needs --data (synthetic, cifar10:DIR, folder:DIR)")
@@ -222,7 +225,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .devices import pick_device
     from .data.cpus import _cpu_count
-    from .experiments import CPU_DEMO_DATA, CPU_DEMO_WIDTH, cpu_demo_note, data_notes, degradation
+    from .plans import CPU_DEMO_DATA, CPU_DEMO_WIDTH, degradation
+    from .report import cpu_demo_note, data_notes
 
     gpu = pick_device(args.device).type == "cuda"
     depths = _ints(args.depths, "--depths") or [20, 56]
@@ -289,19 +293,14 @@ def _device_options(p: argparse.ArgumentParser) -> None:
 
 
 def _loader_option(p: argparse.ArgumentParser) -> None:
-    """ImageNet's input path (issue: decoding off the CPU)."""
+    """ImageNet's input path: decoded on the CPU or on the GPU."""
     p.add_argument("--loader", default="auto", choices=["auto", "cpu", "gpu"],
                    help="ImageNet input: cpu (PIL in worker processes), gpu (JPEGs decoded and augmented "
                    "on the GPU), auto (gpu on CUDA)")
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="resnet-explorer",
-        description="Build, count, train and see the deep residual networks of He et al. 2015.",
-    )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    """``info``: a net's parameters and multiply-adds."""
     info = sub.add_parser("info", help="parameters and multiply-adds of a network")
     info.add_argument("arch", help="resnet18…152, plain18…152, cifar-resnetD, cifar-plainD, "
                       "vgg-a…vgg-e, vgg11…vgg19, alexnet, or a spec .json file")
@@ -314,6 +313,9 @@ def make_parser() -> argparse.ArgumentParser:
     info.add_argument("--check", action="store_true", help="fvcore's traced multiply-adds beside ours (exit 1: differ)")
     info.set_defaults(func=cmd_info)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """``train``: one run into a run directory (alone or under torchrun)."""
     tr = sub.add_parser(
         "train", help="train a network (a run directory, resumable)",
         description="Train a network into a run directory. The same command runs data-parallel on "
@@ -335,6 +337,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="under torchrun: the torch.distributed backend (auto: nccl on GPUs, gloo on CPUs)")
     tr.set_defaults(func=cmd_train, input=None, classes=None)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    """``eval``: runs or checkpoints on a test set (several: an ensemble)."""
     ev = sub.add_parser("eval", help="test error of runs or checkpoints (several: an ensemble)")
     ev.add_argument("runs", nargs="+", metavar="RUN_OR_CKPT", help="run directories or .pt checkpoints")
     ev.add_argument("--data", help="the dataset (default: the one the first run trained on)")
@@ -347,6 +352,9 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
+
+def _add_experiments(sub: argparse._SubParsersAction) -> None:
+    """``experiment`` and ``demo``: sets of runs, trained and reported."""
     def experiment_options(p: argparse.ArgumentParser) -> None:
         _recipe_options(p, None)
         p.add_argument("--width", type=int, help="first stage's width (the paper: 16)")
@@ -372,6 +380,17 @@ def make_parser() -> argparse.ArgumentParser:
     experiment_options(demo)
     demo.set_defaults(func=cmd_demo)
 
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="resnet-explorer",
+        description="Build, count, train and see the deep residual networks of He et al. 2015.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_info(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_experiments(sub)
     tables = sub.add_parser("tables", help="Tables 1 and 6, highway and pre-activation nets: ours vs published")
     tables.set_defaults(func=cmd_tables)
 

@@ -15,17 +15,17 @@ import torch
 from torch import nn
 
 from . import distributed as D
-from . import runs
+from .checkpoint import Checkpoint
 from .count import training_memory
 from .data import (IMAGENET_MEAN, GpuImageNetLoader, SubtractMean, make_imagenet_loader, make_loaders,
-                   multi_scale, parse_data, resolve_loader, resolve_workers)
+                   multi_scale, as_source, resolve_loader, resolve_workers)
 from .data.batches import SkipLog
 from .data.imagenet import _SeededDataset
 from .data.jpeg import Unreadable, pil_loader
 from .devices import Accel, device_memory, pick_device
-from .errors import EvalError, SpecError, TrainingError
+from .errors import EvalError, TrainingError
 from .model import Net, build
-from .spec import ArchSpec
+from .runs import RunDir
 
 
 @torch.no_grad()
@@ -98,19 +98,16 @@ def evaluate_sharded(env: D.DistEnv, model: nn.Module, loader: Any, device: torc
 # -- loading what was trained ------------------------------------------------------------------
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Net:
     """The model of a run directory (its last checkpoint) or of a checkpoint file, read
-    with the safe loader (`runs.load_checkpoint`: tensors and plain data only)."""
+    with the safe loader (`checkpoint.read_state`: tensors and plain data only)."""
     path = Path(path)
-    ckpt = runs.checkpoint_path(path) if path.is_dir() else path
+    ckpt = RunDir(path).checkpoint_path if path.is_dir() else path
     if not ckpt.is_file():
         raise EvalError(f"{path}: not a run directory or checkpoint (expected {ckpt})")
     try:
-        state = runs.load_checkpoint(ckpt)
+        saved = Checkpoint.load(ckpt, resume=False)
     except TrainingError as e:
         raise EvalError(str(e)) from None
-    try:
-        spec = ArchSpec.from_dict(state["spec"]).validate()
-    except (SpecError, AttributeError, TypeError, ValueError) as e:
-        raise EvalError(f"{ckpt}: not a resnet-explorer checkpoint (its architecture is malformed: {e})") from None
+    spec = saved.spec
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     weights, have = training_memory(spec, 0) // 3, device_memory(dev)  # 4 bytes a parameter, at any depth
     if have is not None and weights > have:  # a spec.json far bigger than its tensors
@@ -118,7 +115,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Net:
                         f"{dev} can hold: not a checkpoint to evaluate here")
     model = build(spec)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(saved.model)
     except RuntimeError as e:
         raise EvalError(f"{ckpt}: not a resnet-explorer checkpoint (its weights do not fit its architecture "
                         f"{spec.name}: {str(e).splitlines()[0][:120]})") from None
@@ -196,10 +193,10 @@ def evaluate_paths(
         raise EvalError(f"batch size {batch_size!r} is invalid: use a positive number of images (default 500)")
     dev = pick_device(device)
     models = [load_model(p, dev) for p in paths]
-    data = data or runs.data_arg(paths[0])
+    data = data or RunDir(paths[0]).data_arg()
     if data is None:
         raise EvalError(f"{paths[0]}: say which data to evaluate on with --data")
-    source = parse_data(data)
+    source = as_source(data)
     if (ten_crop or scales) and source.in_memory:
         raise EvalError("--ten-crop and --scales are ImageNet testing: use them with --data imagenet:DIR")
     if ten_crop and scales:

@@ -23,7 +23,10 @@ from .figures import (
     gradient_norms_figure,
     layer_responses_figure,
 )
-from .runs import Run, atomic_write, load_runs, read_manifest
+from .experiments import read_manifest
+from .recipes import Recipe
+from .runs import Run, load_runs
+from .safeio import atomic_write
 from .zoo import published
 
 HOLDS, FAILS, UNKNOWN = "✓ holds", "✗ FAILS", "? n/a"
@@ -330,3 +333,27 @@ def write_report(exp_dir: PathLike, out_path: PathLike | None = None, title: str
     out = Path(out_path) if out_path is not None else exp_dir / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(out, page.encode("utf-8"))
+
+
+# -- what a report says about the experiment's settings ----------------------------------------------
+def cpu_demo_note(recipe: Recipe, width: int) -> str:
+    """One sentence for a student: the CPU demo's settings (the same for every net)."""
+    return (f"a CPU demo: nets {width} wide (the paper's are 16), every one trained with the same recipe "
+            f"{recipe.name}: SGD, momentum {recipe.momentum}, weight decay {recipe.weight_decay:g}, "
+            f"{recipe.max_iters} iterations of batch {recipe.batch_size} (the paper: 64,000 of 128), "
+            f"lr {recipe.lr} divided by 10 at iterations {' and '.join(map(str, recipe.milestones))}, "
+            + ("random crops and flips" if recipe.augment else "no augmentation (the demo asks how well "
+               "each net fits a fixed training set)"))
+
+
+def data_notes(data: str) -> list[str]:
+    """What a report should say about the embedded datasets (nothing for real ones)."""
+    if data.startswith("synthetic-demo"):
+        return ["data: the embedded synthetic-demo set (10,000 training images of 10 classes of generated "
+                "16×16 patterns: a colour cast per class, which even a badly trained net can use, and 5 "
+                "textured sub-types per class, which take depth and training to fit), not CIFAR-10: "
+                "errors are not comparable with the paper's"]
+    if data.startswith("synthetic"):
+        return ["data: the embedded synthetic CIFAR-shaped set (10 classes of generated patterns), "
+                "not CIFAR-10: errors are not comparable with the paper's"]
+    return []

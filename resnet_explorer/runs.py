@@ -1,4 +1,4 @@
-"""The run directory: where one training run lives on disk, and the one module that knows it.
+"""The run directory: where one training run lives on disk, and the one owner of it (`RunDir`).
 
 A run directory holds::
 
@@ -8,107 +8,68 @@ A run directory holds::
     env.json              versions, device, helpers used, command line, seed
     metrics.jsonl         one JSON object a line: train lines every log_every iterations, eval
                           lines every eval_every (the one source for every plot)
-    checkpoints/last.pt   model, optimizer, schedule, RNG and data position, written atomically,
-                          only with finite weights, holding tensors and plain data alone
-    analysis.json         layer responses and gradient norms of the last checkpoint (experiments)
-    .lock                 the OS lock of the one process writing the run (`RunLock`)
+    checkpoints/last.pt   a `checkpoint.Checkpoint`, written atomically, only with finite weights
+    analysis.json         layer responses and gradient norms of the last checkpoint (`run_analysis`)
+    .lock                 the OS lock of the one process writing the run (`safeio.RunLock`)
 
-An experiment directory is a folder of run directories with a ``manifest.json``.
-Everything that reads or writes these files asks this module: the trainer, evaluation,
-experiments, figures, the report, the widgets and the grader's score files. Every file
-in a run directory may be hostile (shared, downloaded, truncated by a crash): checkpoints
-load with ``torch.load(weights_only=True)`` only, and a malformed record is one line.
+`RunDir` creates and locks a run, opens it for a new run or a resume (checked against its
+records), writes its records, metrics and checkpoints, and reads them back. Everything that
+reads or writes these files asks it: the trainer, evaluation, experiments, figures, the
+report and the widgets. Every file in a run directory may be hostile (shared, downloaded,
+truncated by a crash): checkpoints load with ``torch.load(weights_only=True)`` only, and a
+malformed record is one line.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
-import torch
-
+from .checkpoint import Checkpoint, stored_iteration
+from .data import DataSource, parse_data
 from .errors import RecipeError, SpecError, TrainingError
 from .recipes import Recipe
-from .safeio import LOCK_NAME, NOFOLLOW, RunLock, atomic_write, make_dir, read_json, write_json  # noqa: F401
+from .safeio import NOFOLLOW, RunLock, atomic_write, make_dir, read_json, write_json
 from .spec import ArchSpec
 
 SPEC, RECIPE, DATA, ENV = "spec.json", "recipe.json", "data.json", "env.json"
-METRICS, ANALYSIS, MANIFEST = "metrics.jsonl", "analysis.json", "manifest.json"
+METRICS, ANALYSIS = "metrics.jsonl", "analysis.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 PathLike = str | os.PathLike
 
 
-# -- paths ------------------------------------------------------------------------------------------
-def checkpoint_path(run_dir: PathLike) -> Path:
-    return Path(run_dir) / CHECKPOINT
+class RunConfig(NamedTuple):
+    """What a run was started with (its records)."""
+
+    spec: ArchSpec
+    recipe: Recipe
+    data: dict
+    seed: int
 
 
-def metrics_path(run_dir: PathLike) -> Path:
-    return Path(run_dir) / METRICS
+@dataclass
+class Opened:
+    """What `RunDir.open` found: the configuration to train with and the checkpoint to go on from."""
+
+    spec: ArchSpec | None
+    recipe: Recipe | None
+    source: DataSource | None  # None only for a new run given none (refused when it starts)
+    seed: int
+    ckpt: Checkpoint | None
 
 
-def analysis_path(run_dir: PathLike) -> Path:
-    return Path(run_dir) / ANALYSIS
+@dataclass(frozen=True)
+class RunStatus:
+    """How far a run is: ``pending`` (nothing written), ``partial``, ``trained`` (at its
+    recipe's end, no analysis yet) or ``finished``; and its last checkpoint's iteration."""
 
-
-def is_run(path: PathLike) -> bool:
-    """Whether ``path`` is a run directory (it holds a spec.json)."""
-    return (Path(path) / SPEC).is_file()
-
-
-def has_checkpoint(run_dir: PathLike) -> bool:
-    return checkpoint_path(run_dir).is_file()
-
-
-def has_started(run_dir: PathLike) -> bool:
-    """Whether a run has begun writing into ``run_dir`` (metrics or a checkpoint)."""
-    return metrics_path(run_dir).exists() or (Path(run_dir) / CHECKPOINT.parent).exists()
-
-
-def lock_run(run_dir: PathLike) -> RunLock:
-    """Create ``run_dir`` if needed and take its lock: the one writer of that run, until
-    `RunLock.release` or the process's death (one line naming the holder when it is taken)."""
-    return RunLock(make_dir(Path(run_dir))).acquire()
-
-
-def find_runs(path: PathLike) -> list[Path]:
-    """``path`` if it is a run directory, else the run directories directly inside it (an
-    experiment, a folder of runs); a `TrainingError` when there are none."""
-    path = Path(str(path)).expanduser()
-    found = [path] if is_run(path) else sorted(p.parent for p in path.glob(f"*/{SPEC}"))
-    if not found:
-        raise TrainingError(f"{path} is not a run directory (no {SPEC}) nor a folder of runs")
-    return found
-
-
-# -- the run's records ---------------------------------------------------------------------------------
-def write_config(run_dir: PathLike, spec: ArchSpec, recipe: Recipe, data: dict[str, Any]) -> None:
-    """The records a new run starts with: its spec, recipe and data."""
-    run_dir = make_dir(Path(run_dir))
-    write_json(run_dir / SPEC, spec.to_dict())
-    write_json(run_dir / RECIPE, recipe.to_dict())
-    write_json(run_dir / DATA, data)
-
-
-def write_env(run_dir: PathLike, env: dict[str, Any]) -> None:
-    write_json(Path(run_dir) / ENV, env)
-
-
-def _record(run_dir: Path, name: str) -> Any:
-    """A record's JSON; one line when it is missing, unreadable or not JSON."""
-    path = run_dir / name
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TrainingError(f"{run_dir} is not a run directory: {name} is missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _corrupt(path, f"not JSON: {e}") from None
+    state: str
+    iteration: int
+    max_iters: int | None
 
 
 def _corrupt(path: Path, why: str) -> TrainingError:
@@ -116,51 +77,215 @@ def _corrupt(path: Path, why: str) -> TrainingError:
                          "or start the run again in a new --out")
 
 
-def load_run_config(run_dir: PathLike) -> tuple[ArchSpec, Recipe, dict, int]:
-    """The spec, recipe, data record and seed a run directory was started with, each
-    checked (a malformed record is one line naming the file)."""
-    run_dir = Path(run_dir)
-    raw = {name: _record(run_dir, name) for name in (SPEC, RECIPE, DATA, ENV)}
-    try:
-        spec = ArchSpec.from_dict(raw[SPEC]).validate()
-    except (SpecError, AttributeError, TypeError, ValueError) as e:
-        raise _corrupt(run_dir / SPEC, str(e)) from None
-    try:
-        if not isinstance(raw[RECIPE], dict):
-            raise TypeError("not an object")
-        recipe = Recipe.from_dict(raw[RECIPE]).validate()
-    except (RecipeError, TypeError, ValueError) as e:
-        raise _corrupt(run_dir / RECIPE, str(e)) from None
-    data = raw[DATA]
-    if not (isinstance(data, dict) and isinstance(data.get("arg"), (str, type(None)))
-            and isinstance(data.get("data", {}), dict)):
-        raise _corrupt(run_dir / DATA, 'expected an object with "arg" (the --data string) and "data"')
-    seed = raw[ENV].get("seed", 0) if isinstance(raw[ENV], dict) else None
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise _corrupt(run_dir / ENV, 'expected an object with a "seed" >= 0')
-    return spec, recipe, data, seed
+class RunDir:
+    """One run directory (see the module's docstring); cheap to make, it reads nothing until asked."""
 
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
 
-def record_mismatch(run_dir: PathLike, spec: ArchSpec | None = None, recipe: Recipe | None = None,
-                    data_spec: str | None = None, seed: int | None = None) -> str | None:
-    """How the run in ``run_dir`` differs from the spec, recipe, data (its `DataSource.spec`
-    string) and seed asked for, in words; None when it does not (None asks nothing).
-    The number of classes and the input size come from the data, so they are not compared."""
-    saved_spec, saved_recipe, saved_data, saved_seed = load_run_config(run_dir)
-    diffs = []
-    if spec is not None:
-        spec = spec.replace(num_classes=saved_spec.num_classes, input_size=saved_spec.input_size)
-        if spec != saved_spec:
-            diffs.append(_spec_words(saved_spec, spec))
-    if recipe is not None and recipe != saved_recipe:
-        a, b = saved_recipe.to_dict(), recipe.to_dict()
-        diffs.append("recipe " + ", ".join(f"{k}={a[k]!r} (asked {b[k]!r})" for k in a if a[k] != b[k]))
-    saved_source = (saved_data.get("data") or {}).get("spec")
-    if data_spec is not None and saved_source is not None and data_spec != saved_source:
-        diffs.append(f"data {saved_source}, not {data_spec}")
-    if seed is not None and seed != saved_seed:
-        diffs.append(f"seed {saved_seed}, not {seed}")
-    return "; ".join(diffs) or None
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # -- where things are --------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def analysis_path(self) -> Path:
+        return self.path / ANALYSIS
+
+    def is_run(self) -> bool:
+        """Whether this is a run directory (it holds a spec.json)."""
+        return (self.path / SPEC).is_file()
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_path.is_file()
+
+    def has_started(self) -> bool:
+        """Whether a run has begun writing here (metrics or a checkpoint)."""
+        return self.metrics_path.exists() or (self.path / CHECKPOINT.parent).exists()
+
+    def lock(self) -> RunLock:
+        """Create the directory if needed and take its lock: the one writer of the run, until
+        `RunLock.release` or the process's death (one line naming the holder when it is taken)."""
+        return RunLock(make_dir(self.path)).acquire()
+
+    # -- records -----------------------------------------------------------------------------------
+    def write_config(self, spec: ArchSpec, recipe: Recipe, data: dict[str, Any]) -> None:
+        """The records a new run starts with: its spec, recipe and data."""
+        make_dir(self.path)
+        write_json(self.path / SPEC, spec.to_dict())
+        write_json(self.path / RECIPE, recipe.to_dict())
+        write_json(self.path / DATA, data)
+
+    def write_env(self, env: dict[str, Any]) -> None:
+        write_json(self.path / ENV, env)
+
+    def _record(self, name: str) -> Any:
+        """A record's JSON; one line when it is missing, unreadable or not JSON."""
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise TrainingError(f"{self.path} is not a run directory: {name} is missing") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _corrupt(path, f"not JSON: {e}") from None
+
+    def config(self) -> RunConfig:
+        """The spec, recipe, data record and seed the run was started with, each checked (a
+        malformed record is one line naming the file)."""
+        raw = {name: self._record(name) for name in (SPEC, RECIPE, DATA, ENV)}
+        try:
+            spec = ArchSpec.from_dict(raw[SPEC]).validate()
+        except (SpecError, AttributeError, TypeError, ValueError) as e:
+            raise _corrupt(self.path / SPEC, str(e)) from None
+        try:
+            if not isinstance(raw[RECIPE], dict):
+                raise TypeError("not an object")
+            recipe = Recipe.from_dict(raw[RECIPE]).validate()
+        except (RecipeError, TypeError, ValueError) as e:
+            raise _corrupt(self.path / RECIPE, str(e)) from None
+        data = raw[DATA]
+        if not (isinstance(data, dict) and isinstance(data.get("arg"), (str, type(None)))
+                and isinstance(data.get("data", {}), dict)):
+            raise _corrupt(self.path / DATA, 'expected an object with "arg" (the --data string) and "data"')
+        seed = raw[ENV].get("seed", 0) if isinstance(raw[ENV], dict) else None
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise _corrupt(self.path / ENV, 'expected an object with a "seed" >= 0')
+        return RunConfig(spec, recipe, data, seed)
+
+    def mismatch(self, spec: ArchSpec | None = None, recipe: Recipe | None = None,
+                 data_spec: str | None = None, seed: int | None = None) -> str | None:
+        """How the run differs from the spec, recipe, data (its `DataSource.spec` string) and
+        seed asked for, in words; None when it does not (None asks nothing). The number of
+        classes and the input size come from the data, so they are not compared."""
+        saved = self.config()
+        diffs = []
+        if spec is not None:
+            spec = spec.replace(num_classes=saved.spec.num_classes, input_size=saved.spec.input_size)
+            if spec != saved.spec:
+                diffs.append(_spec_words(saved.spec, spec))
+        if recipe is not None and recipe != saved.recipe:
+            a, b = saved.recipe.to_dict(), recipe.to_dict()
+            diffs.append("recipe " + ", ".join(f"{k}={a[k]!r} (asked {b[k]!r})" for k in a if a[k] != b[k]))
+        saved_source = (saved.data.get("data") or {}).get("spec")
+        if data_spec is not None and saved_source is not None and data_spec != saved_source:
+            diffs.append(f"data {saved_source}, not {data_spec}")
+        if seed is not None and seed != saved.seed:
+            diffs.append(f"seed {saved.seed}, not {seed}")
+        return "; ".join(diffs) or None
+
+    def spec(self) -> ArchSpec | None:
+        """The run's architecture (None without a readable spec.json; one line when it is malformed)."""
+        d = read_json(self.path / SPEC)
+        try:
+            return None if d is None else ArchSpec.from_dict(d)
+        except (SpecError, AttributeError, TypeError, ValueError) as e:
+            raise _corrupt(self.path / SPEC, str(e)) from None
+
+    def env(self) -> dict:
+        env = read_json(self.path / ENV)
+        return env if isinstance(env, dict) else {}
+
+    def data_arg(self) -> str | None:
+        """The ``--data`` the run was trained on, if its records say."""
+        d = read_json(self.path / DATA)
+        arg = d.get("arg") if isinstance(d, dict) else None
+        return arg if isinstance(arg, str) else None
+
+    def analysis(self) -> dict | None:
+        return read_json(self.analysis_path)
+
+    def write_analysis(self, analysis: dict) -> None:
+        write_json(self.analysis_path, analysis)
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def metrics(self) -> list[dict]:
+        """Every line of metrics.jsonl (a torn line, from a crash or a full disk, is skipped)."""
+        rows = []
+        if self.metrics_path.exists():
+            for line in self.metrics_path.read_text(errors="replace").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+        return rows
+
+    def truncate_metrics(self, iteration: int) -> None:
+        """Drop metrics written after the checkpoint we resume from (they will be redone)."""
+        keep = [json.dumps(r) for r in self.metrics()
+                if isinstance(r.get("iter", 0), (int, float)) and r.get("iter", 0) <= iteration]
+        atomic_write(self.metrics_path, "".join(k + "\n" for k in keep).encode())
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self, ckpt: Checkpoint) -> None:
+        ckpt.save(self.checkpoint_path)
+
+    def load_checkpoint(self, spec: ArchSpec) -> Checkpoint:
+        """The last checkpoint, to resume ``spec``'s run from: safely loaded, complete, of this
+        architecture, with finite weights."""
+        path = self.checkpoint_path
+        ckpt = Checkpoint.load(path)
+        if ckpt.spec.replace(num_classes=spec.num_classes, input_size=spec.input_size) != spec:
+            raise TrainingError(f"{path} holds a {ckpt.spec.name} but the run trains {spec.name} (its spec.json): "
+                                "put back the run's own checkpoint, or start again in a new --out")
+        return ckpt
+
+    def iteration(self) -> int:
+        """The iteration of the last checkpoint (0 if none), without reading its tensors."""
+        return stored_iteration(self.checkpoint_path) if self.checkpoint_path.exists() else 0
+
+    def analysis_current(self) -> bool:
+        """Whether analysis.json was made from the last checkpoint."""
+        done = self.analysis()
+        return isinstance(done, dict) and done.get("iteration") == self.iteration()
+
+    def status(self, max_iters: int | None = None) -> RunStatus:
+        """How far the run is, against ``max_iters`` (default: its recipe's); the one place
+        that says pending, partial, trained or finished."""
+        if max_iters is None and self.is_run():
+            max_iters = self.config().recipe.max_iters
+        it = self.iteration()
+        if max_iters is not None and it >= max_iters:
+            return RunStatus("finished" if self.analysis_path.exists() else "trained", it, max_iters)
+        return RunStatus("partial" if self.has_started() else "pending", it, max_iters)
+
+    # -- opening to train ----------------------------------------------------------------------------
+    def open(self, resume: bool, spec: ArchSpec | None, recipe: Recipe | None, source: DataSource | None,
+             seed: int | None) -> Opened:
+        """Check the directory for a new run (it must hold none) or a resume: what is asked
+        (architecture, recipe, data, seed; None asks nothing) must equal the run's records,
+        and its last checkpoint must be one this project wrote, of this run's architecture,
+        with finite weights. Anything else is one line that says what differs and what to
+        do; nothing is touched. A run killed before its first checkpoint resumes from its
+        records, at iteration 0. A resume without ``source`` reads the run's ``--data``
+        record (its ``--data`` string, parsed again: the dataset must still be there)."""
+        if not resume:
+            if self.has_started():
+                raise TrainingError(f"{self.path} already holds a run: continue it with --resume, "
+                                    "or choose a new --out directory")
+            return Opened(spec, recipe, source, 0 if seed is None else seed, None)
+        if not self.checkpoint_path.exists() and not self.is_run():
+            raise TrainingError(f"{self.path}: no checkpoint to resume from (expected {self.checkpoint_path})")
+        saved = self.config()
+        if source is None:
+            if self.data_arg() is None:
+                raise TrainingError(f"{self.path} does not record its data by name: resume with data= the same "
+                                    "DataSource")
+            source = parse_data(self.data_arg())
+        differs = self.mismatch(spec, recipe, source.spec, seed)
+        if differs:
+            raise TrainingError(f"{self.path} was started with {differs}: resume with the run's own settings "
+                                "(leave those options out), or start a new run in another --out")
+        ckpt = self.load_checkpoint(saved.spec) if self.checkpoint_path.exists() else None
+        return Opened(saved.spec, saved.recipe, source, saved.seed, ckpt)
 
 
 def _spec_words(saved: ArchSpec, asked: ArchSpec) -> str:
@@ -177,65 +302,13 @@ def _spec_words(saved: ArchSpec, asked: ArchSpec) -> str:
     return f"architecture {saved.name} with " + ", ".join(told)
 
 
-def read_spec(run_dir: PathLike) -> ArchSpec | None:
-    """A run's architecture (None without a readable spec.json; one line when it is malformed)."""
-    d = read_json(Path(run_dir) / SPEC)
-    try:
-        return None if d is None else ArchSpec.from_dict(d)
-    except (SpecError, AttributeError, TypeError, ValueError) as e:
-        raise _corrupt(Path(run_dir) / SPEC, str(e)) from None
-
-
-def read_env(run_dir: PathLike) -> dict:
-    env = read_json(Path(run_dir) / ENV)
-    return env if isinstance(env, dict) else {}
-
-
-def data_arg(run_dir: PathLike) -> str | None:
-    """The ``--data`` a run was trained on, if ``run_dir`` is a run directory that says."""
-    d = read_json(Path(run_dir) / DATA)
-    arg = d.get("arg") if isinstance(d, dict) else None
-    return arg if isinstance(arg, str) else None
-
-
-def read_analysis(run_dir: PathLike) -> dict | None:
-    return read_json(analysis_path(run_dir))
-
-
-def write_analysis(run_dir: PathLike, analysis: dict) -> None:
-    write_json(analysis_path(run_dir), analysis)
-
-
-# -- metrics ------------------------------------------------------------------------------------------
-def read_metrics(run_dir: PathLike) -> list[dict]:
-    """Every line of a run's metrics.jsonl (a torn line, from a crash or a full disk, is skipped)."""
-    path = metrics_path(run_dir)
-    rows = []
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
-def truncate_metrics(run_dir: PathLike, iteration: int) -> None:
-    """Drop metrics written after the checkpoint we resume from (they will be redone)."""
-    keep = [json.dumps(r) for r in read_metrics(run_dir)
-            if isinstance(r.get("iter", 0), (int, float)) and r.get("iter", 0) <= iteration]
-    atomic_write(metrics_path(run_dir), "".join(k + "\n" for k in keep).encode())
-
-
 class MetricsWriter:
     """Appends metrics lines to a run's metrics.jsonl, each line one write to the file (not
     following a link put in its place); ``None`` as the run directory makes a writer that
     writes nothing (the other ranks of a torchrun job)."""
 
-    def __init__(self, run_dir: PathLike | None, on_row: Callable[[dict], None] | None = None):
-        self.path = None if run_dir is None else metrics_path(run_dir)
+    def __init__(self, run: RunDir | None, on_row: Callable[[dict], None] | None = None):
+        self.path = None if run is None else run.metrics_path
         self.fd = None if self.path is None else os.open(
             self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
         self.on_row = on_row
@@ -258,104 +331,19 @@ class MetricsWriter:
             self.fd = None
 
 
-# -- checkpoints -------------------------------------------------------------------------------------
-def save_checkpoint(path: PathLike, state: dict) -> None:
-    """torch.save to ``path`` via a temporary file and a rename: never a half-written file.
-    ``state`` must hold tensors and plain data only (what `load_checkpoint` accepts)."""
-    path = Path(path)
-    make_dir(path.parent)
-
-    def write(f: Any) -> None:
-        kept = _KeepsWriteError(f)
-        try:
-            torch.save(state, kept)
-        except RuntimeError:  # torch.save reports a full disk as an opaque RuntimeError
-            if kept.error is not None:
-                raise kept.error from None
-            raise
-
-    atomic_write(path, write)
+def read_metrics(run_dir: PathLike) -> list[dict]:
+    """Every line of a run's metrics.jsonl (`RunDir.metrics`)."""
+    return RunDir(run_dir).metrics()
 
 
-class _KeepsWriteError:
-    """A binary file that keeps the first `OSError` of its writes (for `save_checkpoint`)."""
-
-    def __init__(self, f: Any):
-        self.f, self.error = f, None
-
-    def write(self, b: bytes) -> int:
-        try:
-            return self.f.write(b)
-        except OSError as e:
-            self.error = self.error or e
-            raise
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def load_checkpoint(path: PathLike, mmap: bool = False) -> dict:
-    """A checkpoint's state dict (tensors on the CPU), read with the safe loader alone.
-
-    ``torch.load(weights_only=True)`` builds tensors and plain data only, never an object
-    that could run code; a file that needs more is refused. Every way a file can fail to
-    be a checkpoint (missing, empty, truncated, foreign, hostile) is a `TrainingError`
-    of one line. Every checkpoint this project has written loads.
-    """
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickle protocols: not the user's line
-            warnings.simplefilter("ignore")
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-            except RuntimeError as e:
-                if not (mmap and "mmap can only be used" in str(e)):
-                    raise
-                state = torch.load(path, map_location="cpu", weights_only=True)  # an old (non-zip) file
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        raise TrainingError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
-    except Exception as e:  # noqa: BLE001 - whatever torch.load makes of hostile bytes is one line
-        wants = re.search(r"GLOBAL (\S+)", str(e)) if "Weights only load failed" in str(e) else None
-        if wants:
-            raise TrainingError(
-                f"{path} is refused: it asks to build {wants.group(1)}, not just tensors and plain data, and "
-                "loading it could run code; resnet-explorer checkpoints never need that: do not load this file") from None
-        raise TrainingError(f"{path} is not a resnet-explorer checkpoint (it is empty, truncated or not a "
-                            f"torch.save file: {type(e).__name__}): restore it, or train again") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("spec"), dict):
-        kind = f"a dict of {len(state)} entries" if isinstance(state, dict) else type(state).__name__
-        raise TrainingError(f"{path} is not a resnet-explorer checkpoint ({kind} without 'model' and 'spec'; "
-                            "a bare state dict, e.g. torchvision's, has no architecture): use a checkpoint "
-                            "written by resnet-explorer train")
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
-        raise TrainingError(f"{path} is not a resnet-explorer checkpoint: its 'model' is not a state dict of tensors")
-    return state
-
-
-def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
-    """The names of the floating-point tensors holding a NaN or an infinity (one sync in all)."""
-    floats = [(k, t) for k, t in tensors.items() if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    if not floats:
-        return []
-    ok = torch.stack([t.isfinite().all() for _, t in floats]).cpu().tolist()
-    return [k for (k, _), good in zip(floats, ok) if not good]
-
-
-def checkpoint_iteration(run_dir: PathLike) -> int:
-    """The iteration of a run's last checkpoint (0 if none), without reading its tensors."""
-    ckpt = checkpoint_path(run_dir)
-    if not ckpt.exists():
-        return 0
-    it = load_checkpoint(ckpt, mmap=True).get("iteration")
-    if not isinstance(it, int) or isinstance(it, bool) or it < 0:
-        raise TrainingError(f"{ckpt} is not a training checkpoint (no iteration): train the run again")
-    return it
-
-
-def analysis_current(run_dir: PathLike) -> bool:
-    """Whether the run's ``analysis.json`` was made from its last checkpoint."""
-    done = read_analysis(run_dir)
-    return isinstance(done, dict) and done.get("iteration") == checkpoint_iteration(run_dir)
+def find_runs(path: PathLike) -> list[Path]:
+    """``path`` if it is a run directory, else the run directories directly inside it (an
+    experiment, a folder of runs); a `TrainingError` when there are none."""
+    path = Path(str(path)).expanduser()
+    found = [path] if RunDir(path).is_run() else sorted(p.parent for p in path.glob(f"*/{SPEC}"))
+    if not found:
+        raise TrainingError(f"{path} is not a run directory (no {SPEC}) nor a folder of runs")
+    return found
 
 
 # -- reading runs whole (figures, reports) -------------------------------------------------------
@@ -380,64 +368,13 @@ class Run:
 
 def load_run(run_dir: PathLike) -> Run | None:
     """A run directory's spec, metrics, analysis and environment (None without a spec.json)."""
-    run_dir = Path(run_dir)
-    spec = read_spec(run_dir)
+    run = RunDir(run_dir)
+    spec = run.spec()
     if spec is None:
         return None
-    return Run(run_dir, spec, read_metrics(run_dir), read_analysis(run_dir), read_env(run_dir))
+    return Run(run.path, spec, run.metrics(), run.analysis(), run.env())
 
 
 def load_runs(run_dirs: Iterable[PathLike]) -> list[Run]:
     """The readable runs among ``run_dirs``, in order (directories without a spec are skipped)."""
     return [r for r in (load_run(d) for d in run_dirs) if r is not None]
-
-
-# -- experiment directories -------------------------------------------------------------------------
-def manifest_path(exp_dir: PathLike) -> Path:
-    return Path(exp_dir) / MANIFEST
-
-
-def read_manifest(exp_dir: PathLike) -> dict:
-    """An experiment directory's manifest, checked (`FileNotFoundError` when there is none;
-    one line when it is truncated, empty or malformed, or names a run outside the folder)."""
-    path = manifest_path(exp_dir)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{exp_dir} is not an experiment directory: {MANIFEST} is missing") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise _bad_manifest(path, str(e)) from None
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise _bad_manifest(path, f"{'empty' if not text.strip() else 'not JSON'}: {e}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list) or not manifest["runs"]:
-        raise _bad_manifest(path, 'expected an object with a non-empty "runs" list')
-    for key in ("name", "data"):
-        if not isinstance(manifest.get(key), str):
-            raise _bad_manifest(path, f'"{key}" must be a string')
-    for r in manifest["runs"]:
-        name = r.get("dir") if isinstance(r, dict) else None
-        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
-            raise _bad_manifest(path, f"a run's \"dir\" must be the name of a folder inside it, not {name!r}")
-    return manifest
-
-
-def _bad_manifest(path: Path, why: str) -> TrainingError:
-    return TrainingError(f"{path} is corrupt ({why}): delete it and run the experiment again to rebuild "
-                         "it from its run directories (each is checked against the plan), or use another --out")
-
-
-def write_manifest(exp_dir: PathLike, manifest: dict) -> None:
-    write_json(manifest_path(exp_dir), manifest)
-
-
-def experiment_runs(exp_dir: PathLike) -> list[Path]:
-    """The run directories of an experiment, in its manifest's order."""
-    exp_dir = Path(exp_dir)
-    return [exp_dir / r["dir"] for r in read_manifest(exp_dir)["runs"]]
-
-
-def job_log_path(exp_dir: PathLike, name: str) -> Path:
-    """Where ``experiment --jobs`` appends the output of the run ``name``'s process."""
-    return Path(exp_dir) / "logs" / f"{name}.log"

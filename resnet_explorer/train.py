@@ -15,23 +15,24 @@ import math
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
 from . import distributed as D
-from . import ghost_bn, runs
-from .data import DataSource, make_loaders, mix_seed, parse_data
-from .devices import COMPILE_MODES, Accel, check_memory, environment, pick_device  # noqa: F401 (re-exported)
-from .errors import TrainingError
+from . import ghost_bn
+from .checkpoint import Checkpoint, TrainState, Window, nonfinite
+from .data import DataSource, as_source, make_loaders, mix_seed
+from .devices import Accel, check_memory, environment, pick_device
+from .errors import TrainingError, UserError
 from .evaluate import evaluate, evaluate_sharded
 from .model import build
+from .options import RunOptions
 from .recipes import LRSchedule, Recipe
-from .resume import open_run_on_all_ranks, restoring
-from .safeio import io_error_words
-from .runs import atomic_write, load_run_config, read_metrics, save_checkpoint, write_json  # noqa: F401
+from .runs import MetricsWriter, Opened, RunDir
+from .safeio import io_error_words, read_json
 from .spec import ArchSpec
 from .stopsignals import on_stop_signals
 from .step import Stepper
@@ -45,67 +46,22 @@ class RunResult:
     last_eval: dict | None
 
 
-@dataclass
-class Window:
-    """Sums over the iterations since the last train line."""
-
-    loss: float = 0.0
-    wrong: int = 0
-    seen: int = 0
-    time: float = 0.0
-
-
-@dataclass
-class TrainState:
-    """Where a run stands besides its weights: the position in the data order (counted in
-    global batches), the open metrics window and the last evaluation."""
-
-    iteration: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    window: Window = field(default_factory=Window)
-    last_eval: dict | None = None
-
-    def advance(self, batches_per_epoch: int) -> None:
-        self.iteration += 1
-        self.batch_in_epoch += 1
-        if self.batch_in_epoch == batches_per_epoch:
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-
-    def epoch_now(self, batches_per_epoch: int) -> float:
-        return self.epoch + self.batch_in_epoch / batches_per_epoch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"iteration": self.iteration, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "window": asdict(self.window), "last_eval": self.last_eval}
-
-    @classmethod
-    def from_state_dict(cls, d: dict[str, Any]) -> TrainState:
-        return cls(d["iteration"], d["epoch"], d["batch_in_epoch"], Window(**d["window"]), d["last_eval"])
-
-
 def train(
     spec: ArchSpec | None = None,
-    data: Any = None,
+    data: str | DataSource | None = None,
     recipe: Recipe | None = None,
     out: str | Path | None = None,
     *,
-    device: str = "auto",
-    amp: str = "auto",
-    channels_last: bool | None = None,
-    compile: str | bool = "off",
+    options: RunOptions | None = None,
     resume: bool = False,
     seed: int | None = None,
-    progress: bool = True,
     should_stop: Callable[[int], bool] | None = None,
     on_metrics: Callable[[dict], None] | None = None,
-    sync_bn: bool = False,
-    dist_backend: str = "auto",
-    workers: int | None = None,
-    loader: str = "auto",
+    **option_fields: Any,
 ) -> RunResult:
     """Train ``spec`` on ``data`` (a `DataSource` or a ``--data`` string) with ``recipe`` into
-    the run directory ``out``.
+    the run directory ``out``, run as ``options`` say (a `RunOptions`; its fields may also be
+    given as keywords: ``train(..., device="cpu", progress=False)``).
 
     With ``resume=True`` the run in ``out`` continues from its last checkpoint; spec,
     recipe, data and seed then come from the run directory (any given must equal the
@@ -117,47 +73,70 @@ def train(
     ``on_metrics`` receives every metrics line as it is written (for live plots).
 
     Started by ``torchrun`` with ``WORLD_SIZE`` > 1, the run is data-parallel
-    (`resnet_explorer.distributed`): DDP over ``dist_backend`` (auto: NCCL on GPUs, gloo on
-    CPUs), the recipe's batch split across the ranks, ``sync_bn`` for BatchNorm statistics
-    over the whole batch (GPUs only); rank 0 alone writes the run directory.
-
-    ``workers`` is the number of ImageNet decoding processes per rank (default: the CPUs
-    this process may use, shared among the node's ranks, at most 8); in-memory CIFAR-style
-    sets use none. Batches do not depend on it, so a run may resume with another number.
-    ``loader``: ImageNet's input path, ``cpu``, ``gpu`` or ``auto`` (gpu on CUDA; `data.resolve_loader`).
+    (`resnet_explorer.distributed`): DDP over ``options.dist_backend`` (auto: NCCL on GPUs,
+    gloo on CPUs), the recipe's batch split across the ranks, ``options.sync_bn`` for
+    BatchNorm statistics over the whole batch (GPUs only); rank 0 alone writes the run directory.
     """
+    options = RunOptions.of(options, **option_fields)
     if out is None:
         raise TrainingError("train() needs out=, the run directory")
-    out = Path(out)
+    run = RunDir(out)
+    if options.threads:
+        torch.set_num_threads(options.threads)
     launch = D.launch_env()
-    dev = pick_device(device)
+    dev = pick_device(options.device)
     batch = recipe.batch_size if recipe is not None and not resume else None
-    if resume and launch.enabled and (out / runs.RECIPE).is_file():  # fail before joining
-        saved = runs.read_json(out / runs.RECIPE)
+    if resume and launch.enabled and (run.path / "recipe.json").is_file():  # fail before joining
+        saved = read_json(run.path / "recipe.json")
         batch = saved.get("batch_size") if isinstance(saved, dict) else None
-    backend = D.check_launch(launch, dev, dist_backend, sync_bn, batch)
+    backend = D.check_launch(launch, dev, options.dist_backend, options.sync_bn, batch)
     env, dev = D.setup(launch, dev, backend)
-    ok, lock, created = False, None, not out.exists()
+    ok, lock, created = False, None, not run.path.exists()
     try:
-        opened, lock = open_run_on_all_ranks(env, out, created, resume, spec, recipe, data, seed)
-        session = Session.start(env, dev, out, opened.spec, opened.recipe, opened.data, opened.seed,
-                                opened.ckpt, amp=amp, channels_last=channels_last, compile=compile,
-                                progress=progress, on_metrics=on_metrics, sync_bn=sync_bn, workers=workers,
-                                loader=loader)
+        source = None if data is None else as_source(data)
+        opened, lock = _open_on_all_ranks(env, run, created, resume=resume, spec=spec, recipe=recipe,
+                                          source=source, seed=seed)
+        session = Session.start(env=env, dev=dev, run=run, opened=opened, options=options, on_metrics=on_metrics)
         result = session.run(should_stop)
         ok = True
         return result
     except OSError as e:  # writing the records (a full or read-only disk), or reading the data
-        raise TrainingError(f"{out}: {io_error_words(e)}; nothing written before is lost") from None
+        raise TrainingError(f"{run.path}: {io_error_words(e)}; nothing written before is lost") from None
     except Exception as e:
         if not (env.enabled and D.is_comm_failure(e)):
             raise
         raise TrainingError(f"another process of the job failed or stopped answering ({D.first_line(e)}); "
-                            f"the last checkpoint is kept in {runs.checkpoint_path(out)} (continue with --resume)") from None
+                            f"the last checkpoint is kept in {run.checkpoint_path} (continue with --resume)") from None
     finally:
         if lock is not None:
             lock.release(remove_if_unused=created and not ok)  # refused at once: leave no trace
         D.teardown(env, ok)
+
+
+def _open_on_all_ranks(env: D.DistEnv, run: RunDir, created: bool, *, resume: bool, spec: ArchSpec | None,
+                       recipe: Recipe | None, source: DataSource | None, seed: int | None) -> tuple[Opened, Any]:
+    """`RunDir.open` on rank 0 alone, under the run's lock (which rank 0 keeps); every rank
+    then fails, or goes on, alike. A refused run whose directory this call ``created``
+    leaves none behind."""
+    lock = None
+    opened: Any = None
+    if env.is_main:
+        try:
+            if resume and not run.path.is_dir():  # a resume never makes a directory
+                raise TrainingError(f"{run.path}: no checkpoint to resume from (no such run directory)")
+            lock = run.lock()
+            opened = run.open(resume, spec, recipe, source, seed)
+        except BaseException as e:
+            if lock is not None:
+                lock.release(remove_if_unused=created)
+            if not (env.enabled and isinstance(e, UserError)):
+                raise
+            opened = str(e)
+    if env.enabled:
+        opened = D.broadcast_object(env, opened)
+    if isinstance(opened, str):
+        raise TrainingError(opened)
+    return opened, lock
 
 
 @dataclass
@@ -167,7 +146,7 @@ class Session:
 
     env: D.DistEnv
     dev: torch.device
-    run_dir: Path
+    rundir: RunDir
     spec: ArchSpec
     recipe: Recipe
     seed: int
@@ -179,7 +158,7 @@ class Session:
     eval_loader: Any
     accel: Accel
     state: TrainState
-    writer: runs.MetricsWriter
+    writer: MetricsWriter
     loss_acc: torch.Tensor  # summed on the device: no sync per iteration
     wrong_acc: torch.Tensor
     start_wall: float
@@ -190,30 +169,31 @@ class Session:
     stop_signal: str | None = None  # SIGINT or SIGTERM, once received
 
     @classmethod
-    def start(cls, env: D.DistEnv, dev: torch.device, run_dir: Path, spec: ArchSpec | None,
-              recipe: Recipe | None, data: Any, seed: int, ckpt: dict | None, *, amp: str,
-              channels_last: bool | None, compile: str | bool, progress: bool,
-              on_metrics: Callable[[dict], None] | None, sync_bn: bool, workers: int | None,
-              loader: str = "auto") -> Session:
-        if spec is None or recipe is None or data is None:
+    def start(cls, *, env: D.DistEnv, dev: torch.device, run: RunDir, opened: Opened, options: RunOptions,
+              on_metrics: Callable[[dict], None] | None = None) -> Session:
+        """Build the net, its optimizer, schedule and loaders for ``opened`` (restored from its
+        checkpoint on a resume), and write the run's records (rank 0)."""
+        spec, recipe, source, seed, ckpt = opened.spec, opened.recipe, opened.source, opened.seed, opened.ckpt
+        if spec is None or recipe is None or source is None:
             raise TrainingError("a new run needs an architecture, a dataset and a recipe")
         spec.validate()
         recipe.validate()
         D.check_divisible(recipe.batch_size, env.world_size)
-        accel = Accel.resolve(dev, amp, channels_last, compile)
-        source: DataSource = parse_data(data) if isinstance(data, str) else data
+        accel = Accel.resolve(dev, options.amp, options.channels_last, options.compile)
         # the data decides the classes and the input size; the records say what was trained
         spec = spec.replace(num_classes=source.num_classes, input_size=source.image_size).validate()
-        check_memory(spec, recipe.batch_size // env.world_size, dev, accel.amp)
+        per_rank = recipe.batch_size // env.world_size
+        check_memory(spec, per_rank, dev, accel.amp)
+        sync_bn = options.sync_bn and env.enabled
 
-        bn_batch = ghost_bn.per_process(recipe.bn_batch, recipe.batch_size // env.world_size, sync_bn and env.enabled)
+        bn_batch = ghost_bn.per_process(recipe.bn_batch, per_rank, sync_bn)
         torch.manual_seed(seed)
-        model = accel.prepare(ghost_bn.convert(D.convert_sync_bn(build(spec), env, sync_bn), bn_batch), dev)
+        model = accel.prepare(ghost_bn.convert(D.convert_sync_bn(build(spec), env, options.sync_bn), bn_batch), dev)
         train_loader, eval_loader, data_info = make_loaders(
             source, recipe.batch_size, dev, seed, val_split=recipe.val_split,
             augment=recipe.augment, channels_last=accel.channels_last,
             eval_batch_size=max(recipe.batch_size, 500), rank=env.rank, world_size=env.world_size,
-            workers=workers, loader=loader,
+            workers=options.workers, loader=options.loader,
         )
         if len(train_loader) == 0:
             raise TrainingError(f"the training set has {data_info['train_size']} images, fewer than one "
@@ -223,40 +203,28 @@ class Session:
         schedule = LRSchedule(recipe, warmup=spec.depth >= recipe.warmup_min_depth)
         loss_acc = torch.zeros((), device=dev)
         wrong_acc = torch.zeros((), device=dev, dtype=torch.long)
+        step = Stepper(model, optimizer, accel, dev, forward=D.wrap(model, env, dev))
         state = TrainState()
         if ckpt is not None:
-            with restoring(run_dir):
-                model.load_state_dict(ckpt["model"])
-                optimizer.load_state_dict(ckpt["optimizer"])
-                schedule.load_state_dict(ckpt["schedule"])
-                state = TrainState.from_state_dict(ckpt)
-                if env.is_main:  # the saved sums are over all ranks: one rank carries them on
-                    loss_acc.copy_(ckpt["acc"][0])
-                    wrong_acc.copy_(ckpt["acc"][1])
-                _set_rng_state(ckpt["rng"])
+            state = _restore(ckpt, run, model, optimizer, schedule, step, loss_acc, wrong_acc, env.is_main)
         if not state.batch_in_epoch < len(train_loader):
-            raise TrainingError(f"{runs.checkpoint_path(run_dir)} cannot be resumed: it stands at batch "
+            raise TrainingError(f"{run.checkpoint_path} cannot be resumed: it stands at batch "
                                 f"{state.batch_in_epoch} of an epoch of {len(train_loader)}: start again in a new --out")
         if env.rank > 0:  # dropout masks differ between ranks, as between the images of a batch
             torch.manual_seed(mix_seed("rank", seed, env.rank, state.iteration))
-        step = Stepper(model, optimizer, accel, dev, forward=D.wrap(model, env, dev))
-        if ckpt is not None:
-            with restoring(run_dir):
-                step.scaler.load_state_dict(ckpt["scaler"])
         if env.is_main:
-            if runs.metrics_path(run_dir).exists():  # a resume: what came after the checkpoint is redone
-                runs.truncate_metrics(run_dir, state.iteration)
+            if run.metrics_path.exists():  # a resume: what came after the checkpoint is redone
+                run.truncate_metrics(state.iteration)
             if ckpt is None:
-                runs.write_config(run_dir, spec, recipe,
-                                  {**data_info, "arg": data if isinstance(data, str) else None})
-            runs.write_env(run_dir, {**environment(dev, accel), "seed": seed, "distributed": {
-                **env.to_dict(), "sync_bn": sync_bn and env.enabled,
-                "batch_per_rank": recipe.batch_size // env.world_size}})
-        start_wall = time.perf_counter() - (ckpt or {}).get("wall_time", 0.0)
-        writer = runs.MetricsWriter(run_dir if env.is_main else None, on_metrics)
-        return cls(env, dev, run_dir, spec, recipe, seed, model, optimizer, schedule, step,
-                   train_loader, eval_loader, accel, state, writer, loss_acc, wrong_acc, start_wall,
-                   progress, kept=state.iteration if ckpt is not None else None)
+                run.write_config(spec, recipe, {**data_info, "arg": source.arg})
+            run.write_env({**environment(dev, accel), "seed": seed, "distributed": {
+                **env.to_dict(), "sync_bn": sync_bn, "batch_per_rank": per_rank}})
+        return cls(env=env, dev=dev, rundir=run, spec=spec, recipe=recipe, seed=seed, model=model,
+                   optimizer=optimizer, schedule=schedule, step=step, train_loader=train_loader,
+                   eval_loader=eval_loader, accel=accel, state=state,
+                   writer=MetricsWriter(run if env.is_main else None, on_metrics), loss_acc=loss_acc,
+                   wrong_acc=wrong_acc, start_wall=time.perf_counter() - (ckpt.wall_time if ckpt else 0.0),
+                   progress=options.progress, kept=state.iteration if ckpt is not None else None)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, should_stop: Callable[[int], bool] | None = None) -> RunResult:
@@ -290,23 +258,23 @@ class Session:
                         if stop and self.stop_signal:
                             raise TrainingError(
                                 f"stopped by {self.stop_signal} at iteration {it}; its checkpoint is in "
-                                f"{runs.checkpoint_path(self.run_dir)} (continue with: resnet-explorer "
-                                f"train --resume --out {self.run_dir})")
+                                f"{self.rundir.checkpoint_path} (continue with: resnet-explorer "
+                                f"train --resume --out {self.rundir.path})")
                         if stop:
-                            return RunResult(self.run_dir, it, False, st.last_eval)
+                            return RunResult(self.rundir.path, it, False, st.last_eval)
                         if last or st.batch_in_epoch == 0:
                             break
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: no checkpoint now
             raise TrainingError(f"interrupted at iteration {st.iteration}; {self._kept()} (continue with: "
-                                f"resnet-explorer train --resume --out {self.run_dir})") from None
+                                f"resnet-explorer train --resume --out {self.rundir.path})") from None
         except OSError as e:
             raise TrainingError(f"{self.spec.name}: at iteration {st.iteration}, {io_error_words(e)}; the run is stopped "
                                 f"and {self._kept()} (continue with: resnet-explorer train --resume --out "
-                                f"{self.run_dir})") from None
+                                f"{self.rundir.path})") from None
         finally:
             self.bar.close()
             self.writer.close()
-        return RunResult(self.run_dir, st.iteration, True, st.last_eval)
+        return RunResult(self.rundir.path, st.iteration, True, st.last_eval)
 
     # -- what the loop does between steps --------------------------------------------------------------
     def tick(self) -> None:
@@ -318,7 +286,7 @@ class Session:
     def _kept(self) -> str:
         if self.kept is None:
             return "no checkpoint had been written yet"
-        return (f"its last good checkpoint is kept in {runs.checkpoint_path(self.run_dir)} "
+        return (f"its last good checkpoint is kept in {self.rundir.checkpoint_path} "
                 f"(iteration {self.kept}, its weights finite)")
 
     def _diverged(self, what: str) -> TrainingError:
@@ -388,17 +356,15 @@ class Session:
         if not math.isfinite(acc[0].item() + self.state.window.loss):
             raise self._diverged(f"the loss became {acc[0].item() + self.state.window.loss}")
         model = self.model.state_dict()
-        bad = runs.nonfinite(model)
+        bad = nonfinite(model)
         if bad:
             raise self._diverged(f"{len(bad)} weight tensors became non-finite ({bad[0]} …)")
         if self.env.is_main:
-            runs.save_checkpoint(runs.checkpoint_path(self.run_dir), {
-                "model": model, "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "scaler": self.step.scaler.state_dict(),
-                **self.state.state_dict(), "acc": acc, "rng": _rng_state(),
-                "wall_time": time.perf_counter() - self.start_wall, "spec": self.spec.to_dict(),
-                "recipe": self.recipe.to_dict(), "seed": self.seed,
-            })
+            self.rundir.save_checkpoint(Checkpoint(
+                model=model, spec=self.spec, state=self.state, optimizer=self.optimizer.state_dict(),
+                schedule=self.schedule.state_dict(), scaler=self.step.scaler.state_dict(), acc=acc,
+                rng=_rng_state(), wall_time=time.perf_counter() - self.start_wall, recipe=self.recipe.to_dict(),
+                seed=self.seed))
         self.kept = self.state.iteration
 
 
@@ -426,10 +392,26 @@ def _rng_state() -> dict:
     return state
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _restore(ckpt: Checkpoint, run: RunDir, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             schedule: LRSchedule, step: Stepper, loss_acc: torch.Tensor, wrong_acc: torch.Tensor,
+             is_main: bool) -> TrainState:
+    """Load a checkpoint's pieces into the net, optimizer, schedule, scaler, sums and RNG: a
+    piece that does not fit (another architecture, a hand-edited file) is one line."""
+    try:
+        model.load_state_dict(ckpt.model)
+        optimizer.load_state_dict(ckpt.optimizer)
+        schedule.load_state_dict(ckpt.schedule)
+        step.scaler.load_state_dict(ckpt.scaler)
+        if is_main:  # the saved sums are over all ranks: one rank carries them on
+            loss_acc.copy_(ckpt.acc[0])
+            wrong_acc.copy_(ckpt.acc[1])
+        torch.set_rng_state(ckpt.rng["torch"])
+        if "cuda" in ckpt.rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt.rng["cuda"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise TrainingError(f"{run.checkpoint_path} cannot be resumed: it does not fit this run "
+                            f"({type(e).__name__}: {D.first_line(e, 120)}): start again in a new --out") from None
+    return ckpt.state
 
 
 def _progress(enabled: bool, total: int, initial: int, desc: str):

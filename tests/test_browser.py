@@ -40,7 +40,7 @@ import pytest
 
 from resnet_explorer import count, get_spec
 from resnet_explorer.recipes import get_recipe
-from resnet_explorer.runs import checkpoint_iteration
+from resnet_explorer.runs import RunDir
 from resnet_explorer.widgets import PRESETS, RECONNECT, controls_for
 
 pytestmark = pytest.mark.slow  # run the fast part alone with: pytest -m 'not slow'
@@ -370,13 +370,13 @@ def test_notebook_03_trains_in_the_background_with_stop_resume_and_a_reload(lab,
         # Stop during the run: the checkpoint is below the recipe's end; the second net waits
         page.locator("button.rx-stop").click()
         expect(progress).to_contain_text("stopped at iteration")
-        stopped = checkpoint_iteration(plain)
+        stopped = RunDir(plain).iteration()
         assert 0 < stopped < ITERS and f"stopped at iteration {stopped} / {ITERS}" in progress.inner_text()
         assert not resnet.exists()
         # Resume finishes it, then trains the second net
         page.locator("button.rx-resume").click()
         expect(progress).to_contain_text("done:", timeout=2 * WAIT)
-        assert checkpoint_iteration(plain) == checkpoint_iteration(resnet) == ITERS
+        assert RunDir(plain).iteration() == RunDir(resnet).iteration() == ITERS
         assert f"cifar-resnet8: {ITERS} / {ITERS} iterations (finished)" in progress.inner_text()
 
         # the cells that need finished runs, run again as the notebook says

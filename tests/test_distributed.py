@@ -27,7 +27,8 @@ from resnet_explorer.data.imagenet import _EpochBatchSampler
 from resnet_explorer.distributed import shard
 from resnet_explorer.recipes import get_recipe
 from resnet_explorer.spec import ArchSpec, ConvLayer, Head, Pool, Stage
-from resnet_explorer.train import read_metrics, train
+from resnet_explorer.runs import read_metrics
+from resnet_explorer.train import train
 
 pytestmark = pytest.mark.slow  # run the fast part alone with: pytest -m 'not slow'
 

@@ -11,7 +11,7 @@ from resnet_explorer import get_spec
 from resnet_explorer.cli import main
 from resnet_explorer.evaluate import errors, evaluate_paths, load_model, predict
 from resnet_explorer.model import build
-from resnet_explorer.train import save_checkpoint
+from resnet_explorer.checkpoint import Checkpoint
 
 
 def test_errors_by_hand():
@@ -47,7 +47,7 @@ def _checkpoint(path, seed):
     for m in model.modules():  # non-trivial BN so eval differs from train mode
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_var.fill_(2.0)
-    save_checkpoint(path, {"spec": spec.to_dict(), "model": model.state_dict()})
+    Checkpoint(model.state_dict(), spec).save(path)
     return model.eval()
 
 

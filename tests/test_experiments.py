@@ -6,12 +6,14 @@ import pytest
 
 from resnet_explorer import count
 from resnet_explorer.cli import main
-from resnet_explorer.experiments import (
-    analysis_current, checkpoint_iteration, degradation, load_plans, run_experiment, shortcuts,
-)
+from resnet_explorer.experiments import run_experiment
+from resnet_explorer.plans import degradation, load_plans, shortcuts
+from resnet_explorer.runs import RunDir
 from resnet_explorer.recipes import get_recipe
 from resnet_explorer.errors import UsageError
-from resnet_explorer.train import TrainingError, read_metrics, train
+from resnet_explorer.errors import TrainingError
+from resnet_explorer.runs import read_metrics
+from resnet_explorer.train import train
 from resnet_explorer.zoo import get_spec
 
 TINY = get_recipe("test", iters=10, batch_size=32)
@@ -64,9 +66,9 @@ def test_experiment_runs_analyses_and_skips_finished_runs(tmp_path):
     assert all("skipped" in line for line in logs)
     assert (out / "plain-8" / "metrics.jsonl").read_text() == before
     # trained but not analysed (e.g. stopped during the analysis): analysed, not retrained
-    assert checkpoint_iteration(out / "plain-8") == 10 and analysis_current(out / "plain-8")
+    assert RunDir(out / "plain-8").iteration() == 10 and RunDir(out / "plain-8").analysis_current()
     (out / "plain-8" / "analysis.json").unlink()
-    assert not analysis_current(out / "plain-8")
+    assert not RunDir(out / "plain-8").analysis_current()
     logs.clear()
     run_experiment("degradation", plans, "synthetic:256", out, progress=False, log=logs.append)
     assert "(trained; analysing)" in logs[0] and all("skipped" in line for line in logs[1:])
@@ -81,7 +83,7 @@ def test_experiment_resumes_a_partial_run(tmp_path):
     train(plans[0].spec, "synthetic:256", TINY, out / "plain-8", progress=False, should_stop=lambda it: it == 4)
     logs = []
     run_experiment("degradation", plans, "synthetic:256", out, progress=False, log=logs.append)
-    assert "(resumed)" in logs[0] and checkpoint_iteration(out / "plain-8") == 10
+    assert "(resumed)" in logs[0] and RunDir(out / "plain-8").iteration() == 10
     keys = ("iter", "train_loss", "test_error")
     strip = lambda rows: [{k: r.get(k) for k in keys} for r in rows]  # noqa: E731
     assert strip(read_metrics(out / "plain-8")) == strip(read_metrics(full.run_dir))

@@ -337,7 +337,8 @@ def test_gradient_norms_during_training_are_recorded_and_drawn(tmp_path):
     """The engine writes a "grad" line with each train line; the heatmap reads them."""
     from resnet_explorer.figures import gradient_history_figure
     from resnet_explorer.recipes import get_recipe
-    from resnet_explorer.train import read_metrics, train
+    from resnet_explorer.runs import read_metrics
+    from resnet_explorer.train import train
 
     spec = get_spec("cifar-plain8", width=4)
     run = train(spec, "synthetic:256", get_recipe("test", iters=10), tmp_path / "plain-8", progress=False)

@@ -20,7 +20,8 @@ from resnet_explorer import build, get_spec
 from resnet_explorer.errors import RecipeError
 from resnet_explorer.ghost_bn import GhostBatchNorm2d, convert, per_process
 from resnet_explorer.recipes import get_recipe
-from resnet_explorer.runs import load_checkpoint, read_metrics
+from resnet_explorer.checkpoint import read_state as load_checkpoint
+from resnet_explorer.runs import read_metrics
 from resnet_explorer.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Beyond the paper's nets: highway-gated shortcuts and pre-activation blocks (issue 21).
+"""Beyond the paper's nets: highway-gated shortcuts and pre-activation blocks.
 
 Blocks checked by hand (parameters and forward pass), the spec's two fields (defaults, JSON,
 validation), the zoo's names and published numbers, the gate analysis, the experiments.
@@ -15,7 +15,7 @@ from resnet_explorer import ArchSpec, SpecError, build, count, get_spec
 from resnet_explorer.analysis import conv_bn_pairs, gate_means, layer_responses
 from resnet_explorer.cli import main
 from resnet_explorer.errors import UsageError
-from resnet_explorer.experiments import EXPERIMENTS, preact, shortcuts
+from resnet_explorer.plans import EXPERIMENTS, preact, shortcuts
 from resnet_explorer.figures import gates_figure
 from resnet_explorer.model import BasicBlock, Bottleneck, Gate, Projection, ShortcutA
 from resnet_explorer.spec import GATE_BIAS_INIT
@@ -351,7 +351,8 @@ def test_gates_text_and_report_figure_read_only_well_formed_gates(tmp_path):
 @pytest.mark.slow
 def test_gated_shortcuts_experiment_records_prints_and_reports_the_gates(tmp_path, capsys):
     from resnet_explorer.evaluate import load_model
-    from resnet_explorer.experiments import _probe_batch
+    from resnet_explorer.data import parse_data
+    from resnet_explorer.run_analysis import probe_batch
     out = tmp_path / "exp"
     # width 8: torch 2.14.1's CPU backward of a strided 1x1 conv in channels_last crashes below 8 channels
     code = main(["experiment", "shortcuts", "--kinds", "gated", "--data", "synthetic:256", "--depth", "8",
@@ -363,7 +364,7 @@ def test_gated_shortcuts_experiment_records_prints_and_reports_the_gates(tmp_pat
     gates = json.loads((out / "resnet-8-gated" / "analysis.json").read_text())["gate_means"]
     assert "gate_means" not in json.loads((out / "plain-8" / "analysis.json").read_text())
     assert [g["name"] for g in gates["init"]] == [g["name"] for g in gates["final"]] == ["conv2_x.0", "conv3_x.0", "conv4_x.0"]
-    x, _ = _probe_batch("synthetic:256")
+    x, _ = probe_batch(parse_data("synthetic:256"))
     torch.manual_seed(0)  # the run's seed: its initial weights
     spec = get_spec("cifar-highway8", width=8)
     assert [g["mean"] for g in gates["init"]] == pytest.approx([g.mean for g in gate_means(build(spec), x)], rel=1e-6)

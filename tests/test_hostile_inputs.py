@@ -17,11 +17,12 @@ import pytest
 from conftest import one_line
 import torch
 
-from resnet_explorer import get_spec, runs
+from resnet_explorer import get_spec
 from resnet_explorer.cli import main
 from resnet_explorer.errors import TrainingError
 from resnet_explorer.recipes import get_recipe
-from resnet_explorer.train import read_metrics, train
+from resnet_explorer.runs import RunDir, read_metrics
+from resnet_explorer.train import train
 
 EXE = str(Path(sys.executable).parent / "resnet-explorer")
 TRAIN = ["train", "--arch", "cifar-resnet8", "--width", "4", "--data", "synthetic:256", "--recipe", "test", "--quiet"]
@@ -58,7 +59,7 @@ def test_a_recipe_may_be_renamed_and_the_out_is_free_after_a_refusal(tmp_path, c
     out = tmp_path / "r"
     assert main([*TRAIN, "--set", "gamma=abc", "--out", str(out)]) == 2
     assert main([*TRAIN, "--iters", "2", "--set", "name=mine", "--out", str(out)]) == 0
-    assert runs.load_run_config(out)[1].name == "mine"
+    assert RunDir(out).config()[1].name == "mine"
 
 
 def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
@@ -167,7 +168,7 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_a_later_resume_is_exact(tmp_p
         run = disk / "run"
         train(get_spec("cifar-resnet8", width=4), "synthetic:256", FULL_DISK_RECIPE, run, progress=False,
               should_stop=lambda it: it == 20)
-        kept = runs.checkpoint_path(run).read_bytes()
+        kept = RunDir(run).checkpoint_path.read_bytes()
         filled: list[Path] = []
 
         def fill_now(row: dict) -> None:
@@ -179,12 +180,12 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_a_later_resume_is_exact(tmp_p
         message = str(e.value)
         assert "\n" not in message and re.search(rf"{file} \(No space left on device\)", message), message
         assert "its last good checkpoint is kept in" in message and "(iteration 20, its weights finite)" in message
-        assert runs.checkpoint_path(run).read_bytes() == kept  # intact
+        assert RunDir(run).checkpoint_path.read_bytes() == kept  # intact
         assert not list(run.rglob("*.tmp"))
         filled[0].unlink()  # space again: the resume goes on as if nothing had happened
         assert train(None, None, None, run, resume=True, progress=False).finished
         assert strip(read_metrics(run)) == strip(read_metrics(uninterrupted))
-        a, b = (torch.load(runs.checkpoint_path(d), weights_only=True)["model"] for d in (run, uninterrupted))
+        a, b = (torch.load(RunDir(d).checkpoint_path, weights_only=True)["model"] for d in (run, uninterrupted))
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 

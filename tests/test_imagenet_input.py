@@ -321,7 +321,7 @@ def test_loader_choice(tree, capsys, monkeypatch):
 @pytest.mark.slow
 def test_training_and_eval_on_the_gpu_path_from_the_command_line(tree, tmp_path, capsys):
     from resnet_explorer.cli import main
-    from resnet_explorer.runs import read_json
+    from resnet_explorer.safeio import read_json
 
     run = tmp_path / "run"
     common = ["--data", f"imagenet:{tree}", "--device", "cpu", "--workers", "1"]
@@ -360,7 +360,8 @@ def no_bn_imagenet_net():
 @pytest.mark.slow
 def test_gpu_path_under_torchrun_and_resumed_mid_epoch(tree, tmp_path):
     from resnet_explorer.recipes import get_recipe
-    from resnet_explorer.train import read_metrics, train
+    from resnet_explorer.runs import read_metrics
+    from resnet_explorer.train import train
 
     spec = no_bn_imagenet_net()
     (tmp_path / "spec.json").write_text(spec.to_json())

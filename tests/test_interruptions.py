@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_explorer import runs
-from resnet_explorer.train import read_metrics
+from resnet_explorer.experiments import read_manifest
+from resnet_explorer.runs import RunDir, read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 240) -> 
 def checkpoint_at_least(run: Path, iteration: int):
     def ready() -> bool:
         try:
-            return runs.checkpoint_iteration(run) >= iteration
+            return RunDir(run).iteration() >= iteration
         except Exception:  # noqa: BLE001 - not written yet
             return False
     return ready
@@ -68,7 +68,7 @@ def strip(rows: list[dict]) -> list[dict]:
 def same_run(a: Path, b: Path) -> None:
     """Bit for bit: the deterministic metrics and every weight of the last checkpoint."""
     assert strip(read_metrics(a)) == strip(read_metrics(b))
-    wa, wb = (torch.load(runs.checkpoint_path(d), weights_only=True)["model"] for d in (a, b))
+    wa, wb = (torch.load(RunDir(d).checkpoint_path, weights_only=True)["model"] for d in (a, b))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -101,7 +101,7 @@ def test_a_signal_checkpoints_where_it_lands_then_resume_is_bit_identical(tmp_pa
     proc.send_signal(sig)
     code, out, err = finish(proc)
     assert code == 2 and err.count("\n") == 1, err
-    stopped = runs.checkpoint_iteration(run)
+    stopped = RunDir(run).iteration()
     assert f"stopped by {sig.name} at iteration {stopped}; its checkpoint is in" in err, err
     assert 20 <= stopped < ITERS
     assert max(r["iter"] for r in read_metrics(run)) <= stopped  # nothing past the checkpoint
@@ -115,7 +115,7 @@ def test_two_writers_into_one_out_leave_one_run_written_once(tmp_path):
     long = [*TRAIN[:-3], "--iters", "100000", "--quiet"]
     first = start(*long, "--out", str(run))
     try:
-        wait_for(first, lambda: runs.metrics_path(run).exists(), "the first writer's metrics")
+        wait_for(first, lambda: RunDir(run).metrics_path.exists(), "the first writer's metrics")
         for argv in (long, ["train", "--resume", "--quiet"]):  # a second new run, a resume
             code, out, err = finish(start(*argv, "--out", str(run)))
             assert code == 2 and err.count("\n") == 1, err
@@ -144,11 +144,11 @@ def test_an_interrupted_experiment_skips_finished_runs_and_resumes_the_partial_o
     wait_for(proc, checkpoint_at_least(out / "resnet-8", 10), "resnet-8's checkpoint at 10")
     os.killpg(proc.pid, signal.SIGKILL)
     finish(proc)
-    finished = runs.metrics_path(out / "plain-8").read_bytes()
+    finished = RunDir(out / "plain-8").metrics_path.read_bytes()
     code, text, err = finish(start(*exp, "--out", str(out)))
     assert code == 0, err
     assert "[1/2] plain-8: finished earlier, skipped" in text and "[2/2] resnet-8: 8 layers, 30 iterations (resumed)" in text
-    assert runs.metrics_path(out / "plain-8").read_bytes() == finished  # not trained again
+    assert RunDir(out / "plain-8").metrics_path.read_bytes() == finished  # not trained again
     for name in ("plain-8", "resnet-8"):
         same_run(out / name, tmp_path / "whole" / name)
-    assert [r["status"] for r in runs.read_manifest(out)["runs"]] == ["finished", "finished"]
+    assert [r["status"] for r in read_manifest(out)["runs"]] == ["finished", "finished"]

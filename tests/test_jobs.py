@@ -20,10 +20,13 @@ import torch
 
 from resnet_explorer.cli import main
 from resnet_explorer.errors import TrainingError, UsageError
-from resnet_explorer.experiments import degradation, run_experiment
+from resnet_explorer.experiments import run_experiment
+from resnet_explorer.plans import degradation
 from resnet_explorer.jobs import Job, run_jobs, threads_per_job
 from resnet_explorer.recipes import get_recipe
-from resnet_explorer.runs import checkpoint_iteration, load_checkpoint, read_manifest, read_metrics
+from resnet_explorer.checkpoint import read_state as load_checkpoint
+from resnet_explorer.experiments import read_manifest
+from resnet_explorer.runs import RunDir, read_metrics
 
 TIMING = ("images_per_s", "wall_time")
 
@@ -74,7 +77,7 @@ def test_a_failing_run_is_recorded_and_the_other_finishes_then_a_rerun_retries_i
     runs = {r["name"]: r for r in read_manifest(out)["runs"]}
     assert runs["plain-8"]["status"] == "failed" and "is a file, not a directory" in runs["plain-8"]["error"]
     assert "\n" not in runs["plain-8"]["error"]
-    assert runs["resnet-8"]["status"] == "finished" and checkpoint_iteration(out / "resnet-8") == 3
+    assert runs["resnet-8"]["status"] == "finished" and RunDir(out / "resnet-8").iteration() == 3
     assert any("plain-8: FAILED" in m for m in logs)
     before = (out / "resnet-8" / "metrics.jsonl").read_text()
     (out / "plain-8").unlink()
@@ -131,7 +134,7 @@ def test_ctrl_c_checkpoints_every_run_and_a_rerun_resumes_each(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2, stderr
     assert stderr.strip().count("\n") == 0 and "stopped by SIGINT: 2 running run(s) checkpointed" in stderr
-    stopped_at = {n: checkpoint_iteration(out / n) for n in ("a", "b")}
+    stopped_at = {n: RunDir(out / n).iteration() for n in ("a", "b")}
     assert all(0 < it < iters for it in stopped_at.values()), stopped_at
     assert [r["status"] for r in read_manifest(out)["runs"]] == ["partial", "partial"]
     assert all("stopped by SIGINT" in (out / "logs" / f"{n}.log").read_text() for n in ("a", "b"))

@@ -21,14 +21,20 @@ import pytest
 from conftest import one_line
 import torch
 
-from resnet_explorer import get_spec, runs
+from resnet_explorer import get_spec
+from resnet_explorer.checkpoint import read_state
 from resnet_explorer.cli import main
 from resnet_explorer.errors import EvalError, TrainingError, UserError
 from resnet_explorer.evaluate import evaluate_paths, load_model
-from resnet_explorer.experiments import analyze_run, degradation, run_experiment
+from resnet_explorer.experiments import run_experiment
+from resnet_explorer.plans import degradation
+from resnet_explorer.run_analysis import analyze_run
 from resnet_explorer.model import build
 from resnet_explorer.recipes import get_recipe
-from resnet_explorer.train import read_metrics, train
+from resnet_explorer.experiments import manifest_path, read_manifest
+from resnet_explorer.runs import RunDir, read_metrics
+from resnet_explorer.safeio import LOCK_NAME
+from resnet_explorer.train import train
 
 TINY = get_recipe("test", iters=10)  # batch 32: log 5, eval and checkpoint 10
 DETERMINISTIC = ("kind", "iter", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error")
@@ -47,7 +53,7 @@ def strip(rows: list[dict]) -> list[dict]:
 
 def files(run: Path) -> dict[Path, bytes]:
     """Every file of a run but its lock (whose holder line changes with each writer)."""
-    return {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != runs.LOCK_NAME}
+    return {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +75,7 @@ def full20(tmp_path_factory) -> Path:
 def same_run(a: Path, b: Path) -> None:
     """Bit for bit: the deterministic metrics and every weight of the last checkpoint."""
     assert strip(read_metrics(a)) == strip(read_metrics(b))
-    wa, wb = (torch.load(runs.checkpoint_path(d), weights_only=True)["model"] for d in (a, b))
+    wa, wb = (torch.load(RunDir(d).checkpoint_path, weights_only=True)["model"] for d in (a, b))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -98,8 +104,8 @@ def plant(ckpt: Path, marker: Path) -> Path:
 
 def test_the_attack_is_real(run, tmp_path):
     marker = tmp_path / "pwned"
-    plant(runs.checkpoint_path(run), marker)
-    torch.load(runs.checkpoint_path(run), weights_only=False)  # what the project did before
+    plant(RunDir(run).checkpoint_path, marker)
+    torch.load(RunDir(run).checkpoint_path, weights_only=False)  # what the project did before
     assert marker.exists()
 
 
@@ -107,16 +113,16 @@ def test_a_malicious_checkpoint_is_refused_on_every_path(run, tmp_path, capsys):
     from resnet_explorer.widgets import LayerResponseView, TrainingDashboard
 
     marker = tmp_path / "pwned"
-    ckpt = plant(runs.checkpoint_path(run), marker)
+    ckpt = plant(RunDir(run).checkpoint_path, marker)
     loose = Path(shutil.copy(ckpt, tmp_path / "shared.pt"))
-    runs.write_analysis(run, {"iteration": 10})  # so that analysis_current reads the checkpoint
+    RunDir(run).write_analysis({"iteration": 10})  # so that analysis_current reads the checkpoint
     before = files(run)
     refused = "is refused: it asks to build posix.system"
     api = [
-        lambda: runs.load_checkpoint(ckpt),
-        lambda: runs.load_checkpoint(ckpt, mmap=True),
-        lambda: runs.checkpoint_iteration(run),
-        lambda: runs.analysis_current(run),
+        lambda: read_state(ckpt),
+        lambda: read_state(ckpt, mmap=True),
+        lambda: RunDir(run).iteration(),
+        lambda: RunDir(run).analysis_current(),
         lambda: load_model(run),
         lambda: load_model(loose),
         lambda: evaluate_paths([run]),
@@ -153,7 +159,7 @@ def test_a_malicious_checkpoint_in_an_experiment_is_refused(tmp_path):
     plans = degradation((8,), TINY, width=4)[:1]
     out = run_experiment("degradation", plans, "synthetic:256", tmp_path / "exp", progress=False, log=lambda m: None)
     marker = tmp_path / "pwned"
-    plant(runs.checkpoint_path(out / "plain-8"), marker)
+    plant(RunDir(out / "plain-8").checkpoint_path, marker)
     with pytest.raises(TrainingError, match="is refused: it asks to build posix.system"):
         run_experiment("degradation", plans, "synthetic:256", out, progress=False, log=lambda m: None)
     assert not marker.exists()
@@ -210,7 +216,7 @@ def _edit(**changes):
 ], ids=["truncated", "empty", "torchvision", "other-architecture", "other-weights", "eval-only", "bad-rng",
         "bad-window", "past-the-epoch"])
 def test_resume_over_a_bad_checkpoint_is_one_line(run, capsys, spoil, fragment):
-    spoil(runs.checkpoint_path(run))
+    spoil(RunDir(run).checkpoint_path)
     before = files(run)
     err = one_line(capsys, main(["train", "--resume", "--out", str(run), "--quiet"]))
     assert fragment in err
@@ -220,9 +226,9 @@ def test_resume_over_a_bad_checkpoint_is_one_line(run, capsys, spoil, fragment):
 @pytest.mark.slow
 def test_a_checkpoint_in_the_old_format_still_loads_and_resumes_exactly(run, full20):
     # torch.save's legacy (non-zip) format, as older PyTorch wrote: the safe loader reads it
-    ckpt = runs.checkpoint_path(run)
+    ckpt = RunDir(run).checkpoint_path
     torch.save(torch.load(ckpt, weights_only=True), ckpt, _use_new_zipfile_serialization=False)
-    assert runs.checkpoint_iteration(run) == 10 and load_model(run).spec.name == "cifar-resnet8"
+    assert RunDir(run).iteration() == 10 and load_model(run).spec.name == "cifar-resnet8"
     train(None, None, None, run, resume=True, progress=False)
     same_run(run, full20)
 
@@ -246,7 +252,7 @@ def test_resume_over_a_malformed_record_is_one_line(run, capsys, name, text, fra
 
 # -- 4. one writer per run ------------------------------------------------------------------------------
 def test_a_second_writer_is_refused_naming_the_holder(run, tmp_path, capsys):
-    holder = runs.lock_run(run)  # as a training process holds it
+    holder = RunDir(run).lock()  # as a training process holds it
     try:
         before = files(run)
         with pytest.raises(TrainingError, match=rf"is being written by another process \(pid {os.getpid()} on "):
@@ -255,10 +261,10 @@ def test_a_second_writer_is_refused_naming_the_holder(run, tmp_path, capsys):
         assert f"{run} is being written by another process (pid {os.getpid()}" in err
         assert files(run) == before
         fresh = tmp_path / "fresh"
-        with runs.lock_run(fresh):
+        with RunDir(fresh).lock():
             with pytest.raises(TrainingError, match="being written by another process"):
                 train(tiny(), "synthetic:256", TINY, fresh, progress=False)
-            assert not runs.has_started(fresh)
+            assert not RunDir(fresh).has_started()
     finally:
         holder.release()
     done = train(None, None, None, run, resume=True, progress=False)  # released: it goes on
@@ -269,22 +275,22 @@ def test_a_lock_file_removed_by_its_last_holder_is_never_shared(tmp_path):
     import fcntl
 
     d = tmp_path / "r"
-    first = runs.lock_run(d)
-    stale = os.open(d / runs.LOCK_NAME, os.O_RDWR)  # a process that opened the file just before
+    first = RunDir(d).lock()
+    stale = os.open(d / LOCK_NAME, os.O_RDWR)  # a process that opened the file just before
     first.release(remove_if_unused=True)  # a run refused at once: its folder goes
     assert not d.exists()
     fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # it now locks a file that is gone …
     try:
-        with runs.lock_run(d):  # … which is not the run's lock: the next writer takes a new one
+        with RunDir(d).lock():  # … which is not the run's lock: the next writer takes a new one
             with pytest.raises(TrainingError, match="being written by another process"):
-                runs.lock_run(d)
+                RunDir(d).lock()
     finally:
         os.close(stale)
 
 
 def test_an_experiment_has_one_writer_too(tmp_path):
     out = tmp_path / "exp"
-    with runs.lock_run(out):
+    with RunDir(out).lock():
         with pytest.raises(TrainingError, match=f"{out} is being written by another process"):
             run_experiment("degradation", degradation((8,), TINY, width=4), "synthetic:256", out,
                            progress=False, log=lambda m: None)
@@ -309,7 +315,7 @@ def test_resume_checks_the_data_recipe_and_seed_it_is_given(run, capsys):
     # the same settings, said again, are fine
     assert main(["train", "--resume", "--out", str(run), "--data", "synthetic:256", "--iters", "20",
                  "--set", "lr=0.1", "--seed", "0", "--arch", "cifar-resnet8", "--width", "4", "--quiet"]) == 0
-    assert runs.checkpoint_iteration(run) == 20
+    assert RunDir(run).iteration() == 20
 
 
 def test_a_resume_of_nothing_makes_no_directory(tmp_path, capsys):
@@ -321,7 +327,7 @@ def test_a_resume_of_nothing_makes_no_directory(tmp_path, capsys):
 @pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_its_records(run, full20):
     shutil.rmtree(run / "checkpoints")  # records and metrics, but no checkpoint yet
-    with open(runs.metrics_path(run), "a") as f:
+    with open(RunDir(run).metrics_path, "a") as f:
         f.write('{"kind": "train", "iter": 1')  # torn by the kill
     with pytest.raises(TrainingError, match="already holds a run: continue it with --resume"):
         train(tiny(), "synthetic:256", get_recipe("test", iters=20), run, progress=False)
@@ -348,7 +354,7 @@ EXP = ["experiment", "degradation", "--depths", "8", "--data", "synthetic:256", 
 
 @pytest.mark.slow
 def test_a_lost_manifest_does_not_let_other_runs_count_as_finished(exp, capsys):
-    runs.manifest_path(exp).unlink()
+    manifest_path(exp).unlink()
     before = files(exp)
     err = one_line(capsys, main([*EXP, "--width", "8", "--out", str(exp)]))
     assert "plain-8 holds another run than this experiment's plain-8 (it was started with architecture " \
@@ -360,12 +366,12 @@ def test_a_lost_manifest_does_not_let_other_runs_count_as_finished(exp, capsys):
 
 @pytest.mark.slow
 def test_a_lost_manifest_is_rebuilt_from_the_runs(exp):
-    runs.manifest_path(exp).unlink()
+    manifest_path(exp).unlink()
     logs: list[str] = []
     run_experiment("degradation", degradation((8,), TINY, width=4), "synthetic:256", exp, progress=False,
                    log=logs.append)
     assert len(logs) == 2 and all("finished earlier, skipped" in line for line in logs)
-    manifest = runs.read_manifest(exp)
+    manifest = read_manifest(exp)
     assert [r["status"] for r in manifest["runs"]] == ["finished", "finished"]
 
 
@@ -377,7 +383,7 @@ def test_a_lost_manifest_is_rebuilt_from_the_runs(exp):
 def test_a_corrupt_manifest_is_one_line(tmp_path, capsys, text, why):
     exp = tmp_path / "exp"  # the manifest is read before any run is looked at
     exp.mkdir()
-    runs.manifest_path(exp).write_text(text)
+    manifest_path(exp).write_text(text)
     before = files(exp)
     err = one_line(capsys, main([*EXP, "--width", "4", "--out", str(exp)]))
     assert "manifest.json is corrupt (" in err and why in err and "delete it and run the experiment again" in err
@@ -431,7 +437,7 @@ def test_a_signal_checkpoints_where_it_lands_and_resume_is_exact(tmp_path, full2
     with pytest.raises(TrainingError, match=rf"stopped by {sig.name} at iteration 8; its checkpoint is in .*"
                                             r"continue with: resnet-explorer train --resume"):
         train(tiny(), "synthetic:256", recipe, tmp_path / "part", progress=False, should_stop=send_at_7)
-    assert runs.checkpoint_iteration(tmp_path / "part") == 8
+    assert RunDir(tmp_path / "part").iteration() == 8
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
     train(None, None, None, tmp_path / "part", resume=True, progress=False)
     same_run(tmp_path / "part", full20)
@@ -442,7 +448,7 @@ def test_a_spec_records_the_input_size_it_was_trained_at(tmp_path, capsys):
     spec_file.write_text(tiny().replace(input_size=1).to_json())
     assert main(["train", "--arch", str(spec_file), "--data", "synthetic:256", "--recipe", "test", "--iters", "2",
                  "--out", str(tmp_path / "r"), "--quiet"]) == 0
-    assert runs.read_spec(tmp_path / "r").input_size == 32  # the data's, not the 1 it was given
+    assert RunDir(tmp_path / "r").spec().input_size == 32  # the data's, not the 1 it was given
     assert load_model(tmp_path / "r").spec.input_size == 32
 
 

@@ -11,7 +11,9 @@ import torch
 from resnet_explorer import get_spec
 from resnet_explorer.cli import main
 from resnet_explorer.recipes import get_recipe
-from resnet_explorer.train import TrainingError, read_metrics, train
+from resnet_explorer.errors import TrainingError
+from resnet_explorer.runs import read_metrics
+from resnet_explorer.train import train
 
 DETERMINISTIC = ("kind", "iter", "epoch", "lr", "train_loss", "train_error", "test_loss", "test_error")
 
@@ -114,7 +116,7 @@ def test_divergence_keeps_the_last_finite_checkpoint_and_names_its_iteration(tmp
 
 
 def test_a_diverged_model_is_never_checkpointed(tmp_path, capsys):
-    # the case: lr=1e30 with a checkpoint every 3 iterations (no log line falls on them)
+    # lr=1e30 with a checkpoint every 3 iterations (no log line falls on them)
     run = tmp_path / "run"
     code = main(["train", "--arch", "cifar-resnet8", "--width", "8", "--data", "synthetic:256", "--recipe", "test",
                  "--set", "lr=1e30", "--set", "checkpoint_every=3", "--out", str(run), "--quiet"])
@@ -144,7 +146,7 @@ def test_huge_lr_diverges_without_a_traceback(tmp_path, capsys):
 
 
 def test_warmup_for_deep_nets_until_training_error_below_threshold():
-    from resnet_explorer.train import LRSchedule
+    from resnet_explorer.recipes import LRSchedule
 
     r = get_recipe("cifar-paper")
     s = LRSchedule(r, warmup=get_spec("cifar-resnet110").depth >= r.warmup_min_depth)
@@ -157,7 +159,7 @@ def test_warmup_for_deep_nets_until_training_error_below_threshold():
 
 
 def test_plateau_schedule():
-    from resnet_explorer.train import LRSchedule
+    from resnet_explorer.recipes import LRSchedule
 
     s = LRSchedule(get_recipe("imagenet-paper", plateau_patience=2), warmup=False)
     for e in (0.9, 0.8, 0.8, 0.8):

@@ -20,8 +20,8 @@ import torch
 from resnet_explorer import ArchSpec, SpecError, count, get_spec
 from resnet_explorer.diagram import PX_PER_Y, STEP, network_diagram
 from resnet_explorer.figures import error_curves, update_error_curves
-from resnet_explorer.runs import checkpoint_iteration
-from resnet_explorer.train import read_metrics
+from resnet_explorer.runs import RunDir
+from resnet_explorer.runs import read_metrics
 from resnet_explorer.widgets import (PRESETS, RECONNECT, ArchitectureBuilder, LayerResponseView, TrainingDashboard,
                                      controls_for, spec_from_controls)
 from resnet_explorer.zoo import identify
@@ -432,7 +432,7 @@ def test_start_into_a_new_out_shows_only_its_runs(trained, tmp_path, capsys):
     _stop_at_5(d)
     d.start_button.click()
     assert d.wait(120) and d.error is None
-    assert checkpoint_iteration(new / "cifar-plain8") == 5
+    assert RunDir(new / "cifar-plain8").iteration() == 5
     assert d.runs == [new / "cifar-plain8", new / "cifar-resnet8"]
     # only the new run that started is drawn, and its test curve is its own: empty before iteration 10
     assert {t.meta["run"] for t in d.figure.data} == {str((new / "cifar-plain8").resolve())}

@@ -35,6 +35,7 @@ from .sources import (
     SYNTHETIC_TEST,
     SYNTHETIC_TRAIN,
     DataSource,
+    as_source,
     parse_data,
 )
 from .synthetic import synthetic_cifar, write_synthetic_imagenet
@@ -55,7 +56,7 @@ from .transforms import (
 from .views import View, draw_train_view, eval_views, resample_views, scale_views
 
 __all__ = [
-    "DataError", "DataSource", "parse_data", "FORMS", "LAYOUTS", "IMAGE_EXTENSIONS",
+    "DataError", "DataSource", "parse_data", "as_source", "FORMS", "LAYOUTS", "IMAGE_EXTENSIONS",
     "CIFAR10_CLASSES", "CIFAR10_TRAIN_FILES", "CIFAR10_TEST_FILE", "SYNTHETIC_CLASSES", "SYNTHETIC_TRAIN", "SYNTHETIC_TEST",
     "synthetic_cifar", "write_synthetic_imagenet", "GpuCifarLoader", "read_cifar10", "download_cifar10",
     "load_image_folder", "resolve_workers", "ImageNetLoader", "make_imagenet_loader",

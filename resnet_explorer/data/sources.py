@@ -66,6 +66,7 @@ class DataSource:
     n_test: int | None = None
     seed: int | None = None  # synthetic only: the dataset's own seed (not the training seed)
     variant: str = "synthetic"  # synthetic only: a name in SYNTHETIC_VARIANTS
+    arg: str | None = field(default=None, compare=False)  # the --data string it was parsed from (kept in data.json)
 
     @property
     def spec(self) -> str:
@@ -80,12 +81,26 @@ class DataSource:
         return self.kind != "imagenet"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable record of the source."""
-        return {**asdict(self), "spec": self.spec}
+        """A JSON-serialisable record of the source (its ``arg`` is recorded beside it)."""
+        d = asdict(self)
+        del d["arg"]
+        return {**d, "spec": self.spec}
 
 
 def parse_data(arg: str) -> DataSource:
     """Parse a ``--data`` argument and check the dataset's layout (not its every file)."""
+    source = _parse(arg)
+    source.arg = arg
+    return source
+
+
+def as_source(data: str | DataSource) -> DataSource:
+    """A `DataSource` as given, or a ``--data`` string parsed: what a library entry point
+    (train, an experiment, an evaluation) does once, before passing the source down."""
+    return data if isinstance(data, DataSource) else parse_data(data)
+
+
+def _parse(arg: str) -> DataSource:
     kind, _, rest = arg.partition(":")
     kind = kind.strip().lower()
     if kind in SYNTHETIC_VARIANTS:

@@ -15,7 +15,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..runs import atomic_write, write_json
+from ..safeio import atomic_write, write_json
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

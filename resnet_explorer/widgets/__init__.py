@@ -3,7 +3,7 @@
 They are thin over the library: the builder edits an `ArchSpec` (the single description
 of a net) and recounts it with `count` on every change; the dashboard runs `train` in a
 background thread and redraws `figures.error_curves`; the layer-response view draws
-`figures.layer_responses_figure` from `experiments.analyze_run`. Bad input is shown in
+`figures.layer_responses_figure` from `run_analysis.analyze_run`. Bad input is shown in
 the widget as a one-line message, never as a traceback; a widget whose kernel is gone
 says "re-run this cell to reconnect" (`reconnect`).
 

@@ -21,13 +21,12 @@ from typing import Any, Sequence
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from .. import runs
-from ..data import parse_data
+from ..data import as_source
 from ..devices import Accel, pick_device
 from ..errors import SpecError, TrainingError, UserError
 from ..figures import error_curves, update_error_curves
 from ..recipes import RECIPES, Recipe, get_recipe
-from ..runs import checkpoint_iteration, find_runs, load_run_config
+from ..runs import RunDir, find_runs
 from ..spec import ArchSpec
 from ..train import train
 from ..zoo import get_spec
@@ -196,9 +195,9 @@ class TrainingDashboard(Reconnecting):
         try:
             plan = self._plan()
             recipe = self._recipe()
-            parse_data(self.data.value)
+            as_source(self.data.value)
             self._check_accel()
-            busy = [d for _, d in plan if runs.has_started(d)]
+            busy = [d for _, d in plan if RunDir(d).has_started()]
             if busy:
                 raise TrainingError(f"{busy[0]} already holds a run: press Resume to continue it, "
                                     "or choose another out folder")
@@ -224,15 +223,15 @@ class TrainingDashboard(Reconnecting):
         jobs = []
         dirs = _same_dirs([*self.runs, *(d for _, d in planned.values())])
         for d in dirs:
-            if runs.has_checkpoint(d):
+            if RunDir(d).has_checkpoint():
                 try:
-                    _, run_recipe, _, _ = load_run_config(d)
-                    unfinished = checkpoint_iteration(d) < run_recipe.max_iters
+                    status = RunDir(d).status()
+                    unfinished = status.iteration < status.max_iters
                 except UserError as e:
                     return self._fail(one_line(e))
                 if unfinished:
                     jobs.append((None, d, None, None, True))
-            elif d.resolve() in planned and not runs.metrics_path(d).exists():
+            elif d.resolve() in planned and not RunDir(d).metrics_path.exists():
                 jobs.append((planned[d.resolve()][0], d, recipe, self.data.value, False))
         if not jobs:
             self.message.value = message_html("nothing to resume: every run shown is finished", "info")
@@ -281,10 +280,10 @@ class TrainingDashboard(Reconnecting):
     def _iterations(self, d: Path) -> tuple[int, int] | None:
         """(last checkpoint's iteration, the recipe's end) of a run; None before it started."""
         try:
-            _, recipe, _, _ = load_run_config(d)
+            max_iters = RunDir(d).config().recipe.max_iters
         except TrainingError:
             return None
-        return checkpoint_iteration(d), recipe.max_iters  # a hostile checkpoint raises: shown by the caller
+        return RunDir(d).iteration(), max_iters  # a hostile checkpoint raises: shown by the caller
 
     def _name(self, d: Path) -> str:
         """A run's short name; with its folder when another run shown has the same name."""
@@ -348,7 +347,7 @@ class TrainingDashboard(Reconnecting):
                 if self._stop.is_set():  # Stop came between two nets
                     self.progress.value = f"stopped before run {i + 1}/{len(jobs)} {self._name(d)}; Resume continues"
                     return
-                run_recipe = recipe or load_run_config(d)[1]
+                run_recipe = recipe or RunDir(d).config().recipe
                 total, batch = run_recipe.max_iters, run_recipe.batch_size
                 tag = f"run {i + 1}/{len(jobs)} {self._name(d)}"
                 self._current = d

@@ -12,11 +12,10 @@ from typing import Any, Sequence
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from .. import runs
 from ..errors import TrainingError
-from ..experiments import analyze_run
 from ..figures import layer_responses_figure
-from ..runs import analysis_current, find_runs, load_run_config
+from ..run_analysis import analyze_run
+from ..runs import RunDir, find_runs
 from .messages import message_html, one_line
 from .page import KernelLink, Reconnecting
 
@@ -90,11 +89,12 @@ class LayerResponseView(Reconnecting, W.VBox):
         dirs = [Path(v) for v in self.runs.value]
         try:
             for d in dirs:
-                if not runs.has_checkpoint(d):
+                run = RunDir(d)
+                if not run.has_checkpoint():
                     raise TrainingError(f"{d.name} has no checkpoint yet: train it first")
-                if not analysis_current(d):
+                if not run.analysis_current():
                     self.message.value = message_html(f"analysing {d.name}…", "info")
-                    data = self.data or load_run_config(d)[2].get("arg")
+                    data = self.data or run.config().data.get("arg")
                     if not data:
                         raise TrainingError(f"{d.name}: say which data to analyse on (data=...)")
                     analyze_run(d, data)
