@@ -470,3 +470,24 @@ def test_the_memory_estimate_refuses_what_cannot_fit_and_passes_the_paper_on_a_b
     with pytest.raises(TrainingError, match=r"cifar-resnet99998 at batch 128 needs at least [\d,.]+ GiB"):
         devices.check_memory(get_spec("cifar-resnet99998"), 128, torch.device("cpu"))
     assert time.perf_counter() - t < 5
+
+
+# -- checkpoints written before the run directory had one owner ------------------------------------------
+OLD_RUN = Path(__file__).parent / "data" / "old_run"  # written by commit 968b634: 6 of 12 iterations
+
+
+def test_a_run_written_by_the_earlier_code_resumes_exactly(tmp_path, one_torch_thread):
+    """tests/data/old_run was trained by the code before `RunDir` and `Checkpoint` (cifar-resnet8,
+    width 4, synthetic:128, seed 3, stopped at iteration 6 of 12); resumed now, it ends with the
+    metrics the earlier code's uninterrupted run wrote (old_run_full_metrics.jsonl), bit for bit."""
+    run = tmp_path / "old"
+    shutil.copytree(OLD_RUN, run)
+    assert RunDir(run).iteration() == 6 and RunDir(run).status().state == "partial"
+    assert train(out=run, resume=True, device="cpu", progress=False).finished
+    expected = [json.loads(line) for line in (OLD_RUN.parent / "old_run_full_metrics.jsonl").read_text().splitlines()]
+
+    def numbers(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k not in ("images_per_s", "wall_time")} for r in rows]
+
+    assert numbers(read_metrics(run)) == numbers(expected)
+    assert RunDir(run).iteration() == 12
