@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from resnet_explorer.cli import _ints
+    from resnet_explorer.cli_options import int_list
     from resnet_explorer.errors import UserError
     from resnet_explorer.experiments import experiment_runs, run_experiment
     from resnet_explorer.plans import CPU_DEMO_WIDTH, cpu_demo
@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         given = {"lr": args.lr, "batch_size": args.batch,
-                 "milestones": _ints(args.milestones, "--milestones", example="1600,1800")}
+                 "milestones": int_list(args.milestones, "--milestones", example="1600,1800")}
         overrides = {k: v for k, v in given.items() if v is not None}
-        plans, data = cpu_demo(_ints(args.depths, "--depths") or [20, 56], iters=args.iters, width=args.width, **overrides)
+        plans, data = cpu_demo(int_list(args.depths, "--depths") or [20, 56], iters=args.iters, width=args.width, **overrides)
     except UserError as e:
         print(f"demo_orderings.py: {e}", file=sys.stderr)
         return 2

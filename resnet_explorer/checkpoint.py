@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .errors import SpecError, TrainingError
-from .safeio import atomic_write, make_dir
+from .safeio import UnsafeFile, atomic_write, make_dir, open_regular
 from .spec import ArchSpec
 
 PathLike = str | Path
@@ -119,7 +119,7 @@ class Checkpoint:
             raise TrainingError(f"{path} cannot be resumed: it lacks {', '.join(missing)} (a checkpoint for "
                                 "evaluation only, or a foreign one): start the run again in a new --out")
         state = _train_state(d, path)
-        bad = nonfinite(d["model"])
+        bad = nonfinite(d["model"]) + nonfinite(_tensors(d["optimizer"], "optimizer"))
         if bad:
             raise TrainingError(f"{path} holds {len(bad)} non-finite tensors ({bad[0]} …): it is not a good "
                                 "checkpoint to resume from; start the run again in a new --out")
@@ -154,6 +154,20 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _tensors(tree: Any, name: str) -> dict[str, torch.Tensor]:
+    """Every tensor in nested dicts and lists, by its path (``optimizer.state.0.momentum_buffer``)."""
+    out, stack = {}, [(name, tree)]
+    while stack:
+        key, item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            out[key] = item
+        elif isinstance(item, dict):
+            stack += [(f"{key}.{k}", v) for k, v in item.items()]
+        elif isinstance(item, (list, tuple)):
+            stack += [(f"{key}.{i}", v) for i, v in enumerate(item)]
+    return out
+
+
 def _train_state(d: dict, path: PathLike) -> TrainState:
     window = d["window"]
     if (set(window) != {"loss", "wrong", "seen", "time"} or not all(_number(v) for v in window.values())
@@ -184,14 +198,19 @@ def read_state(path: PathLike, mmap: bool = False) -> Any:
     that could run code; a file that needs more is refused in one line."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():  # torch warns about odd pickle protocols: not the user's line
-            warnings.simplefilter("ignore")
-            try:
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-            except RuntimeError as e:
-                if not (mmap and "mmap can only be used" in str(e)):
-                    raise
-                return torch.load(path, map_location="cpu", weights_only=True)  # an old (non-zip) file
+        with warnings.catch_warnings(), open_regular(path) as f:  # a FIFO in its place is never waited on
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols: not the user's line
+            if mmap:  # by the open file's own name: the file checked is the file mapped
+                fd_path = Path(f"/proc/self/fd/{f.fileno()}")
+                try:
+                    return torch.load(fd_path if fd_path.exists() else path, map_location="cpu", weights_only=True,
+                                      mmap=True)
+                except RuntimeError as e:
+                    if "mmap can only be used" not in str(e):
+                        raise
+            return torch.load(f, map_location="cpu", weights_only=True)  # (an old, non-zip file cannot be mapped)
+    except UnsafeFile as e:
+        raise TrainingError(f"{path} is {e}, not a checkpoint file: remove it, or restore the run's own") from None
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         raise TrainingError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
     except Exception as e:  # noqa: BLE001 - whatever torch.load makes of hostile bytes is one line

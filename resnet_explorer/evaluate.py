@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import distributed as D
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, nonfinite
 from .count import training_memory
 from .data import (IMAGENET_MEAN, GpuImageNetLoader, SubtractMean, make_imagenet_loader, make_loaders,
                    multi_scale, as_source, resolve_loader, resolve_workers)
@@ -108,6 +108,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Net:
     except TrainingError as e:
         raise EvalError(str(e)) from None
     spec = saved.spec
+    bad = nonfinite(saved.model)
+    if bad:
+        raise EvalError(f"{ckpt} holds {len(bad)} non-finite tensors ({bad[0]} …): a diverged net has no test "
+                        "error to measure; evaluate a checkpoint from before it diverged")
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     weights, have = training_memory(spec, 0) // 3, device_memory(dev)  # 4 bytes a parameter, at any depth
     if have is not None and weights > have:  # a spec.json far bigger than its tensors

@@ -10,7 +10,6 @@ experiment directory's files (manifest, job logs) are this module's; each run's 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,8 +21,8 @@ from .options import RunOptions
 from .plans import RunPlan
 from .run_analysis import analyze_run
 from .runs import RunDir
-from .safeio import RunLock, make_dir, write_json
-from .train import train
+from .safeio import RunLock, UnsafeFile, make_dir, read_record, write_json
+from .train import check_seed, train
 
 MANIFEST = "manifest.json"
 
@@ -38,15 +37,13 @@ def read_manifest(exp_dir: str | Path) -> dict:
     one line when it is truncated, empty or malformed, or names a run outside the folder)."""
     path = manifest_path(exp_dir)
     try:
-        text = path.read_text()
+        manifest = read_record(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{exp_dir} is not an experiment directory: {MANIFEST} is missing") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnsafeFile as e:
         raise _bad_manifest(path, str(e)) from None
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise _bad_manifest(path, f"{'empty' if not text.strip() else 'not JSON'}: {e}") from None
+    except OSError as e:
+        raise _bad_manifest(path, e.strerror or str(e)) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), list) or not manifest["runs"]:
         raise _bad_manifest(path, 'expected an object with a non-empty "runs" list')
     for key in ("name", "data"):
@@ -92,6 +89,7 @@ def run_experiment(name: str, plans: Sequence[RunPlan], data: str | DataSource, 
     options = RunOptions.of(options, **option_fields)
     out = Path(out)
     check_jobs(jobs)
+    check_seed(seed)
     planned = [p.to_dict() for p in plans]
     names = [p.name for p in plans]
     if len(set(names)) != len(names):
@@ -197,7 +195,7 @@ def _run_parallel(todo: list[tuple[RunPlan, str]], data: str, out: Path, seed: i
             log(f"{o.name}: stopped ({o.error})")
         save()
 
-    outcomes, stopped = run_jobs(work, n, log, on_done=done)
+    outcomes, stopped = run_jobs(work, n, log, on_done=done, watch=out)
     save()
     if stopped:
         raise TrainingError(f"stopped by {stopped}: {sum(o.status == 'interrupted' for o in outcomes)} running "

@@ -85,28 +85,35 @@ class _Running:
     log_fd: int = field(default=-1)
 
 
+GRACE = 30.0  # seconds a job has to checkpoint and exit after a forwarded signal, before SIGKILL
+
+
 def run_jobs(jobs: Sequence[Job], n: int, log: Callable[[str], None] = print,
-             on_done: Callable[[Outcome], None] | None = None, poll: float = 0.05) -> tuple[list[Outcome], str | None]:
+             on_done: Callable[[Outcome], None] | None = None, poll: float = 0.05,
+             watch: Path | None = None) -> tuple[list[Outcome], str | None]:
     """Run ``jobs``, at most ``n`` at a time; ``on_done`` hears each as it ends. Returns the
     outcomes (in ``jobs``' order; a job never started because of a signal is left out) and the
-    name of the signal that stopped the pool (None when it ran to the end)."""
+    name of the signal that stopped the pool (None when it ran to the end). The pool never
+    outlives its jobs by more than `GRACE` seconds after a signal: a job that has not exited
+    by then is killed. When ``watch`` (the folder the jobs write into) is removed, the running
+    jobs are stopped and the pool ends with a one-line `UsageError`."""
     n = check_jobs(n)
     for job in jobs:  # before any starts: a log that cannot be written stops nothing half-way
         _check_log(job.log)
     threads = threads_per_job(min(n, len(jobs)))
     pending, running, outcomes = list(jobs), [], {}
     stop: list[str] = []
+    deadline: list[float] = []
+    folder = _identity(watch)
 
     def forward(signum: int, frame: Any) -> None:
         stop.append(signal.Signals(signum).name)
-        for r in running:
-            with contextlib.suppress(ProcessLookupError):
-                r.proc.send_signal(signal.SIGINT)
-                r.signalled = True
+        deadline[:] = [time.monotonic() + GRACE]
+        _signal_all(running, signal.SIGINT)
 
     with tempfile.TemporaryDirectory(prefix="resnet-explorer-jobs-") as tmp, on_stop_signals(forward):
         try:
-            while pending or running:
+            while running or (pending and not stop):  # after a signal, nothing new starts
                 while pending and len(running) < n and not stop:
                     job = pending.pop(0)
                     running.append(_start(job, Path(tmp), threads))
@@ -120,15 +127,46 @@ def run_jobs(jobs: Sequence[Job], n: int, log: Callable[[str], None] = print,
                     outcomes[r.job.name] = outcome
                     if on_done is not None:
                         on_done(outcome)
+                if deadline and time.monotonic() > deadline[0]:
+                    _signal_all(running, signal.SIGKILL)  # it had its chance to checkpoint
+                if folder is not None and running and _identity(watch) != folder:
+                    raise UsageError(f"{watch} was removed while its runs trained: they are stopped; "
+                                     "run the experiment again into a folder that stays")
         except BaseException:  # the parent itself failed: let every running job checkpoint first
-            for r in running:
-                with contextlib.suppress(ProcessLookupError):
-                    r.proc.send_signal(signal.SIGINT)
-            for r in running:
-                r.proc.wait()
-                os.close(r.log_fd)
+            _signal_all(running, signal.SIGINT)
+            _reap(running, GRACE)
             raise
     return [outcomes[j.name] for j in jobs if j.name in outcomes], (stop[0] if stop else None)
+
+
+def _identity(folder: Path | None) -> tuple[int, int] | None:
+    """A folder's (device, inode), or None when it is not there (or not asked)."""
+    if folder is None:
+        return None
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _signal_all(running: list[_Running], sig: int) -> None:
+    for r in running:
+        with contextlib.suppress(ProcessLookupError):
+            r.proc.send_signal(sig)
+            r.signalled = True
+
+
+def _reap(running: list[_Running], grace: float) -> None:
+    """Wait for every running job, killing those still alive after ``grace`` seconds."""
+    end = time.monotonic() + grace
+    for r in running:
+        try:
+            r.proc.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            r.proc.kill()
+            r.proc.wait()
+        os.close(r.log_fd)
 
 
 def _check_log(path: Path) -> None:

@@ -9,12 +9,12 @@ pre-activation one at one depth; ``cpu_demo`` is the CPU demo's degradation expe
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import UsageError
+from .errors import UsageError, UserError
+from .safeio import UnsafeFile, read_record
 from .recipes import Recipe, get_recipe
 from .spec import ArchSpec
 from .zoo import get_spec
@@ -115,7 +115,7 @@ EXPERIMENTS: dict[str, Callable[..., list[RunPlan]]] = {
 def load_plans(path: str | Path) -> list[RunPlan]:
     """A user-defined experiment: a JSON list of {"name", "arch" or "spec", "recipe", overrides}."""
     try:
-        items = json.loads(Path(path).read_text())
+        items = read_record(path)
         plans = []
         for item in items:
             spec = ArchSpec.from_dict(item["spec"]) if "spec" in item else get_spec(item["arch"], **item.get("arch_options", {}))
@@ -123,7 +123,7 @@ def load_plans(path: str | Path) -> list[RunPlan]:
             plans.append(RunPlan(item.get("name", spec.name), spec, recipe))
     except FileNotFoundError:
         raise UsageError(f"experiment file {path} not found") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (UnsafeFile, OSError, UserError, KeyError, TypeError, AttributeError, ValueError) as e:
         raise UsageError(f"experiment file {path} is invalid ({e}): expected a JSON list of "
                         '{"name": ..., "arch": "cifar-resnet20", "recipe": "cifar-paper"}') from None
     names = [p.name for p in plans]

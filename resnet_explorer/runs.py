@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple
@@ -32,11 +33,13 @@ from .checkpoint import Checkpoint, stored_iteration
 from .data import DataSource, parse_data
 from .errors import RecipeError, SpecError, TrainingError
 from .recipes import Recipe
-from .safeio import NOFOLLOW, RunLock, atomic_write, make_dir, read_json, write_json
+from .safeio import (NOFOLLOW, RunLock, UnsafeFile, atomic_write, make_dir, parse_json, read_json, read_record,
+                     read_regular, write_json)
 from .spec import ArchSpec
 
 SPEC, RECIPE, DATA, ENV = "spec.json", "recipe.json", "data.json", "env.json"
 METRICS, ANALYSIS = "metrics.jsonl", "analysis.json"
+MAX_METRICS = 1 << 30  # bytes: 600k ImageNet iterations with gradient norms are a few hundred MB
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 PathLike = str | os.PathLike
@@ -60,6 +63,7 @@ class Opened:
     source: DataSource | None  # None only for a new run given none (refused when it starts)
     seed: int
     ckpt: Checkpoint | None
+    threads: int | None = None  # a resumed run's CPU threads, as it started (the same numbers need them)
 
 
 @dataclass(frozen=True)
@@ -130,11 +134,13 @@ class RunDir:
         """A record's JSON; one line when it is missing, unreadable or not JSON."""
         path = self.path / name
         try:
-            return json.loads(path.read_text())
+            return read_record(path)
         except FileNotFoundError:
             raise TrainingError(f"{self.path} is not a run directory: {name} is missing") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise _corrupt(path, f"not JSON: {e}") from None
+        except UnsafeFile as e:
+            raise _corrupt(path, str(e)) from None
+        except OSError as e:
+            raise _corrupt(path, f"cannot be read: {e.strerror}") from None
 
     def config(self) -> RunConfig:
         """The spec, recipe, data record and seed the run was started with, each checked (a
@@ -198,6 +204,11 @@ class RunDir:
         arg = d.get("arg") if isinstance(d, dict) else None
         return arg if isinstance(arg, str) else None
 
+    def recorded_threads(self) -> int | None:
+        """The CPU threads the run trained with (env.json), if it says."""
+        n = self.env().get("cpu_threads")
+        return n if isinstance(n, int) and not isinstance(n, bool) and 0 < n <= 4096 else None
+
     def analysis(self) -> dict | None:
         return read_json(self.analysis_path)
 
@@ -205,23 +216,33 @@ class RunDir:
         write_json(self.analysis_path, analysis)
 
     # -- metrics -----------------------------------------------------------------------------------
-    def metrics(self) -> list[dict]:
-        """Every line of metrics.jsonl (a torn line, from a crash or a full disk, is skipped)."""
+    def metrics(self, strict: bool = False) -> list[dict]:
+        """Every line of metrics.jsonl that is a metrics row (`metrics_row`). A torn last line
+        (a crash or a full disk mid-write) is skipped; any other malformed line is skipped
+        too, or with ``strict`` (a resume, which rewrites the file) refused in one line."""
+        try:
+            data = read_regular(self.metrics_path, MAX_METRICS) if self.metrics_path.exists() else b""
+        except (OSError, UnsafeFile) as e:
+            raise _corrupt(self.metrics_path, str(e) if isinstance(e, UnsafeFile) else e.strerror or str(e)) from None
+        lines = data.split(b"\n")
         rows = []
-        if self.metrics_path.exists():
-            for line in self.metrics_path.read_text(errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = metrics_row(parse_json(line, allow_nan=True))
+            except UnsafeFile as e:
+                if strict and i < len(lines):  # the last piece has no newline: torn, redone on resume
+                    raise TrainingError(f"{self.metrics_path} line {i} is malformed ({e}): the run cannot be "
+                                        "resumed without losing it; restore the file from a copy, or start the run "
+                                        "again in a new --out") from None
+                continue
+            rows.append(row)
         return rows
 
     def truncate_metrics(self, iteration: int) -> None:
         """Drop metrics written after the checkpoint we resume from (they will be redone)."""
-        keep = [json.dumps(r) for r in self.metrics()
-                if isinstance(r.get("iter", 0), (int, float)) and r.get("iter", 0) <= iteration]
+        keep = [json.dumps(r) for r in self.metrics(strict=True) if r["iter"] <= iteration]
         atomic_write(self.metrics_path, "".join(k + "\n" for k in keep).encode())
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -285,7 +306,11 @@ class RunDir:
             raise TrainingError(f"{self.path} was started with {differs}: resume with the run's own settings "
                                 "(leave those options out), or start a new run in another --out")
         ckpt = self.load_checkpoint(saved.spec) if self.checkpoint_path.exists() else None
-        return Opened(saved.spec, saved.recipe, source, saved.seed, ckpt)
+        if ckpt is not None and ckpt.iteration > saved.recipe.max_iters:
+            raise TrainingError(f"{self.checkpoint_path} stands at iteration {ckpt.iteration:,}, past the end of "
+                                f"its recipe ({saved.recipe.max_iters:,}): it is not this run's checkpoint; put "
+                                "back the run's own, or start again in a new --out")
+        return Opened(saved.spec, saved.recipe, source, saved.seed, ckpt, self.recorded_threads())
 
 
 def _spec_words(saved: ArchSpec, asked: ArchSpec) -> str:
@@ -309,8 +334,7 @@ class MetricsWriter:
 
     def __init__(self, run: RunDir | None, on_row: Callable[[dict], None] | None = None):
         self.path = None if run is None else run.metrics_path
-        self.fd = None if self.path is None else os.open(
-            self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
+        self.fd = None if self.path is None else _open_append(self.path)
         self.on_row = on_row
 
     def write(self, row: dict) -> None:
@@ -329,6 +353,38 @@ class MetricsWriter:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _open_append(path: Path) -> int:
+    """``path`` open for appending, never through a planted link and never waiting on a FIFO."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | NOFOLLOW, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise TrainingError(f"{path} is not a regular file: remove what is there, or use a new --out")
+    os.set_blocking(fd, True)
+    return fd
+
+
+_ROW_NUMBERS = ("epoch", "lr", "train_loss", "train_error", "images_per_s", "wall_time", "test_loss",
+                "test_error", "test_top5_error")
+
+
+def metrics_row(row: Any) -> dict:
+    """``row`` if it is a metrics row as the trainer writes them (a "kind", an integer "iter"
+    >= 0, numbers where numbers are due, gradient norms a mapping of numbers); else `UnsafeFile`."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(row, dict) or not isinstance(row.get("kind"), str):
+        raise UnsafeFile('not an object with a "kind"')
+    it = row.get("iter")
+    if not isinstance(it, int) or isinstance(it, bool) or it < 0:
+        raise UnsafeFile(f'"iter" {it!r} is not an iteration')
+    bad = [k for k in _ROW_NUMBERS if k in row and not (number(row[k]) or row[k] is None)]
+    norms = row.get("norms", {})
+    if bad or not (isinstance(norms, dict) and all(isinstance(k, str) and number(v) for k, v in norms.items())):
+        raise UnsafeFile(f"{', '.join(bad) or 'norms'} not numbers")
+    return row
 
 
 def read_metrics(run_dir: PathLike) -> list[dict]:

@@ -16,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import secrets
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import TrainingError
 
@@ -73,11 +75,99 @@ def write_json(path: PathLike, obj: Any) -> None:
     atomic_write(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def read_json(path: PathLike) -> Any | None:
-    """The JSON in ``path``, or None when it is missing or not JSON."""
+# -- reading files others may have planted --------------------------------------------------------
+MAX_RECORD = 16 * 2**20  # a record (spec, recipe, data, env, manifest, analysis) larger than this is not ours
+MAX_DEPTH = 64  # nesting of a JSON record
+MAX_INT = 2**63  # integers in a record (seeds, iterations, sizes) fit 64 bits
+
+
+class UnsafeFile(ValueError):
+    """A file that is not what it should be (a FIFO, a device, too large, not strict JSON);
+    the message says what it is, without the path (the caller names the file)."""
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+@contextlib.contextmanager
+def open_regular(path: PathLike) -> Iterator[Any]:
+    """``path`` open for reading in binary, only if it is a regular file (links followed): a
+    FIFO, device or socket put in its place is refused at once (`UnsafeFile`), never waited
+    on. `FileNotFoundError` and other `OSError`s pass through."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise UnsafeFile(next((what for test, what in _KINDS if test(mode)), "not a regular file"))
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
+def read_regular(path: PathLike, limit: int = MAX_RECORD) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (`open_regular`; else `UnsafeFile`)."""
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafeFile(f"larger than {limit:,} bytes")
+    return data
+
+
+def parse_json(data: bytes | str, allow_nan: bool = False) -> Any:
+    """Strict JSON (`UnsafeFile` saying why not): UTF-8, at most `MAX_DEPTH` levels of
+    nesting, integers of at most 64 bits, and no NaN or Infinity unless ``allow_nan``."""
+    def refuse(token: str) -> Any:
+        raise UnsafeFile(f"it holds {token}, which strict JSON has not")
+
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        obj = json.loads(text, parse_constant=None if allow_nan else refuse)
+    except UnicodeDecodeError:
+        raise UnsafeFile("not UTF-8 text") from None
+    except RecursionError:
+        raise UnsafeFile(f"nested more than {MAX_DEPTH} levels deep") from None
+    except json.JSONDecodeError as e:
+        raise UnsafeFile("not JSON (empty)" if not text.strip() else f"not JSON: {e}") from None
+    except UnsafeFile:
+        raise
+    except ValueError as e:  # an integer of thousands of digits
+        raise UnsafeFile(f"not JSON a reader can use ({str(e).split(';')[0]})") from None
+    _check_tree(obj, allow_nan)
+    return obj
+
+
+def _check_tree(obj: Any, allow_nan: bool = False) -> None:
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UnsafeFile(f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, int) and not isinstance(item, bool) and not -MAX_INT <= item < MAX_INT:
+            raise UnsafeFile(f"it holds an integer of {len(str(abs(item)))} digits")
+        if isinstance(item, float) and not allow_nan and not math.isfinite(item):
+            raise UnsafeFile(f"it holds {item}, which strict JSON has not")
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
+
+
+def read_record(path: PathLike) -> Any:
+    """A JSON record read strictly (`read_regular`, `parse_json`): `FileNotFoundError` when
+    it is missing, `UnsafeFile` (why) or `OSError` when it cannot be used."""
+    return parse_json(read_regular(path))
+
+
+def read_json(path: PathLike) -> Any | None:
+    """The JSON in ``path``, or None when it is missing, unreadable or not strict JSON (a
+    FIFO or device in its place is never waited on)."""
+    try:
+        return read_record(path)
+    except (OSError, UnsafeFile):
         return None
 
 

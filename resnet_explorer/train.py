@@ -78,8 +78,9 @@ def train(
     BatchNorm statistics over the whole batch (GPUs only); rank 0 alone writes the run directory.
     """
     options = RunOptions.of(options, **option_fields)
-    if out is None:
-        raise TrainingError("train() needs out=, the run directory")
+    if out is None or not str(out).strip():
+        raise TrainingError("train() needs out=, the run directory (an empty one names none)")
+    check_seed(seed)
     run = RunDir(out)
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -96,6 +97,8 @@ def train(
         source = None if data is None else as_source(data)
         opened, lock = _open_on_all_ranks(env, run, created, resume=resume, spec=spec, recipe=recipe,
                                           source=source, seed=seed)
+        if opened.threads and dev.type == "cpu" and not env.enabled:
+            torch.set_num_threads(opened.threads)  # the run's own: other counts round differently
         session = Session.start(env=env, dev=dev, run=run, opened=opened, options=options, on_metrics=on_metrics)
         result = session.run(should_stop)
         ok = True
@@ -111,6 +114,12 @@ def train(
         if lock is not None:
             lock.release(remove_if_unused=created and not ok)  # refused at once: leave no trace
         D.teardown(env, ok)
+
+
+def check_seed(seed: int | None) -> None:
+    """A seed a run can record and resume with (0 <= seed < 2**63), or one line, before anything is written."""
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
+        raise TrainingError(f"seed {seed!r} is invalid: use a whole number from 0 to 2**63 - 1")
 
 
 def _open_on_all_ranks(env: D.DistEnv, run: RunDir, created: bool, *, resume: bool, spec: ArchSpec | None,
@@ -207,9 +216,11 @@ class Session:
         state = TrainState()
         if ckpt is not None:
             state = _restore(ckpt, run, model, optimizer, schedule, step, loss_acc, wrong_acc, env.is_main)
-        if not state.batch_in_epoch < len(train_loader):
-            raise TrainingError(f"{run.checkpoint_path} cannot be resumed: it stands at batch "
-                                f"{state.batch_in_epoch} of an epoch of {len(train_loader)}: start again in a new --out")
+        batches = len(train_loader)
+        if not state.batch_in_epoch < batches or state.epoch * batches + state.batch_in_epoch != state.iteration:
+            raise TrainingError(f"{run.checkpoint_path} cannot be resumed: it stands at epoch {state.epoch}, batch "
+                                f"{state.batch_in_epoch} (epochs of {batches}), which is not iteration "
+                                f"{state.iteration:,}: start again in a new --out")
         if env.rank > 0:  # dropout masks differ between ranks, as between the images of a batch
             torch.manual_seed(mix_seed("rank", seed, env.rank, state.iteration))
         if env.is_main:

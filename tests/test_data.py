@@ -193,7 +193,7 @@ def test_malformed_folder_raises_one_clear_line(tmp_path, problem):
     ("mnist:/data", ["unknown data source 'mnist:/data'", "synthetic[:N[:SEED]]", "cifar10:DIR", "folder:DIR",
                      "imagenet:DIR"]),
     ("synthetic:many", ["synthetic:many", "must be integers", "synthetic:N:SEED"]),
-    ("synthetic:5", ["synthetic:5", "bad size", "N >= 10"]),
+    ("synthetic:5", ["synthetic:5", "bad size", "10 <= N <= 1,000,000"]),
 ])
 def test_bad_arguments_name_the_path_and_the_expected_form(arg, words):
     with pytest.raises(D.DataError) as err:

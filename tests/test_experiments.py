@@ -37,7 +37,7 @@ def test_parallel_runs_start_costliest_first_and_the_manifest_keeps_the_plan_ord
     import resnet_explorer.experiments as E
 
     started = []
-    monkeypatch.setattr(E, "run_jobs", lambda work, n, log, on_done: (started.extend(j.name for j in work), ([], None))[1])
+    monkeypatch.setattr(E, "run_jobs", lambda work, n, log, on_done, watch: (started.extend(j.name for j in work), ([], None))[1])
     plans = degradation((8, 20, 14), TINY, width=4) + [E.RunPlan("resnet-20-long", get_spec("cifar-resnet20", width=4), get_recipe("test", iters=40))]
     logs = []
     run_experiment("order", plans, "synthetic:256", tmp_path / "exp", progress=False, log=logs.append, jobs=2)

@@ -212,7 +212,7 @@ def _edit(**changes):
     (_eval_only, "cannot be resumed: it lacks optimizer, schedule, scaler"),
     (_bad_rng, "cannot be resumed: it does not fit this run"),
     (_edit(window={"loss": "x", "wrong": 0, "seen": 0, "time": 0.0}), "its position in the run (iteration, epoch, metrics window) is malformed"),
-    (_edit(batch_in_epoch=10**6), "it stands at batch 1000000 of an epoch of 8"),  # would loop for ever
+    (_edit(batch_in_epoch=10**6), "it stands at epoch 1, batch 1000000 (epochs of 8), which is not iteration 10"),
 ], ids=["truncated", "empty", "torchvision", "other-architecture", "other-weights", "eval-only", "bad-rng",
         "bad-window", "past-the-epoch"])
 def test_resume_over_a_bad_checkpoint_is_one_line(run, capsys, spoil, fragment):

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import DataError
+from ..safeio import open_regular
 from .cpus import _cpu_count
 from .sources import _check_class_tree, _fail, _is_image_file
 
@@ -85,8 +86,9 @@ def _cache_paths(root: str) -> list[str]:
 def _load_cache(root: str, key: str) -> dict[str, Any] | None:
     for path in _cache_paths(root):
         try:
-            blob = torch.load(path, weights_only=True)
-        except Exception:  # absent, unreadable or stale format: decode again
+            with open_regular(path) as f:  # a FIFO or device planted there is never waited on
+                blob = torch.load(f, weights_only=True)
+        except Exception:  # absent, not a file, unreadable or stale format: decode again
             continue
         if isinstance(blob, dict) and blob.get("key") == key:
             return blob
@@ -130,7 +132,7 @@ def load_image_folder(
     train_paths, train_labels, train_lines = _list_split(root, "train", classes)
     test_paths, test_labels, test_lines = _list_split(root, "test", classes)
     key_text = "\n".join([f"v1 size={size}", *classes, *train_lines, *test_lines])
-    key = hashlib.sha256(key_text.encode()).hexdigest()
+    key = hashlib.sha256(key_text.encode("utf-8", "surrogateescape")).hexdigest()  # names need not be UTF-8
     if cache and (blob := _load_cache(root, key)) is not None:
         return blob["train_x"], blob["train_y"], blob["test_x"], blob["test_y"], list(blob["classes"])
 

@@ -29,6 +29,7 @@ CIFAR10_CLASSES = (
 )
 SYNTHETIC_CLASSES = tuple(f"pattern{i}" for i in range(10))
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000
+SYNTHETIC_MAX = 1_000_000  # images generated at most (3 GB at 32×32): more is a typo, not a dataset
 # Named variants of the generator (`data.synthetic`): its knobs that differ from the default,
 # and how many training images the name alone means. synthetic-demo is the CPU demo's
 # dataset (16×16; see the docstring of `data.synthetic`).
@@ -41,7 +42,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 FORMS = "synthetic[:N[:SEED]], synthetic-demo[:N[:SEED]], cifar10:DIR, folder:DIR or imagenet:DIR"
 LAYOUTS = {
     "synthetic": "synthetic, synthetic:N or synthetic:N:SEED (or synthetic-demo, synthetic-demo:N, "
-                 "synthetic-demo:N:SEED) with N >= 10 training images and SEED >= 0",
+                 "synthetic-demo:N:SEED) with 10 <= N <= 1,000,000 training images and SEED >= 0",
     "cifar10": "DIR/cifar-10-batches-py/ holding data_batch_1..5 and test_batch "
                "(torchvision's CIFAR-10 layout; download_cifar10(DIR) fetches it)",
     "folder": "DIR/train/<class>/*.jpg and DIR/test/<class>/*.jpg",
@@ -129,7 +130,7 @@ def _parse_synthetic(arg: str, rest: str, variant: str = "synthetic") -> DataSou
         seed = int(parts[1]) if len(parts) > 1 else 0
     except ValueError:
         raise _fail(arg, "N and SEED must be integers", "synthetic") from None
-    if len(parts) > 2 or n_train < 10 or seed < 0:
+    if len(parts) > 2 or not 10 <= n_train <= SYNTHETIC_MAX or not 0 <= seed < 2**63:
         raise _fail(arg, "bad size or seed", "synthetic")
     size = SYNTHETIC_VARIANTS[variant].get("size", 32)
     return DataSource(
