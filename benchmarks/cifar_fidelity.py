@@ -68,7 +68,7 @@ def _stopper(budget: float | None, deadline: float | None):
                        or (deadline is not None and time.time() > deadline))
 
 
-def _fits(ledger: str | None, deadline: float | None) -> bool:
+def fits_before(ledger: str | None, deadline: float | None) -> bool:
     """Whether another run of a row fits before ``deadline``, judged by the longest finished one."""
     if ledger is None or deadline is None or not os.path.exists(ledger):
         return True
@@ -88,7 +88,7 @@ def row_engine(row: str, arch: str, data: str, iters: int, out: str, device: str
     from resnet_explorer.runs import checkpoint_iteration, read_env, read_metrics
     from resnet_explorer.train import train
 
-    if not _fits(ledger, deadline):
+    if not fits_before(ledger, deadline):
         return {"row": row, "seed": seed, "skipped": "would not finish before the deadline"}
     if deadline is not None and time.time() >= deadline:
         return {"row": row, "seed": seed, "skipped": "not started: the deadline had passed"}
@@ -99,8 +99,9 @@ def row_engine(row: str, arch: str, data: str, iters: int, out: str, device: str
     t0 = time.perf_counter()
     stopped = None
     try:
-        done = train(get_spec(arch, **({"width": width} if width else {})), data, recipe, out, device=device, amp=amp, channels_last=channels_last,
-                     compile=compile, progress=False, seed=seed, should_stop=_stopper(budget, deadline)).iteration
+        spec = get_spec(arch, **({"width": width} if width else {}))
+        done = train(spec, data, recipe, out, device=device, amp=amp, channels_last=channels_last, compile=compile,
+                     progress=False, seed=seed, should_stop=_stopper(budget, deadline)).iteration
     except TrainingError as e:  # stopped by a signal: report as far as it got
         stopped, done = str(e).split(";")[0], None
     wall = time.perf_counter() - t0

@@ -194,10 +194,10 @@ def test_the_cpu_path_holds_at_most_its_shared_memory_budget():
 
 
 def test_another_seed_starts_only_if_the_longest_finished_one_still_fits(tmp_path):
-    from cifar_fidelity import _fits
+    from cifar_fidelity import fits_before
 
     ledger = tmp_path / "walls-a.txt"
-    assert _fits(str(ledger), time.time() + 10)  # none finished yet: start
+    assert fits_before(str(ledger), time.time() + 10)  # none finished yet: start
     ledger.write_text("120.0\n150.5\n")
-    assert _fits(str(ledger), time.time() + 200) and not _fits(str(ledger), time.time() + 100)
-    assert _fits(None, time.time() + 1) and _fits(str(ledger), None)
+    assert fits_before(str(ledger), time.time() + 200) and not fits_before(str(ledger), time.time() + 100)
+    assert fits_before(None, time.time() + 1) and fits_before(str(ledger), None)

@@ -162,3 +162,14 @@ def test_the_command_line_offers_the_whole_step(capsys):
         main(["train", "--help"])
     assert "step (the whole SGD step in one graph" in " ".join(capsys.readouterr().out.split())
     assert Accel.resolve(CPU, compile="step").compile == "step"
+
+
+def test_tf32_is_on_unless_the_environment_turns_it_off(monkeypatch):
+    from resnet_explorer.devices import environment
+
+    monkeypatch.delenv("RESNET_EXPLORER_TF32", raising=False)
+    assert Accel.resolve(CPU).tf32 is True
+    monkeypatch.setenv("RESNET_EXPLORER_TF32", "0")
+    off = Accel.resolve(CPU)
+    assert off.tf32 is False and Accel.resolve(CPU, tf32=True).tf32 is True
+    assert environment(CPU, off)["tf32"] is None  # a CPU has no TF32: the record says nothing
