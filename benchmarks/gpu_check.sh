@@ -12,8 +12,8 @@
 #    A later session that finds files from an earlier one in the issue goes on with the next line.
 # 3. What comes back ($OUT, at most 8 files): env.txt, log.txt, and per part PART.md (the table,
 #    rewritten as the part goes and when it is stopped), PART.json, PART.tar.gz (each run's
-#    metrics, env and config, the job logs with TORCH_LOGS=recompiles,graph_breaks,perf_hints:
-#    recompiles, graph breaks and "skipping cudagraphs" lines; no checkpoints).
+#    metrics, env and config, the job logs with TORCH_LOGS=recompiles,graph_breaks,perf_hints,
+#    cudagraphs: recompiles, graph breaks and "skipping cudagraphs" lines; no checkpoints).
 #
 # Planned time of each part (seconds on the device; first-principles estimates until a probe
 # measures them: ResNet-20 at batch 128 eager 5.6 ms/step, compiled model 2.5, whole step
@@ -48,13 +48,19 @@ TINY=${TINY:-0}
 DATA_TAR=${DATA_TAR:-.carry/cifar10-jpeg.tar.gz}
 mkdir -p "$OUT" "$WORK"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
-export TORCH_LOGS=${TORCH_LOGS-recompiles,graph_breaks,perf_hints}
+export TORCH_LOGS=${TORCH_LOGS-recompiles,graph_breaks,perf_hints,cudagraphs}
 TINY_ARGS=()
 if [ "$TINY" = 1 ]; then
   TINY_ARGS=(--tiny --iters "${TINY_ITERS:-6}")
   [ "${TINY_COMPILE:-0}" = 1 ] || export TORCHDYNAMO_DISABLE=1
 fi
 exec > >(tee -a "$OUT/log.txt") 2>&1
+TEE=$!
+finish() {  # let tee write the last lines to log.txt before the call returns
+  exec 1>&- 2>&-
+  wait "$TEE" 2>/dev/null
+  exit "$1"
+}
 
 for part in "$@"; do
   case "$part" in probe|cifar|fig1|imagenet) ;; *) echo "usage: bash benchmarks/gpu_check.sh [probe] [cifar] [fig1] [imagenet]"; exit 2 ;; esac
@@ -155,5 +161,5 @@ for part in "$@"; do
   pack "$part"
   echo "== $part ends $(date -u +%T)"
 done
-[ -n "$STOPPED" ] && { echo "gpu_check: stopped by SIG$STOPPED; tables and tarballs written"; exit 143; }
-exit "$status"
+[ -n "$STOPPED" ] && { echo "gpu_check: stopped by SIG$STOPPED; tables and tarballs written"; finish 143; }
+finish "$status"

@@ -54,7 +54,7 @@ def test_probe_then_fig1_in_one_call_leave_their_tables_and_runs(tmp_path, small
     assert [x["mode"] for x in probe["rows"]] == ["off", "reduce-overhead", "step"]
     for x in probe["rows"]:
         assert x["iters"] == 6 and x["ms_per_step"] > 0 and 0 <= x["fp32_test_error"] <= 1
-    bn = probe["rows"][2]["bn_check"]
+    bn = probe["bn_check"]
     assert bn["counts_equal"] and bn["running_var"] < 1e-4 and bn["weights"] < 1e-4  # uncompiled here: equal
     assert probe["best"] in ("off", "reduce-overhead", "step") and "Fastest correct step" in (out / "probe.md").read_text()
     fig1 = json.loads((out / "fig1.json").read_text())
