@@ -10,8 +10,8 @@ probe  ResNet-20 for ``--iters`` (2,000) iterations at the paper's recipe, once 
        after it held the lock: no compile, evaluation or start-up in it), the first window's
        wall time (compile and capture), dynamo's graph breaks, graphs compiled (1 for a
        whole step in one graph: no break, no recompile) and skipped CUDA graphs, the test
-       error at the last iteration and the same checkpoint re-evaluated in fp32 eager with
-       TF32 off; and (a fourth job) the whole step's BatchNorm running statistics against
+       error of its last checkpoint evaluated as training does and in fp32 eager with TF32
+       off; and (a fourth job) the whole step's BatchNorm running statistics against
        the eager step's on identical batches. The fastest correct mode goes to ``WORK/probe.json``
        for the later parts.
 cifar  `cifar_fidelity` rows (a) (the engine, probe's mode) and (c) (the torchvision
@@ -96,23 +96,29 @@ def probe_run(mode: str, data: str, out: str, iters: int, device: str, lock: str
         held["fd"].close()  # the next mode may time its steps
     rows = read_metrics(Path(out))
     train_rows = [r for r in rows if r["kind"] == "train"]
-    evals = [r for r in rows if r["kind"] == "eval"]
-    r = {"mode": mode, "iters": result.iteration, "wall_s": wall, "counters": _counters(),
-         "ms_per_step": ms_per_step(rows, recipe.batch_size, held.get("at", 0)),
-         "first_window_s": train_rows[0]["wall_time"] - held.get("waited", 0) if train_rows else None,
-         "test_error": evals[-1]["test_error"] if evals else None,
-         "fp32_test_error": fp32_error(out, device)}
-    return r
+    return {"mode": mode, "iters": result.iteration, "wall_s": wall, "counters": _counters(),
+            "ms_per_step": ms_per_step(rows, recipe.batch_size, held.get("at", 0)),
+            "first_window_s": train_rows[0]["wall_time"] - held.get("waited", 0) if train_rows else None,
+            **checkpoint_errors(out, data, device)}
 
 
-def fp32_error(run: str, device: str) -> float:
-    """The run's last checkpoint evaluated in fp32, eager, NCHW, TF32 off."""
+def checkpoint_errors(run: str, data: str, device: str) -> dict:
+    """The test error of the run's last checkpoint evaluated eagerly as training evaluates
+    (bf16 autocast on a GPU, channels_last), and in fp32, NCHW, with TF32 off."""
     import torch
 
-    from resnet_explorer.evaluate import evaluate_paths
+    from resnet_explorer.data import make_loaders, parse_data
+    from resnet_explorer.devices import Accel
+    from resnet_explorer.evaluate import evaluate, load_model
 
+    dev = torch.device(device)
+    model = load_model(run, dev)
+    test = make_loaders(parse_data(data), 1000, dev, 0, augment=False, channels_last=True)[1]
+    as_trained = evaluate(model.to(memory_format=torch.channels_last), test, dev, Accel.resolve(dev, "auto", True))
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    return evaluate_paths([run], device=device)["models"][0]["error"]
+    test = make_loaders(parse_data(data), 1000, dev, 0, augment=False)[1]
+    fp32 = evaluate(model.to(memory_format=torch.contiguous_format), test, dev, Accel("off", False, "off", tf32=False))
+    return {"test_error": as_trained["error"], "fp32_test_error": fp32["error"]}
 
 
 def bn_job(data: str, device: str, depth: int, width: int, steps: int) -> dict:
@@ -154,16 +160,18 @@ def bn_check(spec, data: str, device: str, steps: int) -> dict:
             "counts_equal": all(torch.equal(eager[k], whole[k]) for k in eager if k.endswith("num_batches_tracked"))}
 
 
-def correct(r: dict, bn: dict | None = None) -> str | None:
-    """Why a probe row cannot be trusted (None: it can); ``bn``: the whole step's BN check."""
+def correct(r: dict, bn: dict | None = None, eager: dict | None = None) -> str | None:
+    """Why a probe row cannot be trusted (None: it can); ``bn``: the whole step's BN check,
+    ``eager``: the eager row (a compiled step must train as well at the same iteration)."""
     if "error" in r:
         return r["error"]
-    if r["iters"] < r["planned"]:
-        return f"stopped at {r['iters']}"
-    if r.get("fp32_test_error") is None or r.get("test_error") is None:
-        return "no evaluation"
+    if r.get("ms_per_step") is None:
+        return f"not timed (stopped at {r['iters']})"
     if abs(r["fp32_test_error"] - r["test_error"]) > 0.02:
         return "its fp32 re-evaluation differs by > 2 pp"
+    if (eager and r is not eager and "error" not in eager and eager["iters"] == r["iters"]
+            and abs(eager["test_error"] - r["test_error"]) > 0.05):
+        return "its test error is > 5 pp from the eager step's"
     if r["mode"] != "step" or bn is None:
         return None
     if "error" in bn:
@@ -175,11 +183,12 @@ def correct(r: dict, bn: dict | None = None) -> str | None:
 
 def probe_table(rows: list[dict], head: str, bn: dict | None = None) -> tuple[str, str | None]:
     f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    eager = next((r for r in rows if r["mode"] == "off"), None)
     lines = [head, "", "| mode | iters | ms/step | first window s | test err % | fp32 re-eval err % | graph breaks "
              "| graphs compiled | skipped CUDA graphs | correct |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r.get("counters", {})
-        why = correct(r, bn)
+        why = correct(r, bn, eager)
         lines.append(f"| {r['mode']} | {r.get('iters', '-')} | {f(r.get('ms_per_step'), '.2f')} | "
                      f"{f(r.get('first_window_s'), '.1f')} | {f(r.get('test_error') and 100 * r['test_error'], '.2f')} | "
                      f"{f(r.get('fp32_test_error') and 100 * r['fp32_test_error'], '.2f')} | {c.get('graph_breaks', '-')} | "
@@ -187,7 +196,7 @@ def probe_table(rows: list[dict], head: str, bn: dict | None = None) -> tuple[st
     if bn is not None:
         lines += ["", "BN check (the whole step against the eager step from one init, identical batches; "
                       "max |diff| / max |eager|): " + json.dumps(bn)]
-    ok = [r for r in rows if correct(r, bn) is None and r.get("ms_per_step")]
+    ok = [r for r in rows if correct(r, bn, eager) is None]
     best = min(ok, key=lambda r: r["ms_per_step"])["mode"] if ok else None
     lines += ["", f"Fastest correct step: {best or 'none'}"]
     return "\n".join(lines), best
@@ -250,8 +259,8 @@ def part_probe(a: argparse.Namespace) -> int:
     _, stopped = run_jobs(jobs, len(jobs), log=lambda m: print(m, flush=True), on_done=done)
     write()
     print((a.tables / "probe.md").read_text(), flush=True)
-    bn = results.get("bn")
-    return 0 if not stopped and all(correct(results[m], bn) is None for m in MODES if m in results) else 1
+    bn, eager = results.get("bn"), results.get("off")
+    return 0 if not stopped and all(correct(results[m], bn, eager) is None for m in MODES if m in results) else 1
 
 
 def part_cifar(a: argparse.Namespace) -> int:

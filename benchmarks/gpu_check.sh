@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The prepared GPU check: what a session lent a GPU runs first, exactly as written here.
 #
-# 1. Here, before any device call (the device gets the working tree, not ../shared):
+# 1. Before any device call, in the root of the checkout the device tool sends (the one the
+#    session started in; the machine gets its working tree, never ../shared beside it):
 #        mkdir -p .carry && cp ../shared/data/cifar10-jpeg.tar.gz .carry/     # 19 MB; .carry/ is git-ignored
+#    (../shared/data is what RESNET_EXPLORER_SHARED_DATA names; copy from there if it is elsewhere)
 # 2. The device calls, in priority order. A session has 15 minutes of device time in all (the
 #    machine's start, 1-2 min, included); each call below fits one session. Give the machine
 #    back (give_back) after the call; never wait on a warm machine for a second call.
@@ -21,15 +23,15 @@
 # to checkpoint and write its table under `timeout`, and 20 s more before `timeout -k` kills it:
 #   set-up     env.txt, unpack the 19 MB tar, decode 60k JPEGs (16 cores)           ~15, at most 20
 #   probe      3 modes x 2000 its, compiles overlapped, timed one at a time:
-#              max(compile 60) + 2000 x (5.6 + 2.5 + 1.2) ms = 79 s  -> deadline 90 + 25 + 20 = 135
+#              max(compile 60) + 2000 x (5.6 + 2.5 + 1.2) ms = 79 s -> deadline 100 + 25 + 20 = 145
 #   cifar      (c) reference 64k its x ~5 ms = 320 s beside (a) 60 + 64k x 1.2 ms = 137 s;
 #              then (a) seeds 1.. while the longest finished (a) still fits -> deadline 360 + 40 + 20 = 420
 #   fig1       four nets x 64k its: 20s 2 x 77 s, 56s 2 x 230 s = 614 s + compiles: over budget, so
 #              side by side, stopped at the deadline, compared at the largest iteration all four
-#              reached                                   -> deadline 370 (400 alone) + 40 + 20 = 430
+#              reached                                   -> deadline 360 (400 alone) + 40 + 20 = 420
 #   imagenet   ResNet-50/18 input rows, budget 360, stopped at 450 (+20), then the unit tests (80 + 20)
-#   Session 1: 20 + 135 + 420 = 575 s <= 590 (timeout_s); + start ~120 = 695 s of 900.
-#   Session 2: 20 + 135 + 430 = 585 s <= 590.   Session 3: 10 + 470 + 100 = 580 s.
+#   Session 1: 20 + 145 + 420 = 585 s <= 590 (timeout_s); + start ~120 = 705 s of 900.
+#   Session 2: 20 + 145 + 420 = 585 s <= 590.   Session 3: 10 + 470 + 100 = 580 s.
 # Environment: OUT (default /tmp/gpu-check-out), WORK (runs; /tmp/resnet-explorer-gpu-check),
 # DEVICE (cuda), PYTHON (python3), DATA_TAR (.carry/cifar10-jpeg.tar.gz), COMPILE (force a step
 # mode for cifar/fig1; default the probe's fastest correct one), PROBE_BUDGET / CIFAR_BUDGET /
@@ -150,9 +152,9 @@ for part in "$@"; do
   [ -n "$STOPPED" ] && break
   echo "== $part starts $(date -u +%T)"
   case "$part" in
-    probe) python_part probe "${PROBE_BUDGET:-90}" 25 ;;
+    probe) python_part probe "${PROBE_BUDGET:-100}" 25 ;;
     cifar) python_part cifar "${CIFAR_BUDGET:-360}" 40 ;;
-    fig1) python_part fig1 "${FIG1_BUDGET:-$([ "$1" = probe ] && echo 370 || echo 400)}" 40 ;;
+    fig1) python_part fig1 "${FIG1_BUDGET:-$([ "$1" = probe ] && echo 360 || echo 400)}" 40 ;;
     imagenet) imagenet ;;
   esac
   rc=$?

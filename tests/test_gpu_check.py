@@ -119,13 +119,15 @@ def test_the_header_plans_each_session_inside_its_call():
     """Every device call in the header fits its timeout_s, and each part its own budget."""
     head = SCRIPT.read_text().split("set -uo pipefail")[0]
     assert head.count('carry=[".carry"], timeout_s=590') == 2 and "timeout_s=590)" in head
-    for line in ("Session 1: 20 + 135 + 420 = 575 s <= 590", "Session 2: 20 + 135 + 430 = 585 s <= 590",
+    for line in ("Session 1: 20 + 145 + 420 = 585 s <= 590", "Session 2: 20 + 145 + 420 = 585 s <= 590",
                  "Session 3: 10 + 470 + 100 = 580 s"):
         assert line in head
-    assert 20 + (90 + 25 + 20) + (360 + 40 + 20) == 575 and 20 + 135 + (370 + 40 + 20) == 585
+    assert 20 + (100 + 25 + 20) + (360 + 40 + 20) == 585 and 20 + 145 + (360 + 40 + 20) == 585
+    assert 10 + (360 + 90 + 20) + (80 + 20) == 580
     body = SCRIPT.read_text()
-    assert 'probe "${PROBE_BUDGET:-90}" 25' in body and 'cifar "${CIFAR_BUDGET:-360}" 40' in body
-    assert "echo 370 || echo 400)}\" 40" in body and "timeout -k 20" in body and "run 80" in body
+    assert 'probe "${PROBE_BUDGET:-100}" 25' in body and 'cifar "${CIFAR_BUDGET:-360}" 40' in body
+    assert "echo 360 || echo 400)}\" 40" in body and "timeout -k 20" in body and "run 80" in body
+    assert "+ 90 )) \"$PY\" benchmarks/imagenet_input.py" in body
 
 
 # -- the tables' arithmetic, without training -----------------------------------------------------------
@@ -201,3 +203,24 @@ def test_another_seed_starts_only_if_the_longest_finished_one_still_fits(tmp_pat
     ledger.write_text("120.0\n150.5\n")
     assert fits_before(str(ledger), time.time() + 200) and not fits_before(str(ledger), time.time() + 100)
     assert fits_before(None, time.time() + 1) and fits_before(str(ledger), None)
+
+
+def test_the_probe_trusts_only_a_timed_coherent_step():
+    from gpu_check import correct, probe_table
+
+    def row(mode, ms=1.0, err=0.40, fp32=0.405, iters=2000):
+        return {"mode": mode, "iters": iters, "planned": 2000, "ms_per_step": ms, "test_error": err,
+                "fp32_test_error": fp32, "counters": {"graph_breaks": 0, "graphs": 1, "cudagraph_skips": 0}}
+
+    eager, good = row("off", 5.6), row("step", 1.1)
+    bn = {"steps": 5, "running_mean": 0.01, "running_var": 0.02, "weights": 0.01, "counts_equal": True}
+    assert correct(good, bn, eager) is None
+    assert "BN statistics" in correct(good, dict(bn, counts_equal=False), eager)  # updated twice, say
+    assert "BN statistics" in correct(good, dict(bn, running_var=0.9), eager)  # never updated
+    assert "fp32 re-evaluation" in correct(row("step", fp32=0.47), bn, eager)
+    assert "from the eager step's" in correct(row("step", err=0.90, fp32=0.90), bn, eager)  # a step that does not train
+    assert "not timed" in correct(row("step", ms=None, iters=1), bn, eager)
+    text, best = probe_table([eager, row("reduce-overhead", 2.4, err=0.9, fp32=0.9), good], "head", bn)
+    assert best == "step" and "Fastest correct step: step" in text
+    text, best = probe_table([eager, row("reduce-overhead", 2.4), row("step", 1.1, fp32=0.6)], "head", bn)
+    assert best == "reduce-overhead"
