@@ -19,7 +19,9 @@ others kept):
 /proc): how many of the host's cores the row kept busy. Without ``--data`` a folder of
 ILSVRC-like JPEGs is generated once (``--images`` files of ``--size`` at quality 90, about
 100 KB each like ILSVRC's average, 100 classes) under ``--cache`` and reused; it stays in
-the page cache, so the rows measure decoding, not the disk. ``--tiny`` is a seconds-long
+the page cache, so the rows measure decoding, not the disk. The CPU path's ready batches
+(workers x prefetch x batch, float32) are held under ``--shm-budget`` GiB of shared memory,
+and the pixel check runs after training's precision settings (TF32, cuDNN autotuning). ``--tiny`` is a seconds-long
 run on the CPU that checks the script works (its figures mean nothing).
 """
 
@@ -253,14 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         args.archs = "resnet18"
 
     from resnet_explorer.data.cpus import _cpu_count
-    from resnet_explorer.devices import pick_device
-
-    from resnet_explorer.devices import Accel
+    from resnet_explorer.devices import Accel, pick_device
 
     device = pick_device(args.device)
     # the precision settings of training (TF32, cuDNN autotuning) before anything runs, so the
     # pixel check describes the pixels training sees
-    accel = Accel.resolve(device, "auto", True, "off" if args.compile == "off" else args.compile)
+    accel = Accel.resolve(device, "auto", True, args.compile)
     accel.prepare(torch.nn.Identity(), device)
     size = tuple(int(v) for v in args.size.lower().split("x"))
     gen_s = 0.0
