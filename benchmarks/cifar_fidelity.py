@@ -1,27 +1,34 @@
 """CIFAR fidelity: our engine against itself in fp32 and against an independent reference loop.
 
     python benchmarks/cifar_fidelity.py --data folder:DIR [--arch cifar-resnet20] [--iters 64000]
-        [--rows a,b,c] [--device auto] [--compile reduce-overhead] [--budget SECONDS] [--out DIR]
+        [--rows a,b,c] [--seeds N] [--extra a:K] [--jobs J] [--device auto]
+        [--compile reduce-overhead] [--budget SECONDS] [--deadline SECONDS] [--out DIR]
 
-In one launch, side by side on one device (one process per row, `resnet_explorer.jobs`):
+In one launch, side by side on one device (one process per row and seed, `resnet_explorer.jobs`):
 
   (a) our engine at the paper's recipe (``cifar-paper``) with today's helpers: bf16 autocast
       on a GPU, channels_last, ``--compile`` (default reduce-overhead on a GPU, off on a CPU);
-  (b) the same engine and recipe in fp32, eager, NCHW: no autocast, no compilation, no capture;
+  (b) the same engine and recipe in true fp32: no autocast, no compilation, NCHW, and TF32
+      off (``RESNET_EXPLORER_TF32=0``; the table says what the run recorded);
   (c) a reference written here, sharing nothing with the engine but the folder of images:
       torchvision ImageFolder (PIL) decoded once, a DataLoader with torchvision v2 transforms
       (per-pixel mean subtracted, pad 4 and random 32x32 crop, horizontal flip), its own
       ResNet (6n+2, option A, He init), SGD 0.1 / momentum 0.9 / weight decay 1e-4, batch 128,
-      lr /10 at 50 % and 75 % of the iterations, fp32 eager;
+      lr /10 at 50 % and 75 % of the iterations, fp32 eager (PyTorch's default cuDNN TF32);
   (d) (on request, ``--rows a,b,c,d``) row (a) with ``bn_batch=64``: BatchNorm statistics over
       the 64 images each of the paper's two GPUs saw.
 
-``--iters`` shortens the schedule for all three (milestones move with it, as ``iters=`` does
-for a recipe); ``--budget`` stops every row after that many seconds of its own (the table
-then says how far each got). It prints one table: wall time, images/s, final and best test
-error, and the error of each row at the last evaluation all rows reached (the fair
-comparison when some were stopped), and writes it to ``OUT/fidelity.md`` and ``.json``.
-Running the rows side by side shares the device: each row's speed is not its solo speed.
+``--seeds N`` trains every row with seeds 0..N-1 (the run-to-run spread of ResNet-20 is about
+0.2-0.3 pp, so one seed a row cannot settle a 0.5 pp question); ``--extra a:K`` queues K more
+seeds of a row, each started only if the longest finished run of that row still fits before
+``--deadline``. ``--jobs`` bounds the processes at once (default: all rows). ``--iters``
+shortens the schedule (milestones move with it, as ``iters=`` does for a recipe);
+``--budget`` stops each row after that many seconds of its own, ``--deadline`` stops every
+row that many seconds after the launch. The table gives wall time, images/s, final and best
+test error, each row's error at the largest iteration that every row evaluated (the fair
+comparison when some were stopped), the mean and spread over seeds, and writes
+``TABLES/fidelity.md`` and ``.json`` after every row. Running rows side by side shares the
+device: each row's speed is not its solo speed.
 
 On a CPU, ``--iters 4 --device cpu`` on a small image folder (160 images) takes about a minute
 (measured on a shared 2-core CPU).
@@ -33,6 +40,8 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,7 +52,7 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 PAPER_ITERS = 64_000
-ROWS = {"a": "engine, cifar-paper, bf16 + channels_last + compile", "b": "engine, cifar-paper, fp32 eager",
+ROWS = {"a": "engine, cifar-paper, bf16 + channels_last + compile", "b": "engine, cifar-paper, fp32 eager, TF32 off",
         "c": "reference loop (torchvision DataLoader), fp32 eager",
         "d": "engine as (a), BN over 64 images (bn_batch=64: the paper's two GPUs)"}
 
@@ -52,30 +61,64 @@ def _eval_every(iters: int) -> int:
     return min(1000, max(1, iters // 8))
 
 
+def _stopper(budget: float | None, deadline: float | None):
+    """should_stop for a row: its own ``budget`` seconds, or the launch's ``deadline`` (epoch seconds)."""
+    t0 = time.perf_counter()
+    return lambda *_: ((budget is not None and time.perf_counter() - t0 > budget)
+                       or (deadline is not None and time.time() > deadline))
+
+
+def fits_before(ledger: str | None, deadline: float | None) -> bool:
+    """Whether another run of a row fits before ``deadline``, judged by the longest finished one."""
+    if ledger is None or deadline is None or not os.path.exists(ledger):
+        return True
+    walls = [float(w) for w in Path(ledger).read_text().split()]
+    return time.time() + max(walls, default=0.0) <= deadline
+
+
 # -- rows (a) and (b): the engine -----------------------------------------------------------------
 def row_engine(row: str, arch: str, data: str, iters: int, out: str, device: str, amp: str,
-               channels_last: bool, compile: str, budget: float | None, bn_batch: int | None = None) -> dict:
+               channels_last: bool, compile: str, budget: float | None, bn_batch: int | None = None,
+               seed: int = 0, deadline: float | None = None, ledger: str | None = None,
+               tf32: bool = True, width: int | None = None, log_every: int = 100) -> dict:
     """Train ``arch`` with ``cifar-paper`` shortened to ``iters`` through `resnet_explorer.train`."""
     from resnet_explorer import get_spec
+    from resnet_explorer.errors import TrainingError
     from resnet_explorer.recipes import get_recipe
     from resnet_explorer.runs import RunDir, read_metrics
     from resnet_explorer.train import train
 
+    if not fits_before(ledger, deadline):
+        return {"row": row, "seed": seed, "skipped": "would not finish before the deadline"}
+    if deadline is not None and time.time() >= deadline:
+        return {"row": row, "seed": seed, "skipped": "not started: the deadline had passed"}
+    os.environ["RESNET_EXPLORER_TF32"] = "1" if tf32 else "0"
     every = _eval_every(iters)
-    recipe = get_recipe("cifar-paper", iters=iters, eval_every=every, log_every=min(100, every),
+    recipe = get_recipe("cifar-paper", iters=iters, eval_every=every, log_every=min(log_every, every),
                         checkpoint_every=iters, bn_batch=bn_batch)
     t0 = time.perf_counter()
-    result = train(get_spec(arch), data, recipe, out, device=device, amp=amp, channels_last=channels_last,
-                   compile=compile, progress=False,
-                   should_stop=None if budget is None else lambda it: time.perf_counter() - t0 > budget)
+    stopped = None
+    try:
+        spec = get_spec(arch, **({"width": width} if width else {}))
+        done = train(spec, data, recipe, out, device=device, amp=amp, channels_last=channels_last, compile=compile,
+                     progress=False, seed=seed, should_stop=_stopper(budget, deadline)).iteration
+    except TrainingError as e:  # stopped by a signal: report as far as it got
+        stopped, done = str(e).split(";")[0], None
     wall = time.perf_counter() - t0
-    rows = read_metrics(result.run_dir)
+    rows = read_metrics(Path(out))
     speeds = [r["images_per_s"] for r in rows if r["kind"] == "train"]
     evals = [(r["iter"], r["test_error"]) for r in rows if r["kind"] == "eval"]
-    env = RunDir(result.run_dir).env()
+    env = RunDir(out).env()
     what = f"engine, cifar-paper, amp {env['amp']}, {'channels_last' if env['channels_last'] else 'NCHW'}, " \
-           f"compile {env['compile']}" + (f", bn_batch {bn_batch}" if bn_batch else "")
-    return {**_summary(row, result.iteration, iters, wall, speeds[1:] or speeds, evals), "what": what}
+           f"compile {env['compile']}" + ("" if env.get("tf32") is None else f", TF32 {'on' if env['tf32'] else 'off'}") \
+           + (f", bn_batch {bn_batch}" if bn_batch else "")
+    if done is None:
+        done = RunDir(out).iteration()
+    if ledger is not None and done == iters:
+        with open(ledger, "a") as f:
+            f.write(f"{wall}\n")
+    return {**_summary(row, done, iters, wall, speeds[1:] or speeds, evals), "what": what, "seed": seed,
+            **({"stopped": stopped} if stopped else {})}
 
 
 def _summary(row: str, done: int, iters: int, wall: float, speeds: list[float], evals: list) -> dict:
@@ -156,9 +199,12 @@ def _decode(root: Path, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def row_reference(root: str, depth: int, iters: int, device: str, workers: int, budget: float | None,
-                  seed: int = 0) -> dict:
+                  seed: int = 0, deadline: float | None = None) -> dict:
     """(c): the paper's recipe in a plain loop over torchvision's DataLoader, fp32 eager."""
     t0 = time.perf_counter()
+    over = _stopper(budget, deadline)
+    signal.signal(signal.SIGINT, lambda *_: setattr(over, "signalled", True))  # stop, and report
+    stop = lambda: over() or getattr(over, "signalled", False)  # noqa: E731
     dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     train_x, train_y = _decode(Path(root) / "train", workers)
@@ -177,7 +223,7 @@ def row_reference(root: str, depth: int, iters: int, device: str, workers: int, 
     every, evals, speeds, it = _eval_every(iters), [], [], 0
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     window, seen = time.perf_counter(), 0
-    while it < iters and not (budget is not None and time.perf_counter() - t0 > budget):
+    while it < iters and not stop():
         for xb, yb in loader:
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             loss = F.cross_entropy(model(xb), yb)
@@ -191,13 +237,13 @@ def row_reference(root: str, depth: int, iters: int, device: str, workers: int, 
                 speeds.append(seen / (time.perf_counter() - window))
                 evals.append((it, _test_error(model, test, dev)))
                 window, seen = time.perf_counter(), 0
-            if it == iters or (budget is not None and time.perf_counter() - t0 > budget):
+            if it == iters or stop():
                 break
     if seen:  # stopped by the budget between evaluations: evaluate where it stands
         sync()
         speeds.append(seen / (time.perf_counter() - window))
         evals.append((it, _test_error(model, test, dev)))
-    return _summary("c", it, iters, time.perf_counter() - t0, speeds[1:] or speeds, evals)
+    return {**_summary("c", it, iters, time.perf_counter() - t0, speeds[1:] or speeds, evals), "seed": seed}
 
 
 @torch.no_grad()
@@ -211,61 +257,125 @@ def _test_error(model: nn.Module, test: tuple[torch.Tensor, torch.Tensor], dev: 
 
 
 # -- the launch and the table ---------------------------------------------------------------------
+GOAL = 0.11  # the acceptance's test error for ResNet-20 at the full recipe (Table 6: 8.75 %)
+
+
+def common_iteration(results: list[dict]) -> int | None:
+    """The largest iteration that every run evaluated (None if there is none)."""
+    sets = [{i for i, _ in r.get("evals", [])} for r in results]
+    both = set.intersection(*sets) if sets else set()
+    return max(both) if both else None
+
+
+def _label(r: dict) -> str:
+    return f"({r['row']})" + (f" seed {r['seed']}" if r.get("seed") else "")
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{100 * values[0]:.2f}" if values else "-"
+    return (f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} "
+            f"({100 * min(values):.2f}-{100 * max(values):.2f}, {len(values)} seeds)")
+
+
+def verdict(results: list[dict]) -> str:
+    """Which part explains a gap to the goal: the engine, or the data (the reference shows it too)."""
+    full = lambda row: [r["final_error"] for r in results  # noqa: E731
+                        if r["row"] == row and r.get("iters") == r.get("planned_iters") and r.get("final_error") is not None]
+    a, c = full("a"), full("c")
+    if not a or not c:
+        return "Verdict: not settled (row (a) or (c) did not finish its schedule)."
+    ma, mc = statistics.mean(a), statistics.mean(c)
+    noise = max(0.005, 2 * statistics.stdev(a)) if len(a) > 1 else 0.005
+    if ma <= GOAL:
+        return f"Verdict: (a) {100 * ma:.2f} % meets the goal (<= {100 * GOAL:.0f} %); (c) {100 * mc:.2f} %."
+    if mc > GOAL and abs(ma - mc) <= noise:
+        return (f"Verdict: (c) shows the gap too ({100 * mc:.2f} % vs (a) {100 * ma:.2f} %, within {100 * noise:.1f} pp): "
+                "the data (the JPEG copy) explains it, not the engine.")
+    if mc <= GOAL:
+        return f"Verdict: (c) reaches {100 * mc:.2f} % but (a) {100 * ma:.2f} %: the engine explains the gap."
+    return f"Verdict: (a) {100 * ma:.2f} % and (c) {100 * mc:.2f} % both miss the goal and differ: neither explains it alone."
+
+
 def table(results: list[dict], arch: str, device: str) -> str:
     from resnet_explorer.zoo import PUBLISHED
 
     pct = lambda v: "-" if not isinstance(v, float) else f"{100 * v:.2f}"  # noqa: E731
-    common = min((r["evals"][-1][0] for r in results if r.get("evals")), default=None)
-    at = {r["row"]: next((e for i, e in r.get("evals", []) if i == common), None) for r in results}
-    lines = [f"{arch} on {device}, side by side, one process per row; Table 6: "
+    runs = [r for r in results if "error" not in r and "skipped" not in r]
+    common = common_iteration(runs)
+    at = {id(r): next((e for i, e in r.get("evals", []) if i == common), None) for r in runs}
+    lines = [f"{arch} on {device}, side by side, one process per row and seed; Table 6: "
              f"{PUBLISHED[arch].cifar10_error if arch in PUBLISHED else '-'} % (original CIFAR-10)", "",
              "| row | what | iters | wall s | images/s | final test err % | best test err % "
              f"| err % at iter {common} |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        if "error" in r:
-            lines.append(f"| ({r['row']}) | {ROWS[r['row']]} | FAILED: {r['error']} | | | | | |")
+        if "error" in r or "skipped" in r:
+            why = f"FAILED: {r['error']}" if "error" in r else f"skipped: {r['skipped']}"
+            lines.append(f"| {_label(r)} | {ROWS[r['row']]} | {why} | | | | | |")
             continue
-        done = f"{r['iters']}" + ("" if r["iters"] == r["planned_iters"] else f" of {r['planned_iters']} (budget)")
+        done = f"{r['iters']}" + ("" if r["iters"] == r["planned_iters"] else f" of {r['planned_iters']} (stopped)")
         ips = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.0f}"
-        lines.append(f"| ({r['row']}) | {r['what']} | {done} | {r['wall_s']:.1f} | {ips} | {pct(r['final_error'])} "
-                     f"| {pct(r['best_error'])} | {pct(at[r['row']])} |")
-    gaps = [f"({x}) - ({y}) at iteration {common}: {100 * (at[x] - at[y]):+.2f} pp"
-            for x, y in (("a", "b"), ("a", "c"), ("d", "a"))
-            if isinstance(at.get(x), float) and isinstance(at.get(y), float)]
-    lines += [""] + gaps if gaps else []
-    return "\n".join(lines)
+        lines.append(f"| {_label(r)} | {r['what']} | {done} | {r['wall_s']:.1f} | {ips} | {pct(r['final_error'])} "
+                     f"| {pct(r['best_error'])} | {pct(at[id(r)])} |")
+    letters = sorted({r["row"] for r in runs})
+    mean_at = {x: [at[id(r)] for r in runs if r["row"] == x and isinstance(at[id(r)], float)] for x in letters}
+    lines += ["", f"At iteration {common} (every run evaluated it), over seeds:"]
+    lines += [f"- ({x}) {_spread(mean_at[x])} %" for x in letters]
+    gaps = [f"- ({x}) - ({y}): {100 * (statistics.mean(mean_at[x]) - statistics.mean(mean_at[y])):+.2f} pp"
+            for x, y in (("a", "b"), ("a", "c"), ("d", "a")) if mean_at.get(x) and mean_at.get(y)]
+    finals = [f"- ({x}) final, finished runs: {_spread(v)} %" for x in letters
+              if (v := [r["final_error"] for r in runs if r["row"] == x and r["iters"] == r["planned_iters"]])]
+    return "\n".join(lines + gaps + finals + ["", verdict(runs)])
 
 
-def main(argv: list[str] | None = None) -> int:
+def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder:DIR, an image folder DIR/train/<class>, DIR/test/<class>")
     p.add_argument("--arch", default="cifar-resnet20", help="a cifar-resnetD (6n+2)")
     p.add_argument("--iters", type=int, default=PAPER_ITERS, help="the schedule's length (the paper: 64000)")
     p.add_argument("--rows", default="a,b,c")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every row")
+    p.add_argument("--extra", default="", help="ROW:K, K more seeds of ROW, each started only if it fits the deadline")
+    p.add_argument("--jobs", type=int, help="processes at once (default: every row and seed)")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", help="row (a)'s --compile (default reduce-overhead on a GPU, off on a CPU)")
     p.add_argument("--budget", type=float, help="seconds each row may train (stopped there, reported as far as it got)")
+    p.add_argument("--deadline", type=float, help="seconds after the launch when every row stops")
     p.add_argument("--workers", type=int, help="row (c)'s DataLoader processes (default 4; 0 on a CPU)")
     p.add_argument("--out", default="/tmp/cifar-fidelity", help="runs, logs and the table")
-    p.add_argument("--tables", help="where fidelity.md and .json go (default: --out)")
+    p.add_argument("--tables", help="where the table goes (default: --out)")
+    p.add_argument("--table-name", default="fidelity", help="the table's files: NAME.md and NAME.json")
     args = p.parse_args(argv)
     if not args.data.startswith("folder:"):
         p.error("--data must be folder:DIR (the reference reads the same image folder)")
+    args.rows = [r for r in args.rows.split(",") if r]
+    extra = args.extra.split(":") if args.extra else []
+    if not args.rows or set(args.rows) - set(ROWS) or (extra and (len(extra) != 2 or extra[0] not in ROWS
+                                                              or not extra[1].isdigit())):
+        p.error(f"--rows: use some of {','.join(ROWS)}; --extra: ROW:K")
+    if args.seeds < 1:
+        p.error("--seeds: 1 or more")
+    args.extra = (extra[0], int(extra[1])) if extra else None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
     root = args.data.split(":", 1)[1]
-    rows = [r for r in args.rows.split(",") if r]
-    if not rows or set(rows) - set(ROWS):
-        p.error(f"--rows: use some of {','.join(ROWS)}")
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = "cuda" if cuda else "cpu"
     compile = args.compile or ("reduce-overhead" if cuda else "off")
     workers = args.workers if args.workers is not None else (4 if cuda else 0)
-    depth = int(args.arch.removeprefix("cifar-resnet"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for r in rows:  # this benchmark's own run directories from an earlier launch
-        if r != "c" and (out / r).is_dir() and not (out / r).is_symlink():
-            shutil.rmtree(out / r)
+    runs = [(r, s) for s in range(args.seeds) for r in args.rows]
+    if args.extra:
+        runs += [(args.extra[0], s) for s in range(args.seeds, args.seeds + args.extra[1])]
+    names = {(r, s): r if s == 0 else f"{r}{s}" for r, s in runs}
+    for name in names.values():  # this benchmark's own run directories from an earlier launch
+        if (out / name).is_dir() and not (out / name).is_symlink():
+            shutil.rmtree(out / name)
     sys.path.insert(0, str(HERE.parent))
     from resnet_explorer.data import load_tensors, parse_data
     from resnet_explorer.jobs import Job, run_jobs
@@ -273,31 +383,46 @@ def main(argv: list[str] | None = None) -> int:
     load_tensors(parse_data(args.data))  # decode and cache the folder once, before the rows share it
     paths = (str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH"))
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)  # the jobs import this file's rows
-    engine = dict(arch=args.arch, data=args.data, iters=args.iters, device=device, budget=args.budget)
-    kwargs = {"a": dict(engine, row="a", out=str(out / "a"), amp="auto", channels_last=True, compile=compile),
-              "b": dict(engine, row="b", out=str(out / "b"), amp="off", channels_last=False, compile="off"),
-              "d": dict(engine, row="d", out=str(out / "d"), amp="auto", channels_last=True, compile=compile,
-                        bn_batch=64),
-              "c": dict(root=root, depth=depth, iters=args.iters, device=device, workers=workers, budget=args.budget)}
-    jobs = [Job(r, f"cifar_fidelity:{'row_reference' if r == 'c' else 'row_engine'}", kwargs[r],
-                out / "logs" / f"{r}.log") for r in rows]
+    deadline = time.time() + args.deadline if args.deadline else None
+    engine = dict(arch=args.arch, data=args.data, iters=args.iters, device=device, budget=args.budget,
+                  deadline=deadline)
+    row_kw = {"a": dict(amp="auto", channels_last=True, compile=compile),
+              "b": dict(amp="off", channels_last=False, compile="off", tf32=False),
+              "d": dict(amp="auto", channels_last=True, compile=compile, bn_batch=64)}
+
+    def job(r: str, s: int) -> Job:
+        name = names[r, s]
+        if r == "c":
+            kw = dict(root=root, depth=int(args.arch.removeprefix("cifar-resnet")), iters=args.iters, device=device,
+                      workers=workers, budget=args.budget, seed=s, deadline=deadline)
+            return Job(name, "cifar_fidelity:row_reference", kw, out / "logs" / f"{name}.log")
+        ledger = str(out / f"walls-{r}.txt") if args.extra and r == args.extra[0] else None
+        kw = dict(engine, row=r, out=str(out / name), seed=s, ledger=ledger, **row_kw[r])
+        return Job(name, "cifar_fidelity:row_engine", kw, out / "logs" / f"{name}.log")
+
+    for ledger in out.glob("walls-*.txt"):
+        ledger.unlink()
+    jobs = [job(r, s) for r, s in runs]
     results: dict[str, dict] = {}
     tables = Path(args.tables or out)
     tables.mkdir(parents=True, exist_ok=True)
+    order = [names[k] for k in runs]
 
-    def done(o) -> None:  # the table is rewritten as each row ends, so a later failure loses nothing
-        results[o.name] = o.value if o.status == "done" else {"row": o.name, "error": o.error}
-        write([results[r] for r in rows if r in results])
+    def write() -> None:  # after every run, so a later failure or a signal loses nothing
+        rs = [results[n] for n in order if n in results]
+        (tables / f"{args.table_name}.md").write_text(table(rs, args.arch, device) + "\n")
+        (tables / f"{args.table_name}.json").write_text(json.dumps(rs, indent=1))
 
-    def write(rs: list[dict]) -> None:
-        text = table(rs, args.arch, device)
-        (tables / "fidelity.md").write_text(text + "\n")
-        (tables / "fidelity.json").write_text(json.dumps(rs, indent=1))
+    def done(o) -> None:
+        r, s = next(k for k, n in names.items() if n == o.name)
+        results[o.name] = o.value if o.status == "done" else {"row": r, "seed": s, "error": o.error}
+        write()
 
     t = time.perf_counter()
-    outcomes, stopped = run_jobs(jobs, len(jobs), log=lambda m: print(m, flush=True), on_done=done)
-    print(f"\n{len(rows)} rows in {time.perf_counter() - t:.0f} s (one launch)\n")
-    print(table([results[r] for r in rows if r in results], args.arch, device))
+    outcomes, stopped = run_jobs(jobs, args.jobs or len(jobs), log=lambda m: print(m, flush=True), on_done=done)
+    write()
+    print(f"\n{len(outcomes)} runs in {time.perf_counter() - t:.0f} s (one launch)\n")
+    print(table([results[n] for n in order if n in results], args.arch, device))
     return 0 if not stopped and all(o.status == "done" for o in outcomes) else 1
 
 

@@ -19,7 +19,9 @@ others kept):
 /proc): how many of the host's cores the row kept busy. Without ``--data`` a folder of
 ILSVRC-like JPEGs is generated once (``--images`` files of ``--size`` at quality 90, about
 100 KB each like ILSVRC's average, 100 classes) under ``--cache`` and reused; it stays in
-the page cache, so the rows measure decoding, not the disk. ``--tiny`` is a seconds-long
+the page cache, so the rows measure decoding, not the disk. The CPU path's ready batches
+(workers x prefetch x batch, float32) are held under ``--shm-budget`` GiB of shared memory,
+and the pixel check runs after training's precision settings (TF32, cuDNN autotuning). ``--tiny`` is a seconds-long
 run on the CPU that checks the script works (its figures mean nothing).
 """
 
@@ -141,14 +143,24 @@ def timed(batches, consume, warmup: int, iters: int, device: torch.device) -> di
     return {"images_per_s": n / wall, "cores": (cpu_seconds() - c) / wall, "images": n}
 
 
+def prefetch_factor(workers: int, batch: int, budget_gib: float) -> int:
+    """Batches each CPU-path worker may hold ready (at most 4, at least 1) so that all of them
+    together (float32 224² batches, in shared memory) stay under ``budget_gib``."""
+    batch_bytes = batch * 3 * 224 * 224 * 4
+    return max(1, min(4, int(budget_gib * 2**30 // (max(1, workers) * batch_bytes))))
+
+
 def input_loader(root: str, path: str, workers: int, args, device: torch.device):
     from resnet_explorer.data import make_imagenet_loader
 
     # On a CPU "auto" is the CPU path: leaving ``loader`` out there lets the CPU rows run
     # against the code from before the GPU path too (PYTHONPATH=old-checkout), for before/after.
     kw = {} if path == "cpu" and device.type == "cpu" else {"loader": path}
-    return make_imagenet_loader(root, "train", args.batch_size, device, True, workers=workers,
-                                channels_last=True, **kw)
+    loader = make_imagenet_loader(root, "train", args.batch_size, device, True, workers=workers,
+                                  channels_last=True, **kw)
+    if path == "cpu" and workers > 0:  # workers x prefetch x batch: bounded, not 16 x 4 x 154 MB
+        loader.loader.prefetch_factor = prefetch_factor(workers, args.batch_size, args.shm_budget)
+    return loader
 
 
 def stepper(arch: str, classes: int, device: torch.device, compile: str, width: int | None):
@@ -232,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", default="reduce-overhead", help="the training step's --compile (off: eager)")
     p.add_argument("--rows", default="input,train,pixels,odd", help="which parts: input, train, pixels, odd")
     p.add_argument("--budget", type=float, default=0, help="seconds; rows not started by then are skipped")
+    p.add_argument("--shm-budget", type=float, default=4.0,
+                   help="GiB the CPU path's ready batches may take in all (workers x prefetch x batch)")
     p.add_argument("--out", help="also write the table to PREFIX.md and PREFIX.json")
     p.add_argument("--tiny", action="store_true", help="a seconds-long CPU run that checks the script works")
     args = p.parse_args(argv)
@@ -241,9 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         args.archs = "resnet18"
 
     from resnet_explorer.data.cpus import _cpu_count
-    from resnet_explorer.devices import pick_device
+    from resnet_explorer.devices import Accel, pick_device
 
     device = pick_device(args.device)
+    # the precision settings of training (TF32, cuDNN autotuning) before anything runs, so the
+    # pixel check describes the pixels training sees
+    accel = Accel.resolve(device, "auto", True, args.compile)
+    accel.prepare(torch.nn.Identity(), device)
     size = tuple(int(v) for v in args.size.lower().split("x"))
     gen_s = 0.0
     if args.data:
@@ -258,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     head = {"device": f"{device} ({name})", "torch": torch.__version__, "torchvision": torchvision.__version__,
             "cpu_cores": _cpu_count(), "batch": args.batch_size, "warmup": args.warmup, "iters": args.iters,
-            "compile": args.compile, "data": str(root), "generated_s": round(gen_s, 1)}
+            "compile": args.compile, "data": str(root), "generated_s": round(gen_s, 1),
+            "tf32": accel.tf32 if device.type == "cuda" else None, "shm_budget_gib": args.shm_budget,
+            "prefetch": {w: prefetch_factor(w, args.batch_size, args.shm_budget)
+                         for w in (int(v) for v in args.workers.split(",") if v)}}
     print(" ".join(f"{k}={v}" for k, v in head.items()), flush=True)
     print(f"{'part':<12}{'row':<50}{'images/s':>10}{'vs ref':>9}{'cores':>7}", flush=True)
 

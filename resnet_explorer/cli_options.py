@@ -115,7 +115,8 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default: on; faster on GPUs and CPUs alike)")
     p.add_argument("--compile", nargs="?", const="default", default="off", metavar="MODE",
-                   help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), max-autotune")
+                   help="torch.compile the model; MODE: default, reduce-overhead (CUDA graphs), max-autotune, "
+                        "step (the whole SGD step in one graph: one CUDA graph an iteration on a GPU)")
     p.add_argument("--seed", type=int, help="the run's seed (default 0; on --resume, the run's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, help="ImageNet loader processes per GPU (default: the CPUs "

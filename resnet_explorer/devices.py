@@ -21,7 +21,7 @@ from .count import training_memory
 from .errors import TrainingError
 from .spec import ArchSpec
 
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "step")
 AMP_MODES = ("off", "bf16", "fp16")
 
 
@@ -82,11 +82,12 @@ class Accel:
 
     amp: str = "off"  # off | bf16 | fp16
     channels_last: bool = False
-    compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune
+    compile: str = "off"  # off | default | reduce-overhead (CUDA graphs) | max-autotune | step (`step.WholeStep`)
+    tf32: bool = True  # GPU float32 convs and matmuls in TF32 (RESNET_EXPLORER_TF32=0: true fp32)
 
     @classmethod
     def resolve(cls, device: torch.device, amp: str = "auto", channels_last: bool | None = None,
-                compile: str | bool = "off") -> Accel:
+                compile: str | bool = "off", tf32: bool | None = None) -> Accel:
         compile = {True: "default", False: "off", None: "off"}.get(compile, compile)
         if compile not in COMPILE_MODES:
             raise TrainingError(f"--compile {compile!r} is invalid: use one of {', '.join(COMPILE_MODES)}")
@@ -98,7 +99,9 @@ class Accel:
             raise TrainingError("--amp fp16 needs a GPU: use bf16 or off on the CPU")
         if channels_last is None:
             channels_last = True  # faster on GPUs and, measured, on the CPU too (benchmarks/)
-        return cls(amp, channels_last, compile)
+        if tf32 is None:
+            tf32 = os.environ.get("RESNET_EXPLORER_TF32", "1") != "0"
+        return cls(amp, channels_last, compile, tf32)
 
     def autocast(self, device: torch.device):
         if self.amp == "off":
@@ -107,14 +110,15 @@ class Accel:
         return torch.autocast(device.type, dtype=dtype)
 
     def prepare(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """Move ``model`` to the device in the chosen memory format; cuDNN autotuning on GPUs."""
+        """Move ``model`` to the device in the chosen memory format; cuDNN autotuning and the
+        TF32 choice (for the whole process) on GPUs."""
         model = model.to(device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
+            torch.backends.cudnn.allow_tf32 = self.tf32
         return model
 
 
@@ -134,5 +138,6 @@ def environment(device: torch.device, accel: Accel) -> dict:
         "amp": accel.amp,
         "channels_last": accel.channels_last,
         "compile": accel.compile,
+        "tf32": accel.tf32 if device.type == "cuda" else None,
         "argv": sys.argv,
     }

@@ -332,21 +332,6 @@ def test_training_and_eval_on_the_gpu_path_from_the_command_line(tree, tmp_path,
     assert "16 images, 10-crop" in capsys.readouterr().out
 
 
-# -- the benchmark and the prepared GPU check --------------------------------------------------------
-@pytest.mark.slow
-def test_the_benchmark_and_the_gpu_check_script_run_tiny_on_the_cpu(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "OUT": str(tmp_path / "out"),
-           "DEVICE": "cpu", "TINY": "1", "PYTHON": sys.executable}
-    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_imagenet_check.sh")], capture_output=True,
-                       text=True, timeout=600, env=env, cwd=ROOT)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    table = (tmp_path / "out" / "imagenet_input.md").read_text()
-    for row in ("input only", "cpu (PIL, 1 workers)", "gpu (decode + ops on cpu", "synthetic", "end to end"):
-        assert row in table, table
-    assert "failed" not in table, table
-    assert (tmp_path / "out" / "imagenet_input.json").is_file() and (tmp_path / "out" / "env.txt").is_file()
-
-
 def no_bn_imagenet_net():
     """A 224-input conv net without BatchNorm: its training cannot depend on how a batch is split."""
     from resnet_explorer.spec import ArchSpec, ConvLayer, Head, Pool, Stage
