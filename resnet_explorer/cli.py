@@ -375,10 +375,11 @@ def make_parser() -> argparse.ArgumentParser:
     tables = sub.add_parser("tables", help="Tables 1 and 6, highway and pre-activation nets: ours vs published")
     tables.set_defaults(func=cmd_tables)
 
-    from . import cli_grading, cli_notebooks
+    from . import cli_grading, cli_notebooks, cli_why
 
     cli_grading.add_commands(sub)  # assign, grade
     cli_notebooks.add_commands(sub)  # notebooks, lab, assignment new (the packaged notebooks)
+    cli_why.add_commands(sub)  # why lesion | gradients | landscape
     return p
 
 

@@ -24,6 +24,7 @@ from .figures import (
     layer_responses_figure,
 )
 from .runs import Run, atomic_write, load_runs, read_manifest
+from .why.section import why_section_html
 from .zoo import published
 
 HOLDS, FAILS, UNKNOWN = "✓ holds", "✗ FAILS", "? n/a"
@@ -323,6 +324,7 @@ def write_report(exp_dir: PathLike, out_path: PathLike | None = None, title: str
         f"<p class='meta'>Multiply-adds: {_e(CONVENTION)}. The paper's Table 6 errors are for the "
         "full-width nets trained 64k iterations on CIFAR-10.</p>",
         "<h2>Figures</h2>", _figures_html(run_dirs, runs),
+        why_section_html(run_dirs, manifest.get("data")),
     ]
     page = ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
             f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"

@@ -1,0 +1,169 @@
+"""Plotly figures of the three analyses, each a function of their plain-data results.
+
+Colours follow the project's convention (`figures.DEPTH_COLORS`: one colour per depth);
+plain nets are dashed, residual nets solid, as in Fig. 6.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..figures import DEPTH_COLORS, OTHER_COLORS
+
+Fig = go.Figure | go.FigureWidget
+
+
+def _color(depth: int, i: int) -> str:
+    return DEPTH_COLORS.get(depth, OTHER_COLORS[i % len(OTHER_COLORS)])
+
+
+def _style(r: dict, i: int) -> dict:
+    """The line of one net: its depth's colour, dashed when plain."""
+    return dict(color=_color(r["depth"], i), dash="solid" if r["residual"] else "dash")
+
+
+def _finish(fig: go.Figure, widget: bool) -> Fig:
+    fig.update_layout(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0))
+    return go.FigureWidget(fig) if widget else fig
+
+
+def lesion_figure(results: Sequence[dict], widget: bool = False) -> Fig:
+    """Left: the training error with each single block deleted, by the block's place in its
+    net (0 = input, 1 = output, so nets of different depths line up; the intact net's error
+    dotted). Right: the error against the number of blocks deleted at random (Veit et al.'s
+    Fig. 5), each draw a dot, the mean a line."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "one block deleted", "blocks deleted at random"))
+    for i, r in enumerate(results):
+        style = _style(r, i)
+        fig.add_trace(go.Scatter(x=[d["position"] for d in r["deleted"]], y=[100 * d["error"] for d in r["deleted"]],
+                                 mode="lines+markers", name=r["net"], legendgroup=r["net"], line=style,
+                                 text=[d["block"] for d in r["deleted"]],
+                                 hovertemplate="%{text} deleted: %{y:.1f} %<extra>" + r["net"] + "</extra>"),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=[0, 1], y=[100 * r["base_error"]] * 2, mode="lines",
+                                 line=dict(color=style["color"], dash="dot", width=1),
+                                 legendgroup=r["net"], showlegend=False, hoverinfo="skip"), row=1, col=1)
+        ks = [0] + [d["count"] for d in r["random"]]
+        fig.add_trace(go.Scatter(x=ks, y=[100 * r["base_error"]] + [100 * d["mean"] for d in r["random"]],
+                                 mode="lines", line=style, legendgroup=r["net"], showlegend=False,
+                                 hovertemplate="%{x} deleted: mean %{y:.1f} %<extra>" + r["net"] + "</extra>"),
+                      row=1, col=2)
+        dots = [(d["count"], 100 * e) for d in r["random"] for e in d["errors"]]
+        fig.add_trace(go.Scatter(x=[k for k, _ in dots], y=[e for _, e in dots], mode="markers",
+                                 marker=dict(color=style["color"], size=6, opacity=0.6), legendgroup=r["net"],
+                                 showlegend=False, hoverinfo="skip"), row=1, col=2)
+    fig.update_yaxes(title_text="training error (%)", range=[0, 100], row=1, col=1)
+    fig.update_yaxes(range=[0, 100], row=1, col=2)
+    fig.update_xaxes(title_text="place of the deleted block in the net (0 = first, 1 = last)", range=[0, 1],
+                     row=1, col=1)
+    fig.update_xaxes(title_text="number of blocks deleted", row=1, col=2)
+    fig.update_layout(height=440)
+    return _finish(fig, widget)
+
+
+def gradients_figure(results: Sequence[dict], widget: bool = False) -> Fig:
+    """Left, one strip per net: f's slope along the line of inputs (∂f/∂x · u, scaled to its
+    largest value), brown noise for a residual net, white noise for a deep plain one.
+    Right: the gradients' correlation against the distance between inputs (in steps)."""
+    n = max(1, len(results))
+    fig = make_subplots(rows=n, cols=2, horizontal_spacing=0.1, vertical_spacing=0.04, column_widths=[0.55, 0.45],
+                        specs=[[{}, {"rowspan": n}]] + [[{}, None]] * (n - 1),
+                        subplot_titles=("slope of f along a line of inputs (seed 0)", "gradient correlation by distance"))
+    for i, r in enumerate(results):
+        style = _style(r, i)
+        top = max((abs(v) for v in r["slope"]), default=1.0) or 1.0
+        t = [2 * k / (len(r["slope"]) - 1) - 1 for k in range(len(r["slope"]))]
+        fig.add_trace(go.Scatter(x=t, y=[v / top for v in r["slope"]], mode="lines", name=r["arch"],
+                                 legendgroup=r["arch"], line=dict(color=style["color"], width=1.2),
+                                 hovertemplate="t %{x:.2f}<extra>" + r["arch"] + "</extra>"), row=i + 1, col=1)
+        fig.update_yaxes(title_text=r["arch"].replace("cifar-", ""), showticklabels=False, range=[-1.05, 1.05],
+                         title_font=dict(size=11), row=i + 1, col=1)
+        fig.update_xaxes(showticklabels=i == n - 1, row=i + 1, col=1)
+        fig.add_trace(go.Scatter(x=list(range(1, len(r["lags"]) + 1)), y=r["lags"], mode="lines+markers",
+                                 legendgroup=r["arch"], showlegend=False, line=style,
+                                 hovertemplate="lag %{x}: %{y:.3f}<extra>" + r["arch"] + "</extra>"), row=1, col=2)
+    fig.update_xaxes(title_text="position t on the line", row=n, col=1)
+    fig.update_xaxes(title_text="distance (steps along the line)", row=1, col=2)
+    fig.update_yaxes(title_text="cosine similarity", range=[-0.1, 1.0], row=1, col=2)
+    fig.update_layout(height=max(380, 110 * n + 120))
+    return _finish(fig, widget)
+
+
+def depth_figure(result: dict, widget: bool = False) -> Fig:
+    """The gradient correlation at initialisation against depth, plain vs residual."""
+    fig = go.Figure()
+    for kind, dash in (("plain", "dash"), ("residual", "solid")):
+        fig.add_trace(go.Scatter(x=result["depths"], y=result[kind], mode="lines+markers", name=kind,
+                                 line=dict(color="#555" if kind == "plain" else "#d62728", dash=dash)))
+    fig.update_xaxes(title_text="depth (6n+2 layers)", type="log", tickvals=result["depths"])
+    fig.update_yaxes(title_text="gradient correlation at init", range=[-0.1, 1.0])
+    fig.update_layout(height=380, title="Shattered gradients: plain nets lose it with depth")
+    return _finish(fig, widget)
+
+
+def surface_range(results: Sequence[dict]) -> tuple[float, float]:
+    """One log10 loss scale for the surfaces drawn side by side: from half the lowest
+    trained loss to ten times chance (ln 10 for 10 classes) or the highest trained loss."""
+    low = min(r["base_loss"] for r in results) / 2
+    return math.log10(low), math.log10(10 * max(math.log(10), max(r["base_loss"] for r in results)))
+
+
+def _log_loss(v: float, top: float) -> float:
+    return top if not math.isfinite(v) or v <= 0 else min(math.log10(v), top)
+
+
+def landscape_figure(results: Sequence[dict], widget: bool = False) -> Fig:
+    """The 2-D slices side by side as 3-D surfaces (turn them with the mouse): log10 of the
+    loss on one shared scale (`surface_range`), capped at its top (diverged points would
+    flatten the rest)."""
+    results = [r for r in results if r.get("surface")]
+    low, top = surface_range(results) if results else (0.0, 1.0)
+    n = max(1, len(results))
+    fig = make_subplots(rows=1, cols=n, specs=[[{"type": "surface"}] * n], horizontal_spacing=0.02,
+                        subplot_titles=[f"{r['net']} (trained loss {r['base_loss']:.2f})" for r in results])
+    ticks = [v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100) if low <= math.log10(v) <= top]
+    for i, r in enumerate(results):
+        z = [[_log_loss(v, top) for v in row] for row in r["surface"]]
+        fig.add_trace(go.Surface(x=r["alphas"], y=r["alphas"], z=z, cmin=low, cmax=top, colorscale="Viridis",
+                                 showscale=i == n - 1, name=r["net"], customdata=r["surface"],
+                                 colorbar=dict(title="loss", tickvals=[math.log10(v) for v in ticks],
+                                               ticktext=[f"{v:g}" for v in ticks], len=0.8),
+                                 hovertemplate="α %{x:.2f}, β %{y:.2f}: loss %{customdata:.3f}<extra>"
+                                 + r["net"] + "</extra>"), row=1, col=i + 1)
+        fig.layout["scene" if i == 0 else f"scene{i + 1}"].update(
+            xaxis_title="α (d₁)", yaxis_title="β (d₂)", aspectmode="cube",
+            zaxis=dict(title="loss", range=[low, top], tickvals=[math.log10(v) for v in ticks],
+                       ticktext=[f"{v:g}" for v in ticks]),
+            camera=dict(eye=dict(x=1.6, y=-1.6, z=0.9)))
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=60, b=10))
+    return go.FigureWidget(fig) if widget else fig
+
+
+def rise_figure(results: Sequence[dict], widget: bool = False) -> Fig:
+    """Left: the loss along each random direction. Right: the mean rise of the loss over
+    the directions (both signs) against the step |α|: how fast the loss climbs out of the
+    trained weights."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "loss along random directions", "mean loss rise by step"))
+    for i, r in enumerate(results):
+        style = _style(r, i)
+        for k, s in enumerate(r["slices"]):
+            fig.add_trace(go.Scatter(x=r["alphas"], y=s["loss"], mode="lines", name=r["net"], legendgroup=r["net"],
+                                     showlegend=k == 0, line=dict(**style, width=1.5), opacity=0.8,
+                                     hovertemplate="α %{x:.2f}: loss %{y:.3f}<extra>" + r["net"] + f" d{k + 1}</extra>"),
+                          row=1, col=1)
+        fig.add_trace(go.Scatter(x=[p["alpha"] for p in r["rise"]], y=[p["mean"] for p in r["rise"]],
+                                 mode="lines+markers", legendgroup=r["net"], showlegend=False, line=style),
+                      row=1, col=2)
+    fig.update_xaxes(title_text="step α (fraction of each filter's norm)", row=1, col=1)
+    fig.update_yaxes(title_text="training loss", type="log", row=1, col=1)
+    fig.update_xaxes(title_text="|α|", row=1, col=2)
+    fig.update_yaxes(title_text="loss rise", rangemode="tozero", row=1, col=2)
+    fig.update_layout(height=420)
+    return _finish(fig, widget)
