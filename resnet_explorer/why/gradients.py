@@ -47,11 +47,20 @@ def calibrate_bn(model: nn.Module, x: torch.Tensor) -> None:
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average: after one pass, exactly this batch's statistics
+    counts: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: counts.__setitem__(mod, inp[0].numel() // inp[0].shape[1]))
+             for m in bns]
     model.train()
-    with torch.no_grad():
-        model(x)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
     for m, momentum in zip(bns, saved):
         m.momentum = momentum
+        n = counts.get(m, 2)
+        m.running_var.mul_((n - 1) / n)  # BN keeps the unbiased variance; it normalised with the batch's own
     model.eval()
 
 
