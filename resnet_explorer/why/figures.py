@@ -21,7 +21,7 @@ def _color(depth: int, i: int) -> str:
     return DEPTH_COLORS.get(depth, OTHER_COLORS[i % len(OTHER_COLORS)])
 
 
-def _style(r: dict, i: int) -> dict:
+def net_style(r: dict, i: int) -> dict:
     """The line of one net: its depth's colour, dashed when plain."""
     return dict(color=_color(r["depth"], i), dash="solid" if r["residual"] else "dash")
 
@@ -40,7 +40,7 @@ def lesion_figure(results: Sequence[dict], widget: bool = False) -> Fig:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
         "one block deleted", "blocks deleted at random"))
     for i, r in enumerate(results):
-        style = _style(r, i)
+        style = net_style(r, i)
         fig.add_trace(go.Scatter(x=[d["position"] for d in r["deleted"]], y=[100 * d["error"] for d in r["deleted"]],
                                  mode="lines+markers", name=r["net"], legendgroup=r["net"], line=style,
                                  text=[d["block"] for d in r["deleted"]],
@@ -76,7 +76,7 @@ def gradients_figure(results: Sequence[dict], widget: bool = False) -> Fig:
                         specs=[[{}, {"rowspan": n}]] + [[{}, None]] * (n - 1),
                         subplot_titles=("slope of f along a line of inputs (seed 0)", "gradient correlation by distance"))
     for i, r in enumerate(results):
-        style = _style(r, i)
+        style = net_style(r, i)
         top = max((abs(v) for v in r["slope"]), default=1.0) or 1.0
         t = [2 * k / (len(r["slope"]) - 1) - 1 for k in range(len(r["slope"]))]
         fig.add_trace(go.Scatter(x=t, y=[v / top for v in r["slope"]], mode="lines", name=r["arch"],
@@ -105,6 +105,50 @@ def depth_figure(result: dict, widget: bool = False) -> Fig:
     fig.update_yaxes(title_text="gradient correlation at init", range=[-0.1, 1.0])
     fig.update_layout(height=380, title="Shattered gradients: plain nets lose it with depth")
     return _finish(fig, widget)
+
+
+def depth_slider_figure(results: Sequence[dict]) -> go.Figure:
+    """`gradients.sweep`'s nets with a depth slider (it works without a kernel): left, the
+    correlation against depth, the chosen depth marked; right, f's slope along the line in
+    the plain and the residual net of that depth."""
+    depths = sorted({r["depth"] for r in results})
+    at = {(r["residual"], r["depth"]): r for r in results}
+    fig = make_subplots(rows=2, cols=2, column_widths=[0.4, 0.6], specs=[[{"rowspan": 2}, {}], [None, {}]],
+                        horizontal_spacing=0.1, vertical_spacing=0.12,
+                        subplot_titles=("gradient correlation at init", "plain: slope of f along the line",
+                                        "residual: slope of f along the line"))
+    for residual, color in ((False, "#555"), (True, "#d62728")):
+        fig.add_trace(go.Scatter(x=depths, y=[at[(residual, d)]["correlation"] for d in depths], mode="lines+markers",
+                                 name="residual" if residual else "plain",
+                                 line=dict(color=color, dash="solid" if residual else "dash")), row=1, col=1)
+    fixed = len(fig.data)
+    for d in depths:
+        for j, residual in enumerate((False, True)):
+            r = at[(residual, d)]
+            top = max((abs(v) for v in r["slope"]), default=1.0) or 1.0
+            fig.add_trace(go.Scatter(x=[2 * k / (len(r["slope"]) - 1) - 1 for k in range(len(r["slope"]))],
+                                     y=[v / top for v in r["slope"]], mode="lines", visible=d == depths[0],
+                                     showlegend=False, line=dict(color="#d62728" if residual else "#555", width=1.2),
+                                     name=r["arch"]), row=j + 1, col=2)
+        fig.add_trace(go.Scatter(x=[d, d], y=[at[(False, d)]["correlation"], at[(True, d)]["correlation"]],
+                                 mode="markers", visible=d == depths[0], showlegend=False, hoverinfo="skip",
+                                 marker=dict(size=16, symbol="circle-open", color="#1f77b4", line=dict(width=3))),
+                      row=1, col=1)
+    steps = []
+    for i, d in enumerate(depths):
+        visible = [True] * fixed + [k // 3 == i for k in range(3 * len(depths))]
+        words = f"depth {d}: plain {at[(False, d)]['correlation']:.2f}, residual {at[(True, d)]['correlation']:.2f}"
+        steps.append(dict(method="update", label=str(d), args=[{"visible": visible}, {"title.text": words}]))
+    first = depths[0]
+    fig.update_layout(sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="depth: "), pad=dict(t=50))],
+                      title=f"depth {first}: plain {at[(False, first)]['correlation']:.2f}, "
+                            f"residual {at[(True, first)]['correlation']:.2f}", height=520)
+    fig.update_xaxes(title_text="depth (6n+2)", type="log", tickvals=depths, row=1, col=1)
+    fig.update_yaxes(title_text="cosine of neighbouring gradients", range=[-0.1, 1.05], row=1, col=1)
+    fig.update_yaxes(showticklabels=False, range=[-1.05, 1.05], col=2)
+    fig.update_layout(template="plotly_white", margin=dict(l=60, r=20, t=90, b=40),
+                      legend=dict(x=0.01, y=0.02, xanchor="left", yanchor="bottom", bgcolor="rgba(255,255,255,0.8)"))
+    return fig
 
 
 def surface_range(results: Sequence[dict]) -> tuple[float, float]:
@@ -152,7 +196,7 @@ def rise_figure(results: Sequence[dict], widget: bool = False) -> Fig:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
         "loss along random directions", "mean loss rise by step"))
     for i, r in enumerate(results):
-        style = _style(r, i)
+        style = net_style(r, i)
         for k, s in enumerate(r["slices"]):
             fig.add_trace(go.Scatter(x=r["alphas"], y=s["loss"], mode="lines", name=r["net"], legendgroup=r["net"],
                                      showlegend=k == 0, line=dict(**style, width=1.5), opacity=0.8,

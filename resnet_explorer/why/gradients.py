@@ -138,21 +138,24 @@ def gradients(archs: Sequence[ArchSpec | str], width: int | None = None, seeds: 
     return [shattering(a, seeds, points, span, input_size, width) for a in archs]
 
 
-def by_depth(depths: Sequence[int] = DEPTHS, width: int = 8, seeds: int = SEEDS, points: int = POINTS,
-             span: float = SPAN, input_size: int | None = None) -> dict:
-    """The gradient correlation of plain and residual CIFAR nets (6n+2) at each depth:
-    ``{"depths", "plain": [...], "residual": [...], "per_seed": {name: [...]}}``."""
+def sweep(depths: Sequence[int] = DEPTHS, width: int = 8, seeds: int = SEEDS, points: int = POINTS,
+          span: float = SPAN, input_size: int | None = None) -> list[dict]:
+    """`shattering` of the plain and the residual CIFAR net (6n+2) at each depth, plain first."""
     bad = [d for d in depths if not isinstance(d, int) or d < 8 or (d - 2) % 6]
     if bad:
         raise UsageError(f"depth(s) {bad} invalid: CIFAR nets have 6n+2 layers (8, 14, 20, 32, 44, 56, 110 …)")
-    out: dict = {"depths": list(depths), "plain": [], "residual": [], "per_seed": {}}
-    for kind in ("plain", "residual"):
-        for d in depths:
-            r = shattering(f"cifar-{'resnet' if kind == 'residual' else 'plain'}{d}", seeds, points, span,
-                           input_size, width)
-            out[kind].append(r["correlation"])
-            out["per_seed"][r["arch"]] = r["per_seed"]
-    return out
+    return [shattering(f"cifar-{kind}{d}", seeds, points, span, input_size, width)
+            for kind in ("plain", "resnet") for d in depths]
+
+
+def by_depth(depths: Sequence[int] = DEPTHS, width: int = 8, seeds: int = SEEDS, points: int = POINTS,
+             span: float = SPAN, input_size: int | None = None) -> dict:
+    """The gradient correlation of plain and residual CIFAR nets at each depth (`sweep`):
+    ``{"depths", "plain": [...], "residual": [...], "per_seed": {arch: [...]}}``."""
+    results = sweep(depths, width, seeds, points, span, input_size)
+    return {"depths": list(depths), "plain": [r["correlation"] for r in results if not r["residual"]],
+            "residual": [r["correlation"] for r in results if r["residual"]],
+            "per_seed": {r["arch"]: r["per_seed"] for r in results}}
 
 
 def gradients_table(results: Sequence[dict]) -> str:

@@ -62,10 +62,11 @@ def _check(draws: int, counts: Sequence[int] | None) -> None:
 
 def lesion(net: NetLike | NetSource, data: str | None = None, images: EvalSet | None = None,
            blocks: Sequence[str] | None = None, counts: Sequence[int] | None = None, draws: int = DRAWS,
-           seed: int = 0) -> dict:
+           seed: int = 0, singles: bool = True) -> dict:
     """Delete each block of ``net`` alone (``blocks``: only those), then ``draws`` random
     sets of k blocks for each k in ``counts`` (default `COUNTS`), and measure the error on
-    ``images`` (an `EvalSet`; else read from ``data`` or the run's own data).
+    ``images`` (an `EvalSet`; else read from ``data`` or the run's own data). ``singles``
+    False: the random draws only (``deleted`` empty).
 
     Returns plain data: ``base_error`` and ``base_test_error`` (the intact net), ``deleted``
     ([{block, error, test_error, rise, position}], errors as fractions, position the
@@ -81,16 +82,16 @@ def lesion(net: NetLike | NetSource, data: str | None = None, images: EvalSet | 
     picked = pick_blocks(source.model, blocks, source.name)
     names = [b.name for b in picked]
     draws_at = random_lesions(names, COUNTS if counts is None else counts, draws, seed)
-    singles = [[]] + [[n] for n in names]
-    train = _count_errors(source, images.train_x, images.train_y, singles + [d for _, d in draws_at])
-    test = _count_errors(source, images.test_x, images.test_y, singles)
+    intact_and_each = [[]] + ([[n] for n in names] if singles else [])
+    train = _count_errors(source, images.train_x, images.train_y, intact_and_each + [d for _, d in draws_at])
+    test = _count_errors(source, images.test_x, images.test_y, intact_and_each)
     base, base_test = train[0], test[0]
     every = [b.name for b in block_list(source.model)]
     deleted = [{"block": n, "error": e, "test_error": t, "rise": e - base,
                 "position": (every.index(n) + 0.5) / len(every)}
-               for n, e, t in zip(names, train[1:], test[1:])]
+               for n, e, t in zip(names, train[1:], test[1:])]  # empty without ``singles``
     random: dict[int, list[float]] = {}
-    for (k, _), e in zip(draws_at, train[len(singles):]):
+    for (k, _), e in zip(draws_at, train[len(intact_and_each):]):
         random.setdefault(k, []).append(e)
     spec = source.spec
     return {
