@@ -17,13 +17,11 @@ from ..figures import DEPTH_COLORS, OTHER_COLORS
 Fig = go.Figure | go.FigureWidget
 
 
-def _color(depth: int, i: int) -> str:
-    return DEPTH_COLORS.get(depth, OTHER_COLORS[i % len(OTHER_COLORS)])
-
-
-def net_style(r: dict, i: int) -> dict:
-    """The line of one net: its depth's colour, dashed when plain."""
-    return dict(color=_color(r["depth"], i), dash="solid" if r["residual"] else "dash")
+def net_style(r: dict, i: int = 0) -> dict:
+    """The line of one net: its depth's colour (one per depth, so a plain net and its
+    residual twin share it), dashed when plain."""
+    color = DEPTH_COLORS.get(r["depth"], OTHER_COLORS[r["depth"] % len(OTHER_COLORS)])
+    return dict(color=color, dash="solid" if r["residual"] else "dash")
 
 
 def _finish(fig: go.Figure, widget: bool) -> Fig:

@@ -62,11 +62,11 @@ def _check(draws: int, counts: Sequence[int] | None) -> None:
 
 def lesion(net: NetLike | NetSource, data: str | None = None, images: EvalSet | None = None,
            blocks: Sequence[str] | None = None, counts: Sequence[int] | None = None, draws: int = DRAWS,
-           seed: int = 0, singles: bool = True) -> dict:
+           seed: int = 0, singles: bool = True, test: bool = True) -> dict:
     """Delete each block of ``net`` alone (``blocks``: only those), then ``draws`` random
     sets of k blocks for each k in ``counts`` (default `COUNTS`), and measure the error on
     ``images`` (an `EvalSet`; else read from ``data`` or the run's own data). ``singles``
-    False: the random draws only (``deleted`` empty).
+    False: the random draws only (``deleted`` empty); ``test`` False: no test errors (None).
 
     Returns plain data: ``base_error`` and ``base_test_error`` (the intact net), ``deleted``
     ([{block, error, test_error, rise, position}], errors as fractions, position the
@@ -84,27 +84,30 @@ def lesion(net: NetLike | NetSource, data: str | None = None, images: EvalSet | 
     draws_at = random_lesions(names, COUNTS if counts is None else counts, draws, seed)
     intact_and_each = [[]] + ([[n] for n in names] if singles else [])
     train = _count_errors(source, images.train_x, images.train_y, intact_and_each + [d for _, d in draws_at])
-    test = _count_errors(source, images.test_x, images.test_y, intact_and_each)
-    base, base_test = train[0], test[0]
+    if test:
+        tests = _count_errors(source, images.test_x, images.test_y, intact_and_each)
+    else:
+        tests = [None] * len(intact_and_each)
+    base, base_test = train[0], tests[0]
     every = [b.name for b in block_list(source.model)]
     deleted = [{"block": n, "error": e, "test_error": t, "rise": e - base,
                 "position": (every.index(n) + 0.5) / len(every)}
-               for n, e, t in zip(names, train[1:], test[1:])]  # empty without ``singles``
+               for n, e, t in zip(names, train[1:], tests[1:])]  # empty without ``singles``
     random: dict[int, list[float]] = {}
     for (k, _), e in zip(draws_at, train[len(intact_and_each):]):
         random.setdefault(k, []).append(e)
     spec = source.spec
     return {
         "net": source.name, "arch": spec.name, "depth": spec.depth, "residual": spec.residual,
-        "data": images.data, "measure": images.describe(),
-        "images": {"train": len(images.train_y), "test": len(images.test_y)},
+        "data": images.data, "measure": images.describe(test),
+        "images": {"train": len(images.train_y), "test": len(images.test_y) if test else 0},
         "base_error": base, "base_test_error": base_test,
         "deleted": deleted,
         "not_deletable": [{"block": b.name, "why": b.why_not()} for b in block_list(source.model)
                           if not b.deletable and blocks is None],
         "mean_error": _mean([d["error"] for d in deleted]),
         "mean_rise": _mean([d["rise"] for d in deleted]),
-        "mean_test_rise": _mean([d["test_error"] - base_test for d in deleted]),
+        "mean_test_rise": _mean([d["test_error"] - base_test for d in deleted]) if test else None,
         "max_error": max((d["error"] for d in deleted), default=None),
         "random": [{"count": k, "errors": es, "mean": _mean(es)} for k, es in random.items()],
         "seconds": time.perf_counter() - t0,
@@ -117,7 +120,7 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 def lesion_table(result: dict) -> str:
     """A terminal table of one lesion: the intact net, each block deleted, the random draws."""
-    pct = lambda e: f"{100 * e:6.2f}"  # noqa: E731
+    pct = lambda e: "     -" if e is None else f"{100 * e:6.2f}"  # noqa: E731
     lines = [f"{result['net']} ({result['arch']}): {result['measure']}",
              f"  intact          train error {pct(result['base_error'])} %   test error {pct(result['base_test_error'])} %"]
     for d in result["deleted"]:

@@ -82,9 +82,10 @@ class EvalSet:
     def side(self) -> int:
         return int(self.train_x.shape[-1])
 
-    def describe(self) -> str:
+    def describe(self, test: bool = True) -> str:
+        tests = f" and {len(self.test_y):,} test" if test else ""
         return (f"eval mode (BN running statistics, no augmentation) on the first {len(self.train_y):,} "
-                f"training and {len(self.test_y):,} test images of {self.data}")
+                f"training{tests} images of {self.data}")
 
 
 def eval_set(data: str | DataSource, images: int = IMAGES, val_split: int | None = None,
