@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from .errors import UsageError
 
@@ -23,6 +24,21 @@ def _ints(text: str | None, what: str) -> list[int] | None:
 
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _arch(name: str, width: int | None):
+    """A named net (``width`` applied) or a spec read from a JSON file."""
+    from .spec import ArchSpec
+    from .zoo import get_spec
+
+    if not name.endswith(".json"):
+        return get_spec(name, **({"width": width} if width else {}))
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"spec file {name} not found: give a name (cifar-resnet56 …) or a spec JSON file")
+    if width:
+        raise UsageError(f"--width applies to named nets; {name} sets its own stage widths")
+    return ArchSpec.from_json(path.read_text()).validate()
 
 
 def _emit(results: list[dict], as_json: bool, table) -> None:
@@ -66,7 +82,7 @@ def cmd_gradients(args: argparse.Namespace) -> int:
         return 0
     if not args.arch:
         raise UsageError("give the nets with --arch (e.g. --arch cifar-plain56 --arch cifar-resnet56), or --depths")
-    results = gradients(args.arch, args.width, args.seeds, args.points, args.span, args.input)
+    results = gradients([_arch(a, args.width) for a in args.arch], None, args.seeds, args.points, args.span, args.input)
     if args.json:
         _emit(results, True, None)
     else:

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +32,14 @@ from resnet_explorer.why.landscape import LossAt, concave_share, filter_normaliz
 from resnet_explorer.why.lesion import random_lesions
 
 DATA = "synthetic:256"
+BN_RANGES = ((-0.2, 0.2), (0.5, 2.0), (0.5, 1.5), (-0.2, 0.2))
+
+
+def tiny_runs(root: Path, iters: int, names: dict[str, str] | None = None) -> Path:
+    """Tiny plain and residual nets (4 wide) trained on DATA into ``root``/<name>."""
+    for name, arch in (names or {"cifar-plain8": "cifar-plain8", "cifar-resnet8": "cifar-resnet8"}).items():
+        train(get_spec(arch, width=4), DATA, get_recipe("test", iters=iters), root / name, device="cpu", progress=False)
+    return root
 
 
 def _net(name: str, seed: int = 0, **over) -> nn.Module:
@@ -38,12 +47,10 @@ def _net(name: str, seed: int = 0, **over) -> nn.Module:
     wrong lesion cannot pass by accident), in eval mode."""
     torch.manual_seed(seed)
     model = build(get_spec(name, width=4, input_size=16, **over))
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:  # mean, variance, γ, β
+        for t, (lo, hi) in zip((m.running_mean, m.running_var, m.weight.data, m.bias.data), BN_RANGES):
+            t.uniform_(lo, hi)
     return model.eval()
 
 
@@ -138,11 +145,8 @@ def test_random_lesions_are_fixed_by_their_seed_and_distinct():
 # -- lesions of trained runs: the demo's measure -----------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Tiny plain and residual nets trained for 30 iterations: an experiment directory."""
-    root = tmp_path_factory.mktemp("why-runs")
-    for name in ("cifar-plain8", "cifar-resnet8"):
-        train(get_spec(name, width=4), DATA, get_recipe("test", iters=30), root / name, device="cpu", progress=False)
-    return root
+    """Tiny plain and residual nets trained for 30 iterations."""
+    return tiny_runs(tmp_path_factory.mktemp("why-runs"), 30)
 
 
 def test_lesion_of_a_run_measures_as_the_demo_does(trained):

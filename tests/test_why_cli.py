@@ -15,18 +15,13 @@ from PIL import Image
 from resnet_explorer import get_spec
 from resnet_explorer.cli import main
 from resnet_explorer.model import build
-from resnet_explorer.recipes import get_recipe
-from resnet_explorer.train import save_checkpoint, train
-
-DATA = "synthetic:256"
+from resnet_explorer.train import save_checkpoint
+from test_why import DATA, tiny_runs
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("why-cli")
-    for name in ("cifar-plain8", "cifar-resnet8"):
-        train(get_spec(name, width=4), DATA, get_recipe("test", iters=20), root / name, device="cpu", progress=False)
-    return root
+    return tiny_runs(tmp_path_factory.mktemp("why-cli"), 20)
 
 
 def one_line_error(capsys, argv: list[str], *words: str) -> str:
@@ -55,6 +50,16 @@ def test_lesion_table_and_json(runs, capsys):
         assert 0 <= o["base_error"] <= 1 and all({"block", "error"} <= set(d) and 0 <= d["error"] <= 1
                                                  for d in o["deleted"])
     assert [d["block"] for d in objs[1]["deleted"]] == ["conv2_x.0", "conv3_x.0", "conv4_x.0"]
+
+
+def test_gradients_of_a_spec_file(tmp_path, capsys):
+    (tmp_path / "net.json").write_text(get_spec("cifar-resnet8", width=4).to_json())
+    assert main(["why", "gradients", "--arch", str(tmp_path / "net.json"), "--input", "8", "--seeds", "1"]) == 0
+    assert "cifar-resnet8      residual depth    8" in capsys.readouterr().out
+    one_line_error(capsys, ["why", "gradients", "--arch", str(tmp_path / "net.json"), "--width", "8"], "--width")
+    one_line_error(capsys, ["why", "gradients", "--arch", str(tmp_path / "none.json")], "not found")
+    (tmp_path / "bad.json").write_text("{")
+    one_line_error(capsys, ["why", "gradients", "--arch", str(tmp_path / "bad.json")], "not valid JSON")
 
 
 def test_gradients_json_and_depths(capsys):

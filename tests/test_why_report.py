@@ -15,14 +15,12 @@ import plotly
 import pytest
 
 from resnet_explorer import get_spec
-from resnet_explorer.recipes import get_recipe
 from resnet_explorer.report import write_report
-from resnet_explorer.train import train
 from resnet_explorer.why.section import gradients_sentence, landscape_sentence, lesion_sentence
 from resnet_explorer.widgets import RECONNECT, LesionView
 from resnet_explorer.widgets.lesion_view import draws_text
+from test_why import DATA, tiny_runs
 
-DATA = "synthetic:256"
 NETS = {"plain-8": "cifar-plain8", "resnet-8": "cifar-resnet8"}
 
 
@@ -34,9 +32,7 @@ def manifest(root: Path, data: str = DATA) -> None:
 
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("why-exp")
-    for name, arch in NETS.items():
-        train(get_spec(arch, width=4), DATA, get_recipe("test", iters=20), root / name, device="cpu", progress=False)
+    root = tiny_runs(tmp_path_factory.mktemp("why-exp"), 20, NETS)
     manifest(root)
     return root
 

@@ -23,9 +23,10 @@ from .lesion import lesion
 from .sources import data_for, eval_set, open_net
 
 # The report's settings: the CLI's defaults, lighter where the demo's time budget needs it
-# (training error only, as the rest of the report's orderings; two random draws per k).
-LESION_DRAWS = 2
-LANDSCAPE = dict(span=0.5, grid=9, directions=4, n_images=250)
+# (training error only, as the rest of the report's orderings; two random draws per k; the
+# landscape's 1-D slices are its surface's axes).
+LESION_DRAWS, LESION_COUNTS = 2, (1, 2, 4, 8)
+LANDSCAPE = dict(span=0.5, grid=9, directions=2, n_images=250)
 GRADIENT_SEEDS = 3
 
 
@@ -51,7 +52,7 @@ def why_results(run_dirs: Sequence[str | Path], data: str | None = None) -> dict
     first = nets[0]
     images = eval_set(data_for(nets, data), val_split=first.val_split, seed=first.seed)
     out["data"] = images.data
-    out["lesion"] = [lesion(n, images=images, draws=LESION_DRAWS, test=False) for n in nets]
+    out["lesion"] = [lesion(n, images=images, counts=LESION_COUNTS, draws=LESION_DRAWS, test=False) for n in nets]
     specs = list({n.spec.to_json(): n.spec for n in nets}.values())
     out["gradients"] = gradients(specs, seeds=GRADIENT_SEEDS, input_size=images.side)
     plain = [n for n in nets if not n.spec.residual]
