@@ -48,20 +48,12 @@ def _emit(results: list[dict], as_json: bool, table) -> None:
             print()
 
 
-def _images(runs: list[str], data: str | None, n: int):
-    """The nets of ``runs`` and their images, read once for all of them."""
-    from .why.sources import data_for, eval_set, open_net
-
-    nets = [open_net(r) for r in runs]
-    first = nets[0]
-    return nets, eval_set(data_for(nets, data), images=n, val_split=first.val_split, seed=first.seed)
-
-
 def cmd_lesion(args: argparse.Namespace) -> int:
     from .why.lesion import lesion, lesion_table
+    from .why.sources import open_nets
 
     counts, blocks = _ints(args.counts, "--counts"), _names(args.blocks)
-    nets, images = _images(args.runs, args.data, args.images)
+    nets, images = open_nets(args.runs, args.data, args.images)
     _emit([lesion(n, images=images, blocks=blocks, counts=counts, draws=args.draws, seed=args.seed) for n in nets],
           args.json, lesion_table)
     return 0
@@ -92,9 +84,10 @@ def cmd_gradients(args: argparse.Namespace) -> int:
 
 def cmd_landscape(args: argparse.Namespace) -> int:
     from .why.landscape import check_span, landscape, landscape_table
+    from .why.sources import open_nets
 
     check_span(args.span, args.grid, args.directions)  # before any net is loaded
-    nets, images = _images(args.runs, args.data, args.images)
+    nets, images = open_nets(args.runs, args.data, args.images)
     _emit([landscape(n, images=images, span=args.span, grid=args.grid, directions=args.directions,
                      surface=not args.no_surface, seed=args.seed, n_images=args.images) for n in nets],
           args.json, landscape_table)

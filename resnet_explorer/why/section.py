@@ -14,13 +14,12 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from .. import runs
 from ..errors import UserError
 from .figures import gradients_figure, landscape_figure, lesion_figure, rise_figure
 from .gradients import gradients
 from .landscape import landscape
 from .lesion import lesion
-from .sources import data_for, eval_set, open_net
+from .sources import has_checkpoint, open_nets
 
 # The report's settings: the CLI's defaults, lighter where the demo's time budget needs it
 # (training error only, as the rest of the report's orderings; two random draws per k; the
@@ -43,14 +42,12 @@ def why_results(run_dirs: Sequence[str | Path], data: str | None = None) -> dict
     """Lesions of every trained run, the gradient correlation of their architectures at
     initialisation, and landscapes of the deepest plain net and the residual net of its
     depth. Runs without a checkpoint are left out (``skipped``)."""
-    trained = [Path(d) for d in run_dirs if runs.has_checkpoint(d)]
-    out: dict = {"skipped": [Path(d).name for d in run_dirs if not runs.has_checkpoint(d)],
+    trained = [Path(d) for d in run_dirs if has_checkpoint(d)]
+    out: dict = {"skipped": [Path(d).name for d in run_dirs if not has_checkpoint(d)],
                  "lesion": [], "gradients": [], "landscape": []}
     if not trained:
         return out
-    nets = [open_net(d) for d in trained]
-    first = nets[0]
-    images = eval_set(data_for(nets, data), val_split=first.val_split, seed=first.seed)
+    nets, images = open_nets(trained, data)
     out["data"] = images.data
     out["lesion"] = [lesion(n, images=images, counts=LESION_COUNTS, draws=LESION_DRAWS, test=False) for n in nets]
     specs = list({n.spec.to_json(): n.spec for n in nets}.values())

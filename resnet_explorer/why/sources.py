@@ -1,5 +1,5 @@
 """Where the analyses get their nets and images: the one module of `why` that reads run
-directories, checkpoints and datasets (through `evaluate`, `runs`, `experiments` and `data`).
+directories, checkpoints and datasets (through `evaluate`, `runs` and `data`).
 
 A net is a run directory, a checkpoint file or a built model (`open_net`); its images are an
 `EvalSet`, read and preprocessed once (`eval_set`) and then shared by every analysis and
@@ -140,3 +140,19 @@ def check_fits(net: NetSource, images: EvalSet) -> None:
     if net.spec.in_channels != images.train_x.shape[1]:
         raise UsageError(f"{net.name} takes {net.spec.in_channels}-channel images but {images.data} has "
                          f"{images.train_x.shape[1]}")
+
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """Whether a run directory has a checkpoint to study yet."""
+    return runs.has_checkpoint(run_dir)
+
+
+def open_nets(nets: list[NetLike], data: str | DataSource | None = None,
+              images: int = IMAGES) -> tuple[list[NetSource], EvalSet]:
+    """The nets (`open_net`) and their images, read once for all of them (`data_for`; the
+    first run's held-out split, if it had one)."""
+    if not nets:
+        raise UsageError("give at least one run directory, checkpoint or built model")
+    sources = [open_net(n) for n in nets]
+    first = sources[0]
+    return sources, eval_set(data_for(sources, data), images=images, val_split=first.val_split, seed=first.seed)

@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 from ..why.blocks import pick_blocks
 from ..why.figures import net_style
 from ..why.lesion import lesion
-from ..why.sources import data_for, eval_set, open_net
+from ..why.sources import open_nets
 from .messages import message_html, one_line
 from .page import KernelLink, Reconnecting
 
@@ -83,10 +83,7 @@ class LesionView(Reconnecting, W.VBox):
     def _measure(self, runs: list, data: str | None, counts: Sequence[int] | None, draws: int, images: int,
                  seed: int) -> None:
         try:
-            nets = [open_net(r) for r in runs]
-            if not nets:
-                raise ValueError("give at least one run directory")
-            shared = eval_set(data_for(nets, data), images=images, val_split=nets[0].val_split, seed=nets[0].seed)
+            nets, shared = open_nets(runs, data, images)
             for n in nets:
                 self.message.value = message_html(f"measuring {n.name}…", "info")
                 ks = list(counts) if counts is not None else list(range(1, len(pick_blocks(n.model, None, n.name)) + 1))
