@@ -18,7 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_browser import ARTIFACTS, IDLE, WAIT, browser, chromium, lab, open_notebook, shoot, wait_output  # noqa: F401
+# tests/test_browser.py's JupyterLab, Chromium and helpers; the fixtures are used by name
+from test_browser import ARTIFACTS, IDLE, browser, chromium, lab, open_notebook, shoot, wait_output  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
