@@ -66,7 +66,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Build, count, train and see the deep residual networks of He et al. 2015.",
     )
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    from . import cli_grading, cli_notebooks, cli_train
+    from . import cli_grading, cli_notebooks, cli_train, cli_why
 
     _add_info(sub)
     cli_train.add_commands(sub)  # train, eval, experiment, demo
@@ -74,6 +74,7 @@ def make_parser() -> argparse.ArgumentParser:
     tables.set_defaults(func=cmd_tables)
     cli_grading.add_commands(sub)  # assign, grade
     cli_notebooks.add_commands(sub)  # notebooks, lab, assignment new (the packaged notebooks)
+    cli_why.add_commands(sub)  # why lesion | gradients | landscape
     return p
 
 

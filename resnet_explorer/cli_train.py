@@ -116,7 +116,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list, notes: list[str]) -> int:
+def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list, notes: list[str],
+                               why: bool = False) -> int:
     from .distributed import launch_env
     from .experiments import experiment_runs, run_experiment
     from .report import degradation_summary, gates_text, summary_text, write_report
@@ -130,7 +131,7 @@ def _run_experiment_and_report(args: argparse.Namespace, name: str, plans: list,
     print()
     done = experiment_runs(exp_dir)
     print("\n\n".join(filter(None, [summary_text(degradation_summary(done)), gates_text(load_runs(done))])))
-    report = write_report(exp_dir, notes=notes)
+    report = write_report(exp_dir, notes=notes, why=why)
     print(f"\nreport: {report}")
     return 0
 
@@ -184,7 +185,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.out = args.out or "runs/demo"
     print(f"resnet-explorer demo: plain and residual nets of depth {', '.join(map(str, depths))} on "
           f"{args.data}, {recipe.max_iters} iterations each -> {args.out}", flush=True)
-    return _run_experiment_and_report(args, "degradation", degradation(depths, recipe, width), notes)
+    return _run_experiment_and_report(args, "degradation", degradation(depths, recipe, width), notes, why=True)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -27,6 +27,7 @@ from .experiments import read_manifest
 from .recipes import Recipe
 from .runs import Run, load_runs
 from .safeio import atomic_write
+from .why.section import why_section_html
 from .zoo import published
 
 HOLDS, FAILS, UNKNOWN = "✓ holds", "✗ FAILS", "? n/a"
@@ -297,8 +298,10 @@ def _figures_html(run_dirs: list[Path], runs: Sequence[Run]) -> str:
 
 
 def write_report(exp_dir: PathLike, out_path: PathLike | None = None, title: str | None = None,
-                 notes: Sequence[str] = ()) -> Path:
-    """One self-contained HTML report of an experiment (default ``<exp_dir>/report.html``)."""
+                 notes: Sequence[str] = (), why: bool = False) -> Path:
+    """One self-contained HTML report of an experiment (default ``<exp_dir>/report.html``);
+    with ``why``, its section "Why shortcuts help" (`why.section`: lesion, shattered
+    gradients and a loss landscape of its nets; the demo's, tens of seconds of CPU on small nets)."""
     exp_dir = Path(exp_dir)
     manifest = read_manifest(exp_dir)
     run_dirs = [exp_dir / r["dir"] for r in manifest["runs"]]
@@ -326,6 +329,7 @@ def write_report(exp_dir: PathLike, out_path: PathLike | None = None, title: str
         f"<p class='meta'>Multiply-adds: {_e(CONVENTION)}. The paper's Table 6 errors are for the "
         "full-width nets trained 64k iterations on CIFAR-10.</p>",
         "<h2>Figures</h2>", _figures_html(run_dirs, runs),
+        why_section_html(run_dirs, manifest.get("data")) if why else "",
     ]
     page = ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
             f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n"

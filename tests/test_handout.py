@@ -26,7 +26,7 @@ def _run(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def test_every_walkthrough_notebook_starts_with_the_same_setup_cell():
-    assert len(N.notebook_paths()) == 8
+    assert len(N.notebook_paths()) == 9
     for path in N.notebook_paths():
         nb = nbformat.read(path, as_version=4)
         assert N.setup_problems(nb) == [], path.name
@@ -74,7 +74,7 @@ def test_notebooks_copies_the_walkthrough_and_keeps_what_the_user_changed(tmp_pa
     monkeypatch.chdir(tmp_path)
     rc, out, _ = _run(["notebooks"], capsys)
     folder = tmp_path / handout.DEFAULT_NOTEBOOK_DIR
-    assert rc == 0 and out.startswith(f"{handout.DEFAULT_NOTEBOOK_DIR}: 9 copied\n")
+    assert rc == 0 and out.startswith(f"{handout.DEFAULT_NOTEBOOK_DIR}: 10 copied\n")
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(WALKTHROUGH)
     for name in WALKTHROUGH:
         assert (folder / name).read_bytes() == (N.walkthrough_dir() / name).read_bytes()
@@ -85,7 +85,7 @@ def test_notebooks_copies_the_walkthrough_and_keeps_what_the_user_changed(tmp_pa
     rc, out, _ = _run(["notebooks"], capsys)
     assert rc == 0
     assert out.splitlines()[:2] == [
-        f"{handout.DEFAULT_NOTEBOOK_DIR}: 1 copied, 7 unchanged",
+        f"{handout.DEFAULT_NOTEBOOK_DIR}: 1 copied, 8 unchanged",
         "kept 1 you changed (delete one to get the packaged version back): 03_degradation_cifar10.ipynb"]
     assert "(my notes)" in edited.read_text()  # the user's edit survives
 
@@ -167,13 +167,13 @@ def test_lab_without_jupyterlab_is_one_line_saying_how_to_install_it(tmp_path, c
     rc, out, err = _run(["lab", str(tmp_path / "nb")], capsys)
     assert rc == 2 and err == ('resnet-explorer: error: JupyterLab is not installed here: pip install '
                                '"resnet-explorer[notebooks]", then run resnet-explorer lab again\n')
-    assert "9 copied" in out  # the notebooks are there for another Jupyter
+    assert "10 copied" in out  # the notebooks are there for another Jupyter
 
 
 def test_notebooks_readme_links_every_notebook_for_a_hosted_service():
     text = (N.walkthrough_dir() / "README.md").read_text()
     links = N.hosted_links("OWNER/resnet-explorer")
-    assert links in text and links.count("https://colab.research.google.com/github/") == 8
+    assert links in text and links.count("https://colab.research.google.com/github/") == 9
     assert N.main(["links", "--repo", "me/rx", "--branch", "dev"]) == 0
 
 

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.slow  # run the fast part alone with: pytest -m 'not sl
 EXPECTED = [
     "00_quickstart", "01_residual_block", "02_architectures_and_flops", "03_degradation_cifar10",
     "04_layer_responses", "05_shortcut_options", "06_imagenet_and_multi_gpu", "07_vgg_alexnet_baselines",
+    "08_why_shortcuts_help",
 ]
 PATHS = {p.stem: p for p in N.notebook_paths()}
 # Two torch threads that spin-wait slow down many times on a CPU shared with other jobs;
@@ -228,3 +229,20 @@ def test_07_vgg_alexnet_baselines(run):
     assert 0.45 < s["dropout_zeroed"] < 0.55
     assert all(0.001 < v < 0.1 for v in s["lighting_offset_std"])
     assert not any(math.isnan(v) for v in ratio)
+
+
+def test_08_why_shortcuts_help(run):
+    s = run("08_why_shortcuts_help").summary
+    les = s["lesion"]
+    assert set(les) == {"plain-20", "plain-56", "resnet-20", "resnet-56"}
+    # a plain block that changes shape has no identity to become; a residual one keeps its shortcut
+    assert les["plain-20"]["not_deletable"] == les["plain-56"]["not_deletable"] == ["conv3_x.0", "conv4_x.0"]
+    assert [les[n]["deleted"] for n in ("plain-20", "plain-56", "resnet-20", "resnet-56")] == [7, 25, 9, 27]
+    assert all(0 <= r["base_error"] <= 1 and r["random"] > 0 for r in les.values())
+    assert s["slider"] == {"ready": True, "error": None, "options": [0, 1, 2, 4, 8]}
+    g = s["gradients"]  # at initialisation: the same whatever the (short) training
+    assert g["cifar-resnet56"] > 0.3 and g["cifar-plain56"] < 0.1 and g["cifar-resnet20"] > g["cifar-plain20"]
+    assert s["depths"] == [8, 20, 56]
+    land = s["landscape"]
+    assert set(land) == {"plain-56", "resnet-56"}
+    assert all(r["grid"] == [5, 5] and r["points"] == 25 and r["base_loss"] > 0 for r in land.values())

@@ -119,10 +119,10 @@ def test_from_the_wheel_a_student_copies_and_runs_a_notebook_and_the_demo(venv, 
     assert where.stdout.startswith(str(venv)), "the wheel's resnet_explorer, not the checkout's"
 
     listed = _run(venv, tmp_path, "python", "-m", "resnet_explorer.notebooks", "list").stdout.split()
-    assert len(listed) == 8 and all(p.startswith(str(venv)) for p in listed)  # the packaged walkthrough
+    assert len(listed) == 9 and all(p.startswith(str(venv)) for p in listed)  # the packaged walkthrough
 
     out = _run(venv, tmp_path, "resnet-explorer", "notebooks").stdout
-    assert out.startswith("resnet-explorer-notebooks: 9 copied")
+    assert out.startswith("resnet-explorer-notebooks: 10 copied")
     folder = tmp_path / "resnet-explorer-notebooks"
     assert sorted(p.name for p in folder.glob("*.ipynb")) == WALKTHROUGH
 

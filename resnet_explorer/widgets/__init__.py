@@ -1,4 +1,5 @@
-"""JupyterLab widgets: an architecture builder, a live training dashboard, a layer-response view.
+"""JupyterLab widgets: an architecture builder, a live training dashboard, a layer-response view,
+a lesion view (blocks deleted at random, on a slider).
 
 They are thin over the library: the builder edits an `ArchSpec` (the single description
 of a net) and recounts it with `count` on every change; the dashboard runs `train` in a
@@ -19,11 +20,12 @@ from .comparison import CIFAR_REFS, IMAGENET_REFS, comparison_html, stage_table_
 from .controls import FAMILIES, PRESETS, Controls, controls_for, spec_from_controls
 from .dashboard import GIVEN, SpecSource, TrainingDashboard
 from .layer_view import LayerResponseView
+from .lesion_view import LesionView
 from .page import RECONNECT, KernelLink
 from .stages import StageControls
 
 __all__ = [
-    "ArchitectureBuilder", "TrainingDashboard", "LayerResponseView", "StageControls", "PRESETS", "FAMILIES",
+    "ArchitectureBuilder", "TrainingDashboard", "LayerResponseView", "LesionView", "StageControls", "PRESETS", "FAMILIES",
     "Controls", "controls_for", "spec_from_controls", "IMAGENET_REFS", "CIFAR_REFS", "GIVEN", "SpecSource",
     "comparison_html", "stage_table_html", "find_runs", "KernelLink", "RECONNECT",
 ]
