@@ -117,20 +117,24 @@ def run_experiment(name: str, plans: Sequence[RunPlan], data: str | DataSource, 
 
 
 def train_plan(plan: dict, data: str | DataSource, run_dir: str, state: str, seed: int,
-               options: dict | RunOptions) -> dict:
+               options: dict | RunOptions, should_stop: Callable[[int], bool] | None = None,
+               on_metrics: Callable[[dict], None] | None = None) -> dict:
     """Train one plan (`RunPlan.to_dict`) into ``run_dir`` (``state``: pending, partial to
-    resume, or trained to analyse only), then analyse it: the one code path of a run, alone
-    or as one of ``--jobs`` (where it runs in its own process, its arguments JSON). Returns
-    its last test error."""
+    resume, or trained to analyse only), then analyse it: the one code path of a run, alone,
+    as one of ``--jobs`` (where it runs in its own process, its arguments JSON) or from the
+    dashboard (``should_stop``, ``on_metrics``: see `train`). Returns its last test error and
+    whether it finished (a run stopped early is not analysed)."""
     p, source = RunPlan.from_dict(plan), as_source(data)
+    finished = True
     if state != "trained":
         resume = state == "partial"
         options = options if isinstance(options, RunOptions) else RunOptions(**options)
-        train(None if resume else p.spec, source, None if resume else p.recipe, run_dir, options=options,
-              resume=resume, seed=seed)
-    analyze_run(run_dir, source, seed)
+        finished = train(None if resume else p.spec, source, None if resume else p.recipe, run_dir, options=options,
+                         resume=resume, seed=seed, should_stop=should_stop, on_metrics=on_metrics).finished
+    if finished:
+        analyze_run(run_dir, source, seed)
     evals = [r for r in RunDir(run_dir).metrics() if r.get("kind") == "eval"]
-    return {"test_error": evals[-1].get("test_error") if evals else None}
+    return {"test_error": evals[-1].get("test_error") if evals else None, "finished": finished}
 
 
 def _run_plans(name: str, plans: Sequence[RunPlan], planned: list[dict], source: DataSource, out: Path, seed: int,
