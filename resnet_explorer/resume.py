@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from . import distributed as D
 from . import runs
 from .data import DataSource, parse_data
-from .errors import TrainingError, UserError
+from .errors import TrainingError, UserError, one_line
 from .recipes import Recipe
 from .spec import ArchSpec
 
@@ -125,4 +125,4 @@ def restoring(run_dir: Path) -> Iterator[None]:
         yield
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         raise TrainingError(f"{runs.checkpoint_path(run_dir)} cannot be resumed: it does not fit this run "
-                            f"({type(e).__name__}: {D.first_line(e, 120)}): start again in a new --out") from None
+                            f"({type(e).__name__}: {one_line(e, 120)}): start again in a new --out") from None

@@ -25,7 +25,7 @@ from . import distributed as D
 from . import ghost_bn, runs
 from .data import DataSource, make_loaders, mix_seed, parse_data
 from .devices import COMPILE_MODES, Accel, check_memory, environment, pick_device  # noqa: F401 (re-exported)
-from .errors import TrainingError
+from .errors import TrainingError, one_line
 from .evaluate import evaluate, evaluate_sharded
 from .model import build
 from .recipes import LRSchedule, Recipe
@@ -152,7 +152,7 @@ def train(
     except Exception as e:
         if not (env.enabled and D.is_comm_failure(e)):
             raise
-        raise TrainingError(f"another process of the job failed or stopped answering ({D.first_line(e)}); "
+        raise TrainingError(f"another process of the job failed or stopped answering ({one_line(e)}); "
                             f"the last checkpoint is kept in {runs.checkpoint_path(out)} (continue with --resume)") from None
     finally:
         if lock is not None:
