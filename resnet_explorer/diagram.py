@@ -21,7 +21,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from .count import Count, count
+from .count import Count, count, si
 from .spec import ArchSpec, ConvLayer, Stage
 
 COLORS = {"input": "#d9d9d9", "conv": "#bdbdbd", "basic": "#9ecae1", "bottleneck": "#fdae6b",
@@ -30,14 +30,6 @@ STEP, BOX_W = 1.0, 0.8  # horizontal spacing of the boxes and their width
 ARC = {"identity": dict(color="#d62728", width=2),  # the paper's shortcut: solid red
        "gated": dict(color="#9467bd", width=2, dash="dash")}  # a highway gate: dashed purple, "T" on top
 PX_PER_Y = 62  # vertical pixels per unit of the y axis: the figure's height follows its content
-
-
-def si(n: float) -> str:
-    """1234567 -> '1.23 M', 3.6e9 -> '3.60 G'."""
-    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f}"
 
 
 def _layer_text(layer: ConvLayer) -> str:

@@ -3,7 +3,7 @@ as ``resnet-explorer info`` prints them (`format_info`)."""
 
 from __future__ import annotations
 
-from .count import CONVENTION, Count, count
+from .count import CONVENTION, Count, count, si
 from .spec import ArchSpec
 from .zoo import (IMAGENET_BLOCKS, PREACT_2016, PUBLISHED, TABLE1_MACS, TABLE3_RESNET34, TABLE6_DEPTHS,
                   TABLE6_HIGHWAY, Published, get_spec, published)
@@ -204,10 +204,6 @@ def beyond() -> str:
     return "\n".join(lines)
 
 
-def _si(n: float) -> str:
-    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
-
-
 def format_info(c: Count, spec: ArchSpec, layers: bool = False) -> str:
     """What ``resnet-explorer info`` prints: totals, the paper's number, per-stage (and per-layer) rows."""
     kind = "residual" if spec.residual else "plain"
@@ -222,7 +218,7 @@ def format_info(c: Count, spec: ArchSpec, layers: bool = False) -> str:
         f"{spec.name}: {spec.depth} weighted layers, {desc}; "
         f"input {spec.input_size}x{spec.input_size}, {spec.num_classes} classes",
         f"  params          {c.params:>16,}",
-        f"  multiply-adds   {c.macs:>16,}  ({_si(c.macs)})",
+        f"  multiply-adds   {c.macs:>16,}  ({si(c.macs)})",
         f"  other ops       {c.other_ops:>16,}  (BN, pooling, shortcut additions; not in the FLOPs)",
         f"  convention: {CONVENTION}",
     ]
