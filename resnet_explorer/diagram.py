@@ -123,7 +123,7 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
             shapes.append(dict(type="line", x0=x - STEP + BOX_W / 2, x1=x0, y0=0, y1=0,
                                line=dict(color="#555", width=1)))
         stage = b.get("stage")
-        if spec.residual and stage is not None and not stage.is_conv:
+        if spec.has_shortcuts and stage is not None and not stage.is_conv:
             y0 = h / 2 + 0.35
             text = _shortcut_text(spec, stage, c)
             arc = ARC[spec.shortcut_kind]
@@ -142,10 +142,10 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
         hover.append(f"<b>{b['name']}</b><br>output {size}<br>params {b['params']:,}"
                      f"<br>multiply-adds {b['macs']:,}")
 
-    kind = "ResNet" if spec.residual else "plain net (no shortcuts)"
-    if spec.residual and spec.shortcut_kind == "gated":
+    kind = "ResNet" if spec.has_shortcuts else "plain net (no shortcuts)"
+    if spec.is_gated:
         kind = "ResNet with gated (highway) shortcuts"
-    if spec.block_order == "pre" and any(not s.is_conv for s in spec.stages):
+    if spec.is_preactivation:
         kind = f"pre-activation {kind}"
     title = (f"{spec.name}: {spec.depth} layers, {kind}; {c.params:,} parameters, "
              f"{si(c.macs)} multiply-adds")

@@ -206,16 +206,8 @@ def beyond() -> str:
 
 def format_info(c: Count, spec: ArchSpec, layers: bool = False) -> str:
     """What ``resnet-explorer info`` prints: totals, the paper's number, per-stage (and per-layer) rows."""
-    kind = "residual" if spec.residual else "plain"
-    desc = f"{kind}"
-    if any(not s.is_conv for s in spec.stages):
-        desc += f", shortcut {spec.shortcut}" if spec.residual else ""
-        desc += ", highway-gated" if spec.shortcut_kind == "gated" else ""
-        desc += ", pre-activation" if spec.block_order == "pre" else ""
-        if any(s.block == "bottleneck" for s in spec.stages):
-            desc += f", stride at {spec.stride_at} ({'paper v1' if spec.stride_at == '1x1' else 'v1.5'})"
     lines = [
-        f"{spec.name}: {spec.depth} weighted layers, {desc}; "
+        f"{spec.name}: {spec.depth} weighted layers, {spec.describe()}; "
         f"input {spec.input_size}x{spec.input_size}, {spec.num_classes} classes",
         f"  params          {c.params:>16,}",
         f"  multiply-adds   {c.macs:>16,}  ({si(c.macs)})",
