@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .count import CONVENTION, count
-from .runs import Run, atomic_write, load_run, load_runs  # noqa: F401 (re-exported)
+from .runs import Run, atomic_write, load_runs
 from .spec import GATE_BIAS_INIT, ArchSpec
 from .zoo import get_spec
 
