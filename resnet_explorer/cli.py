@@ -221,7 +221,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .devices import pick_device
-    from .data.cpus import _cpu_count
+    from .data.cpus import available_cpus as _cpu_count
     from .experiments import CPU_DEMO_DATA, CPU_DEMO_WIDTH, cpu_demo_note, data_notes, degradation
 
     gpu = pick_device(args.device).type == "cuda"

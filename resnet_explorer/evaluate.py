@@ -20,7 +20,7 @@ from .count import training_memory
 from .data import (IMAGENET_MEAN, GpuImageNetLoader, SubtractMean, make_imagenet_loader, make_loaders,
                    multi_scale, parse_data, resolve_loader, resolve_workers)
 from .data.batches import SkipLog
-from .data.imagenet import _SeededDataset
+from .data.imagenet import SeededDataset as _SeededDataset
 from .data.jpeg import Unreadable, pil_loader
 from .devices import Accel, device_memory, pick_device
 from .errors import EvalError, SpecError, TrainingError

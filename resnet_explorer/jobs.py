@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .data.cpus import _cpu_count
+from .data.cpus import available_cpus as _cpu_count
 from .errors import UsageError, UserError
 from .safeio import NOFOLLOW
 from .stopsignals import on_stop_signals

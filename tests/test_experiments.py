@@ -129,7 +129,7 @@ def test_demo_on_a_cpu_is_the_cpu_demo_design(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_run_experiment_and_report",
                         lambda args, name, plans, notes: seen.update(args=args, plans=plans, notes=notes) or 0)
     assert main(["demo", "--device", "cpu", "--quiet"]) == 0
-    from resnet_explorer.data.cpus import _cpu_count
+    from resnet_explorer.data.cpus import available_cpus as _cpu_count
 
     assert seen["args"].data == "synthetic-demo" and seen["args"].out == "runs/demo"
     assert seen["args"].jobs == (2 if _cpu_count() >= 2 else 1)  # two nets at once, a core each
