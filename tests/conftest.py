@@ -1,4 +1,4 @@
-"""Shared helpers: random architecture specs for cross-checks."""
+"""Shared helpers and fixtures: random architecture specs, the shared data, BN randomised for hand checks."""
 
 from __future__ import annotations
 
@@ -78,6 +78,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random BN affine parameters and running statistics (eval mode then does more than the
+    identity), so that a hand computation checks that every BN is applied where it should be."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+            m.bias.data = torch.randn(m.bias.shape, generator=g)
+            m.running_mean.normal_(generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
 
 
 def one_line(capsys, code: int) -> str:
