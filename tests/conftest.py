@@ -97,3 +97,28 @@ def one_line(capsys, code: int) -> str:
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("resnet-explorer: error: "), err
     return err
+
+
+# -- running in parallel (pytest-xdist: `-n auto`, as quickstart.sh does) ---------------------------
+# A module-scoped fixture is built once per worker that runs a test using it: the tests that share
+# an expensive one (a trained run, a built wheel, a JupyterLab, a sandboxed grading) run on one worker.
+SHARED_FIXTURES = {"lab", "browser", "graded", "attacked", "reference", "uninterrupted", "stopped", "full20",
+                   "experiment", "wheel", "venv", "trained"}
+
+
+def pytest_configure(config):
+    """In each of several workers: one torch thread, here and in the processes it starts (two
+    workers on two cores: more threads would only wait for each other)."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not (config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None)):
+        return
+    for item in items:
+        if SHARED_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+    # the slow tests first, so that the last ones to start are short and the workers end together
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
