@@ -114,8 +114,9 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    if not (config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None)):
+    if "PYTEST_XDIST_WORKER" not in os.environ:
         return
     for item in items:
         if SHARED_FIXTURES & set(item.fixturenames):
