@@ -47,7 +47,9 @@ case "${1:-}" in
         ensure_tool chromium RESNET_EXPLORER_CHROMIUM chromium "the browser test (tests/test_browser.py)"
         ensure_tool bwrap RESNET_EXPLORER_BWRAP bubblewrap "the grading sandbox (tests/test_grading_attacks.py)"
         shift
-        exec "$VENV/bin/python" -m pytest "$@"
+        # on every core (pytest-xdist; -n0 after it runs in one process); torch's idle threads sleep
+        # instead of spinning, as two workers share the cores
+        OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} exec "$VENV/bin/python" -m pytest -n auto --dist loadgroup "$@"
         ;;
     *)
         echo "usage: bash quickstart.sh demo|test" >&2

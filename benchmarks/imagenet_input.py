@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         args.workers, args.gpu_workers, args.width, args.compile = "1", 1, 8, "off"
         args.archs = "resnet18"
 
-    from resnet_explorer.data.cpus import _cpu_count
+    from resnet_explorer.data.cpus import available_cpus
     from resnet_explorer.devices import Accel, pick_device
 
     device = pick_device(args.device)
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     head = {"device": f"{device} ({name})", "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "cpu_cores": _cpu_count(), "batch": args.batch_size, "warmup": args.warmup, "iters": args.iters,
+            "cpu_cores": available_cpus(), "batch": args.batch_size, "warmup": args.warmup, "iters": args.iters,
             "compile": args.compile, "data": str(root), "generated_s": round(gen_s, 1),
             "tf32": accel.tf32 if device.type == "cuda" else None, "shm_budget_gib": args.shm_budget,
             "prefetch": {w: prefetch_factor(w, args.batch_size, args.shm_budget)

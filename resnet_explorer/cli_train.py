@@ -160,7 +160,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .devices import pick_device
-    from .data.cpus import _cpu_count
+    from .data.cpus import available_cpus
     from .plans import CPU_DEMO_DATA, CPU_DEMO_WIDTH, degradation
     from .report import cpu_demo_note, data_notes
 
@@ -178,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         recipe = recipe_from_args(args, "cpu-demo")
         width = args.width or CPU_DEMO_WIDTH
         # the demo's nets are small enough that one core each beats two cores per net in turn
-        args.jobs = args.jobs or (2 if _cpu_count() >= 2 else 1)
+        args.jobs = args.jobs or (2 if available_cpus() >= 2 else 1)
         args.data = args.data or CPU_DEMO_DATA
         notes = [cpu_demo_note(recipe, width)]
     notes += data_notes(args.data)

@@ -27,6 +27,14 @@ Shape = tuple[int, int, int]  # (channels, height, width)
 CONVENTION = "1 multiply-add = 1 FLOP; conv and fc layers counted (the paper's convention)"
 
 
+def si(n: float) -> str:
+    """A count in SI units, three significant digits or so: 1234567 -> '1.23 M', 3.6e9 -> '3.60 G'."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f}"
+
+
 @dataclass
 class LayerCount:
     """One layer: its shapes, parameters, multiply-adds and (separately) other ops."""

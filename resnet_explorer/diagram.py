@@ -21,7 +21,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from .count import Count, count
+from .count import Count, count, si
 from .spec import ArchSpec, ConvLayer, Stage
 
 COLORS = {"input": "#d9d9d9", "conv": "#bdbdbd", "basic": "#9ecae1", "bottleneck": "#fdae6b",
@@ -30,14 +30,6 @@ STEP, BOX_W = 1.0, 0.8  # horizontal spacing of the boxes and their width
 ARC = {"identity": dict(color="#d62728", width=2),  # the paper's shortcut: solid red
        "gated": dict(color="#9467bd", width=2, dash="dash")}  # a highway gate: dashed purple, "T" on top
 PX_PER_Y = 62  # vertical pixels per unit of the y axis: the figure's height follows its content
-
-
-def si(n: float) -> str:
-    """1234567 -> '1.23 M', 3.6e9 -> '3.60 G'."""
-    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f}"
 
 
 def _layer_text(layer: ConvLayer) -> str:
@@ -131,7 +123,7 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
             shapes.append(dict(type="line", x0=x - STEP + BOX_W / 2, x1=x0, y0=0, y1=0,
                                line=dict(color="#555", width=1)))
         stage = b.get("stage")
-        if spec.residual and stage is not None and not stage.is_conv:
+        if spec.has_shortcuts and stage is not None and not stage.is_conv:
             y0 = h / 2 + 0.35
             text = _shortcut_text(spec, stage, c)
             arc = ARC[spec.shortcut_kind]
@@ -150,10 +142,10 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
         hover.append(f"<b>{b['name']}</b><br>output {size}<br>params {b['params']:,}"
                      f"<br>multiply-adds {b['macs']:,}")
 
-    kind = "ResNet" if spec.residual else "plain net (no shortcuts)"
-    if spec.residual and spec.shortcut_kind == "gated":
+    kind = "ResNet" if spec.has_shortcuts else "plain net (no shortcuts)"
+    if spec.is_gated:
         kind = "ResNet with gated (highway) shortcuts"
-    if spec.block_order == "pre" and any(not s.is_conv for s in spec.stages):
+    if spec.is_preactivation:
         kind = f"pre-activation {kind}"
     title = (f"{spec.name}: {spec.depth} layers, {kind}; {c.params:,} parameters, "
              f"{si(c.macs)} multiply-adds")

@@ -206,9 +206,3 @@ def is_comm_failure(e: BaseException) -> bool:
     text = str(e)
     return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and (
         "gloo" in text or "NCCL" in text or "Connection reset" in text or "timed out" in text.lower()))
-
-
-def first_line(e: BaseException, limit: int = 160) -> str:
-    """The first line of an error message, cut to ``limit`` characters."""
-    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return line if len(line) <= limit else line[: limit - 1] + "…"

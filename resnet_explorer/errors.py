@@ -43,3 +43,11 @@ class DistributedError(UserError, RuntimeError):
 
 class GradingError(UserError, ValueError):
     """Bad input to the grader (missing folder, not a notebook …)."""
+
+
+def one_line(e: BaseException, limit: int | None = 160) -> str:
+    """The first line of an error's message (its type's name when it has none), cut to
+    ``limit`` characters with an ellipsis: how an error is quoted inside another message or
+    shown in a widget, never as a traceback. ``limit=None`` keeps the whole line."""
+    line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return line if limit is None or len(line) <= limit else line[: limit - 1] + "…"

@@ -20,7 +20,7 @@ from .count import training_memory
 from .data import (IMAGENET_MEAN, GpuImageNetLoader, SubtractMean, make_imagenet_loader, make_loaders,
                    multi_scale, as_source, resolve_loader, resolve_workers)
 from .data.batches import SkipLog
-from .data.imagenet import _SeededDataset
+from .data.imagenet import SeededDataset
 from .data.jpeg import Unreadable, pil_loader
 from .devices import Accel, device_memory, pick_device
 from .errors import EvalError, TrainingError
@@ -153,8 +153,8 @@ def multi_scale_loader(root: str, scales: Sequence[int], workers: int | None = N
         return item
 
     workers = resolve_workers(workers)
-    keys = [[(i, 0)] for i in range(len(dataset))]  # _SeededDataset's keys; the seed is unused
-    batches = torch.utils.data.DataLoader(_SeededDataset(dataset, views), batch_sampler=keys,
+    keys = [[(i, 0)] for i in range(len(dataset))]  # SeededDataset's keys; the seed is unused
+    batches = torch.utils.data.DataLoader(SeededDataset(dataset, views), batch_sampler=keys,
                                           num_workers=workers, collate_fn=collate)
     return _SkippingViews(batches)
 

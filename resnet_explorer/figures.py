@@ -20,7 +20,7 @@ import math
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -38,7 +38,8 @@ X_TITLES = {"iter": "iterations", "epoch": "epochs", "wall_time": "wall time (s)
 PNG_HINT = ("PNG export needs kaleido: pip install kaleido==0.2.1 "
             "(or kaleido>=1 with a local Chrome)")
 
-Fig = go.Figure | go.FigureWidget
+if TYPE_CHECKING:  # (go.FigureWidget loads ipywidgets and nbformat: 1.5 s of CPU a process that draws none)
+    Fig = go.Figure | go.FigureWidget
 PathLike = str | os.PathLike
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .data.cpus import _cpu_count
+from .data.cpus import available_cpus
 from .errors import UsageError, UserError
 from .safeio import NOFOLLOW
 from .stopsignals import on_stop_signals
@@ -66,7 +66,7 @@ class Outcome:
 
 def threads_per_job(n: int) -> int:
     """The CPU threads each of ``n`` simultaneous jobs gets: this machine's cores split evenly."""
-    return max(1, _cpu_count() // max(1, n))
+    return max(1, available_cpus() // max(1, n))
 
 
 def check_jobs(n: Any) -> int:

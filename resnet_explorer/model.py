@@ -108,12 +108,15 @@ class Gate(nn.Module):
 
 
 class _Block(nn.Module):
-    """What basic and bottleneck blocks share: the shortcut, the gate, the two orders.
+    """What basic and bottleneck blocks share: the shortcut, the gate, and adding them.
 
     post (the paper): y = relu(F(x) + S(x)), F ending in its last BN.
     pre (He et al. 2016): y = F(a) + S(a or x), F = [BN → ReLU → conv] × 2 (or 3), a the
     activated input; nothing after the addition. gated: F(x) + S(x) becomes
     T·F + (1 − T)·S = S + T·(F − S), T computed from the shortcut's input.
+
+    ``shortcut`` is None in a plain block, ``gate`` None unless gated, and ``bn1`` None in a
+    pre-activation block whose input is already activated (the first after the stem).
     """
 
     def _setup(self, in_ch: int, out_ch: int, stride: int, residual: bool, shortcut: str,
@@ -123,36 +126,21 @@ class _Block(nn.Module):
         self.shortcut = make_shortcut(shortcut, in_ch, out_ch, stride, bn=order == "post") if residual else None
         self.gate = Gate(in_ch, out_ch, stride) if residual and gated else None
 
-    def _convs(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d | None]]:
-        n = 3 if hasattr(self, "conv3") else 2
-        return [(getattr(self, f"conv{i}"), getattr(self, f"bn{i}")) for i in range(1, n + 1)]
+    def _preactivate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pre: (the first conv's input BN → ReLU(x), the shortcut's input): where the shape
+        changes the shortcut sees the activated input, elsewhere x itself."""
+        out = self.relu(self.bn1(x)) if self.bn1 is not None else x
+        return out, out if self.changes else x
 
-    def last_bn(self) -> nn.BatchNorm2d:
-        """The BN whose γ = 0 makes F(x) = 0 (after the last conv; pre: before it)."""
-        return self._convs()[-1][1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs = self._convs()
-        if self.order == "post":
-            out, into = x, x
-            for i, (conv, bn) in enumerate(convs):
-                out = bn(conv(out))
-                if i < len(convs) - 1:
-                    out = self.relu(out)
-        else:
-            first = convs[0][1]
-            out = self.relu(first(x)) if first is not None else x
-            into = out if self.changes else x  # shape changes: BN → ReLU before the split
-            out = convs[0][0](out)
-            for conv, bn in convs[1:]:
-                out = conv(self.relu(bn(out)))
-        if self.shortcut is not None:
-            s = self.shortcut(into)
-            if self.gate is not None:
-                out = s + self.gate(into) * (out - s)
-            else:
-                out += s
-        return self.relu(out) if self.order == "post" else out
+    def _add_shortcut(self, out: torch.Tensor, into: torch.Tensor) -> torch.Tensor:
+        """F + S(into), or the gated S + T·(F − S); F alone in a plain block."""
+        if self.shortcut is None:
+            return out
+        s = self.shortcut(into)
+        if self.gate is not None:
+            return s + self.gate(into) * (out - s)
+        out += s
+        return out
 
 
 class BasicBlock(_Block):
@@ -173,6 +161,20 @@ class BasicBlock(_Block):
             self.bn2 = nn.BatchNorm2d(width)
             self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
         self._setup(in_ch, width, stride, residual, shortcut, order, gated)
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        """The BN whose γ = 0 makes F(x) = 0 (after the last conv; pre: before it)."""
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.order == "post":
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(self._add_shortcut(out, x))
+        out, into = self._preactivate(x)
+        out = self.conv1(out)
+        out = self.conv2(self.relu(self.bn2(out)))
+        return self._add_shortcut(out, into)
 
 
 class Bottleneck(_Block):
@@ -201,6 +203,22 @@ class Bottleneck(_Block):
             self.bn3 = nn.BatchNorm2d(width)
             self.conv3 = nn.Conv2d(width, out_ch, 1, bias=False)
         self._setup(in_ch, out_ch, stride, residual, shortcut, order, gated)
+
+    def last_bn(self) -> nn.BatchNorm2d:
+        """The BN whose γ = 0 makes F(x) = 0 (after the last conv; pre: before it)."""
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.order == "post":
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            return self.relu(self._add_shortcut(out, x))
+        out, into = self._preactivate(x)
+        out = self.conv1(out)
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))
+        return self._add_shortcut(out, into)
 
 
 class ConvUnit(nn.Sequential):

@@ -1,7 +1,8 @@
 """Training recipes as data, and the learning-rate schedule a recipe describes.
 
 The paper's recipes (Sec. 3.4, 4.2) and short ones for CPU demos and tests. A recipe is a
-plain dataclass; `get_recipe(name, **overrides)` returns a copy with fields changed.
+plain dataclass; `get_recipe(name, **overrides)` returns a copy with fields changed
+(`Recipe.override`, which a resumed run's ``--iters``/``--set`` use too).
 ``iters=N`` shortens or lengthens a run and moves the lr milestones with it (the paper's
 32k/48k of 64k stay at 50 % and 75 %). `LRSchedule` turns a recipe into the lr of each
 iteration (steps at milestones, on a plateau, and the warm-up of very deep nets).
@@ -65,6 +66,19 @@ class Recipe:
             eval_every=min(self.eval_every, iters),
             checkpoint_every=min(self.checkpoint_every, iters),
         )
+
+    def override(self, **changes: Any) -> Recipe:
+        """This recipe with fields changed, checked: ``iters=N`` first rescales the schedule
+        (`with_iters`; None leaves it), then the fields given replace theirs; a name that is
+        not a field is one line listing them. What `get_recipe` and a resumed run's
+        ``--iters``/``--set`` both use."""
+        iters = changes.pop("iters", None)
+        recipe = self.with_iters(iters) if iters is not None else self
+        fields = [f.name for f in dataclasses.fields(Recipe)]
+        bad = sorted(set(changes) - set(fields))
+        if bad:
+            raise RecipeError(f"recipe has no field(s) {', '.join(bad)}: use {', '.join(sorted(fields))}")
+        return dataclasses.replace(recipe, **changes).validate()
 
     def validate(self) -> Recipe:
         """Every field's type and range, checked: a bad value is one line naming it (a recipe
@@ -153,15 +167,7 @@ def get_recipe(name: str, /, **overrides: Any) -> Recipe:
     """A named recipe with fields overridden (``iters=`` scales the schedule; ``name=`` renames)."""
     if name not in RECIPES:
         raise RecipeError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
-    recipe = RECIPES[name]
-    iters = overrides.pop("iters", None)
-    if iters is not None:
-        recipe = recipe.with_iters(iters)
-    fields = {f.name for f in dataclasses.fields(Recipe)}
-    bad = sorted(set(overrides) - fields)
-    if bad:
-        raise RecipeError(f"recipe has no field(s) {', '.join(bad)}: use {', '.join(sorted(fields))}")
-    return dataclasses.replace(recipe, **overrides).validate()
+    return RECIPES[name].override(**overrides)
 
 
 class LRSchedule:

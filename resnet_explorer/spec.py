@@ -51,11 +51,16 @@ final BN → ReLU (``final_act``) follows the last block stage, before the pool
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import reprlib
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SpecError
+from .errors import SpecError, one_line
 
 BLOCKS = ("conv", "basic", "bottleneck")
 SHORTCUTS = ("A", "B", "C")
@@ -155,21 +160,24 @@ class ArchSpec:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ArchSpec:
-        try:
-            stages = [_stage_from_dict(s) for s in d["stages"]]
-            head = Head(**d.get("head", {}))
-            rest = {k: v for k, v in d.items() if k not in ("stages", "head")}
-            return cls(stages=stages, head=head, **rest)
-        except (KeyError, TypeError) as e:
-            raise SpecError(f"malformed architecture spec: {e}; see ArchSpec's fields") from None
+    def from_dict(cls, d: Any) -> ArchSpec:
+        """The spec a dict describes (`to_dict`'s form; fields left out take their defaults).
+
+        A spec dict comes from files a user hands us (a spec.json, a checkpoint, an experiment
+        file): anything else than that form (not an object, a missing or unknown field, a value
+        of the wrong type, an integer beyond 32 bits, a NaN) is a `SpecError` of one line that
+        names the field (``stages[2].layers[0].kernel``), never another exception. The values'
+        ranges are `validate`'s."""
+        return _parse(cls, d, "")
 
     @classmethod
-    def from_json(cls, text: str) -> ArchSpec:
+    def from_json(cls, text: str | bytes) -> ArchSpec:
+        """`from_dict` of a JSON text; text that is not JSON is a `SpecError` too."""
         try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise SpecError(f"architecture spec is not valid JSON: {e}") from None
+            d = json.loads(text)
+        except (ValueError, TypeError, RecursionError) as e:  # (too deep, or an integer too long to read)
+            raise SpecError(f"architecture spec is not valid JSON: {one_line(e, 120)}") from None
+        return cls.from_dict(d)
 
     def replace(self, **changes: Any) -> ArchSpec:
         """A copy with some top-level fields changed (``spec.replace(residual=False)``)."""
@@ -185,6 +193,41 @@ class ArchSpec:
             for s in self.stages
         )
         return convs + len(self.head.hidden) + 1
+
+    @property
+    def has_blocks(self) -> bool:
+        """Whether a stage is made of basic or bottleneck blocks (a ResNet or its plain twin;
+        VGG and AlexNet have conv stages only)."""
+        return any(not s.is_conv for s in self.stages)
+
+    @property
+    def has_shortcuts(self) -> bool:
+        """Whether the blocks add a shortcut: a residual net with blocks (not its plain twin)."""
+        return self.residual and self.has_blocks
+
+    @property
+    def is_gated(self) -> bool:
+        """Whether the shortcuts are highway-gated (T·F + (1 − T)·S)."""
+        return self.has_shortcuts and self.shortcut_kind == "gated"
+
+    @property
+    def is_preactivation(self) -> bool:
+        """Whether the blocks are He et al. 2016's full pre-activation units."""
+        return self.has_blocks and self.block_order == "pre"
+
+    def describe(self) -> str:
+        """What kind of net this is, in the paper's words: ``residual, shortcut B, stride at
+        1x1 (paper v1)``, ``plain``, ``residual, shortcut A, highway-gated, pre-activation`` …"""
+        words = ["residual" if self.has_shortcuts else "plain"]
+        if self.has_shortcuts:
+            words.append(f"shortcut {self.shortcut}")
+        if self.is_gated:
+            words.append("highway-gated")
+        if self.is_preactivation:
+            words.append("pre-activation")
+        if any(s.block == "bottleneck" for s in self.stages):
+            words.append(f"stride at {self.stride_at} ({'paper v1' if self.stride_at == '1x1' else 'v1.5'})")
+        return ", ".join(words)
 
     def validate(self) -> ArchSpec:
         """Raise `SpecError` on the first invalid value; return the spec otherwise."""
@@ -224,11 +267,10 @@ class ArchSpec:
                 _positive(f"{s.name} width", s.width)
                 _positive(f"{s.name} num_blocks", s.num_blocks)
                 _positive(f"{s.name} stride", s.stride)
-        has_blocks = any(not s.is_conv for s in self.stages)
-        if self.shortcut_kind == "gated" and not (self.residual and has_blocks):
+        if self.shortcut_kind == "gated" and not self.has_shortcuts:
             raise SpecError("shortcut_kind='gated' gates the shortcuts of basic or bottleneck blocks: "
                             "it needs residual=True and at least one block stage")
-        if self.block_order == "pre" and not has_blocks:
+        if self.block_order == "pre" and not self.has_blocks:
             raise SpecError("block_order='pre' applies to basic and bottleneck blocks: "
                             "this net has none (use block_order='post')")
         return self
@@ -267,12 +309,79 @@ def hidden_fc_names(spec: ArchSpec) -> list[str]:
     return [f"fc{first + i}" for i in range(len(spec.head.hidden))]
 
 
-def _stage_from_dict(d: dict[str, Any]) -> Stage:
-    layers = []
-    for layer in d.get("layers", []):
-        pool = layer.get("pool")
-        layers.append(ConvLayer(**{**layer, "pool": Pool(**pool) if pool else None}))
-    return Stage(**{**d, "layers": layers})
+MAX_INT = 2**31 - 1  # no size, count or stride of a net comes near
+
+
+def _parse(tp: Any, value: Any, where: str) -> Any:
+    """``value`` read as a ``tp`` (a field's type: a dataclass of this module, a list, ``X | None``,
+    bool, int, float or str), else a `SpecError` naming ``where``."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):  # X | None
+        if value is None:
+            return None
+        (tp,) = [t for t in typing.get_args(tp) if t is not type(None)]
+    if dataclasses.is_dataclass(tp):
+        return _parse_fields(tp, value, where)
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, (list, tuple)):
+            raise _malformed(where, value, "a list")
+        (item,) = typing.get_args(tp)
+        return [_parse(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool and isinstance(value, bool) or tp is str and isinstance(value, str):
+        return value
+    if tp in (int, float) and isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT:
+        return tp(value)
+    if tp is float and isinstance(value, float) and math.isfinite(value):
+        return value
+    want = {bool: "true or false", str: "a string", float: "a finite number"}.get(tp, f"an integer (at most {MAX_INT:,})")
+    raise _malformed(where, value, want)
+
+
+def _parse_fields(cls: type, d: Any, where: str) -> Any:
+    hints = _field_types(cls)
+    if not isinstance(d, dict):
+        raise _malformed(where, d, f"an object with the fields of {cls.__name__}")
+    unknown = [k for k in d if k not in hints]
+    if unknown:
+        raise SpecError(f"malformed architecture spec: {where or 'the spec'} has no field {_show(unknown[0])}: "
+                        f"use {', '.join(hints)}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in d
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SpecError(f"malformed architecture spec: {_at(where, missing[0])} is missing")
+    return cls(**{k: _parse(hints[k], v, _at(where, k)) for k, v in d.items()})
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _at(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _malformed(where: str, value: Any, want: str) -> SpecError:
+    what = f"{where}={_show(value)}" if where else f"a spec of {_show(value)}"
+    return SpecError(f"malformed architecture spec: {what} is invalid: use {want}")
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's short reprs, safe for anything: a huge integer as its size, any other object
+    as its type (its own repr might be anything)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        return repr(x) if abs(x) < 10**12 else f"<an integer of {x.bit_length()} bits>"
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        return repr(x) if type(x) in (bool, float, type(None)) else f"<{type(x).__name__}>"
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 2, 40, 40
+
+
+def _show(value: Any) -> str:
+    return _SHORT.repr(value)
 
 
 def _one_of(what: str, value: Any, valid: tuple) -> None:

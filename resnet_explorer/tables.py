@@ -3,7 +3,7 @@ as ``resnet-explorer info`` prints them (`format_info`)."""
 
 from __future__ import annotations
 
-from .count import CONVENTION, Count, count
+from .count import CONVENTION, Count, count, si
 from .spec import ArchSpec
 from .zoo import (IMAGENET_BLOCKS, PREACT_2016, PUBLISHED, TABLE1_MACS, TABLE3_RESNET34, TABLE6_DEPTHS,
                   TABLE6_HIGHWAY, Published, get_spec, published)
@@ -204,25 +204,13 @@ def beyond() -> str:
     return "\n".join(lines)
 
 
-def _si(n: float) -> str:
-    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
-
-
 def format_info(c: Count, spec: ArchSpec, layers: bool = False) -> str:
     """What ``resnet-explorer info`` prints: totals, the paper's number, per-stage (and per-layer) rows."""
-    kind = "residual" if spec.residual else "plain"
-    desc = f"{kind}"
-    if any(not s.is_conv for s in spec.stages):
-        desc += f", shortcut {spec.shortcut}" if spec.residual else ""
-        desc += ", highway-gated" if spec.shortcut_kind == "gated" else ""
-        desc += ", pre-activation" if spec.block_order == "pre" else ""
-        if any(s.block == "bottleneck" for s in spec.stages):
-            desc += f", stride at {spec.stride_at} ({'paper v1' if spec.stride_at == '1x1' else 'v1.5'})"
     lines = [
-        f"{spec.name}: {spec.depth} weighted layers, {desc}; "
+        f"{spec.name}: {spec.depth} weighted layers, {spec.describe()}; "
         f"input {spec.input_size}x{spec.input_size}, {spec.num_classes} classes",
         f"  params          {c.params:>16,}",
-        f"  multiply-adds   {c.macs:>16,}  ({_si(c.macs)})",
+        f"  multiply-adds   {c.macs:>16,}  ({si(c.macs)})",
         f"  other ops       {c.other_ops:>16,}  (BN, pooling, shortcut additions; not in the FLOPs)",
         f"  convention: {CONVENTION}",
     ]

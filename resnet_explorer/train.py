@@ -26,7 +26,7 @@ from . import ghost_bn
 from .checkpoint import Checkpoint, TrainState, Window, nonfinite
 from .data import DataSource, as_source, make_loaders, mix_seed
 from .devices import Accel, check_memory, environment, pick_device
-from .errors import TrainingError, UserError
+from .errors import TrainingError, UserError, one_line
 from .evaluate import evaluate, evaluate_sharded
 from .model import build
 from .options import RunOptions
@@ -108,7 +108,7 @@ def train(
     except Exception as e:
         if not (env.enabled and D.is_comm_failure(e)):
             raise
-        raise TrainingError(f"another process of the job failed or stopped answering ({D.first_line(e)}); "
+        raise TrainingError(f"another process of the job failed or stopped answering ({one_line(e)}); "
                             f"the last checkpoint is kept in {run.checkpoint_path} (continue with --resume)") from None
     finally:
         if lock is not None:
@@ -421,7 +421,7 @@ def _restore(ckpt: Checkpoint, run: RunDir, model: torch.nn.Module, optimizer: t
             torch.cuda.set_rng_state_all(ckpt.rng["cuda"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         raise TrainingError(f"{run.checkpoint_path} cannot be resumed: it does not fit this run "
-                            f"({type(e).__name__}: {D.first_line(e, 120)}): start again in a new --out") from None
+                            f"({type(e).__name__}: {one_line(e, 120)}): start again in a new --out") from None
     return ckpt.state
 
 

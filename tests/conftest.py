@@ -1,4 +1,4 @@
-"""Shared helpers: random architecture specs for cross-checks."""
+"""Shared helpers and fixtures: random architecture specs, the shared data, BN randomised for hand checks."""
 
 from __future__ import annotations
 
@@ -80,8 +80,46 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random BN affine parameters and running statistics (eval mode then does more than the
+    identity), so that a hand computation checks that every BN is applied where it should be."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+            m.bias.data = torch.randn(m.bias.shape, generator=g)
+            m.running_mean.normal_(generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+
+
 def one_line(capsys, code: int) -> str:
     """The CLI's stderr for a refused input: exit 2 and exactly one 'resnet-explorer: error:' line."""
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("resnet-explorer: error: "), err
     return err
+
+
+# -- running in parallel (pytest-xdist: `-n auto`, as quickstart.sh does) ---------------------------
+# A module-scoped fixture is built once per worker that runs a test using it: the tests that share
+# an expensive one (a trained run, a built wheel, a JupyterLab, a sandboxed grading) run on one worker.
+SHARED_FIXTURES = {"lab", "browser", "graded", "attacked", "reference", "uninterrupted", "stopped", "full20",
+                   "experiment", "wheel", "venv", "trained"}
+
+
+def pytest_configure(config):
+    """In each of several workers: one torch thread, here and in the processes it starts (two
+    workers on two cores: more threads would only wait for each other)."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    for item in items:
+        if SHARED_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+    # the slow tests first, so that the last ones to start are short and the workers end together
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -115,7 +115,7 @@ def test_demo_orderings_benchmark_runs_on_a_tiny_setting(tmp_path):
     r = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "demo_orderings.py"), "--seeds", "2", "--depths", "8,14",
          "--iters", "4", "--width", "4", "--data", "synthetic-demo:64", "--lr", "0.01", "--batch", "16",
-         "--milestones", "2,3", "--out", str(tmp_path / "b")],
+         "--milestones", "2,3", "--jobs", "1", "--out", str(tmp_path / "b")],  # in-process (jobs: test_jobs)
         capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stderr

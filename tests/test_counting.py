@@ -185,3 +185,15 @@ def test_cross_check_random_gated_and_pre_activation_specs(make_random_spec, see
         spec.stages[-1] = Stage("conv9_x", "bottleneck" if seed % 2 else "basic", 2, 4, 2)
     order = "pre" if seed % 4 < 2 else "post"
     _cross_check(spec.replace(residual=True, shortcut_kind="gated" if seed % 3 else "identity", block_order=order))
+
+
+def test_si_is_the_one_formatter_of_counts():
+    from resnet_explorer.count import si
+    from resnet_explorer.diagram import network_diagram
+    from resnet_explorer.tables import format_info
+
+    assert [si(n) for n in (999, 1500, 1_234_567, 252_887_680, 3.6e9, -2e6)] == [
+        "999", "1.50 k", "1.23 M", "252.89 M", "3.60 G", "-2.00 M"]
+    c = count(get_spec("cifar-resnet110"))
+    assert f"({si(c.macs)})" in format_info(c, get_spec("cifar-resnet110")) and si(c.macs) == "252.89 M"
+    assert network_diagram(get_spec("cifar-resnet110")).layout.title.text.endswith("252.89 M multiply-adds")

@@ -109,15 +109,15 @@ def test_synthetic_demo_is_16px_pinned_and_carries_a_colour_cue_and_sub_types():
     """synthetic-demo: the CPU demo's variant (16×16, 5 sub-types per class, a colour cast per
     class). Its mean colour now says something about the class (what plain-56 can learn), but
     far from all of it."""
-    from resnet_explorer.data.synthetic import _synthetic_cached
+    from resnet_explorer.data.synthetic import synthetic_variant
 
     src = D.parse_data("synthetic-demo")
     assert (src.n_train, src.image_size, src.spec, src.variant) == (10000, 16, "synthetic-demo:10000:0", "synthetic-demo")
     assert D.parse_data(src.spec) == src and D.parse_data("synthetic-demo:300:2").spec == "synthetic-demo:300:2"
-    train_x, train_y, test_x, test_y = _synthetic_cached(3000, 1000, 0, "synthetic-demo")
+    train_x, train_y, test_x, test_y = synthetic_variant(3000, 1000, 0, "synthetic-demo")
     assert train_x.shape == (3000, 3, 16, 16) and test_x.shape == (1000, 3, 16, 16)
     assert train_y.bincount().tolist() == [300] * 10
-    again = _synthetic_cached(200, 100, 0, "synthetic-demo")
+    again = synthetic_variant(200, 100, 0, "synthetic-demo")
     digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in again)).hexdigest()
     assert digest == DEMO_DIGEST
     rgb_train, rgb_test = train_x.float().mean((2, 3)), test_x.float().mean((2, 3))
@@ -126,7 +126,7 @@ def test_synthetic_demo_is_16px_pinned_and_carries_a_colour_cue_and_sub_types():
     assert 0.3 < colour_acc < 0.7, colour_acc  # the default set: < 0.3 (above)
     # 5 sub-types per class (5 unrelated prototypes share a label): a linear classifier on
     # pixels does clearly worse than on the same generator with one prototype per class
-    from resnet_explorer.data.synthetic import _synthetic
+    from resnet_explorer.data.synthetic import generate_synthetic
 
     def linear_acc(x, y, tx, ty):
         f, ft = x.float().flatten(1) / 255, tx.float().flatten(1) / 255
@@ -135,7 +135,7 @@ def test_synthetic_demo_is_16px_pinned_and_carries_a_colour_cue_and_sub_types():
         w = torch.linalg.solve(a.T @ a + torch.eye(a.shape[1]), a.T @ torch.nn.functional.one_hot(y, 10).float())
         return (((ft - mu) @ w).argmax(1) == ty).float().mean().item()
 
-    one = _synthetic(3000, 1000, 0, size=16, tint=0.6, modes=1)
+    one = generate_synthetic(3000, 1000, 0, size=16, tint=0.6, modes=1)
     assert linear_acc(train_x, train_y, test_x, test_y) < linear_acc(*one) - 0.1
 
 
@@ -612,11 +612,11 @@ def test_estimated_per_pixel_mean_feeds_the_transforms(imagenet):
 
 def test_loader_workers_default_to_the_cpus_shared_among_ranks(monkeypatch, imagenet):
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    monkeypatch.setattr(D.cpus, "_cpu_count", lambda: 16)
+    monkeypatch.setattr(D.cpus, "available_cpus", lambda: 16)
     assert D.resolve_workers(None) == 8  # at most 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes on this node share 16 CPUs
     assert D.resolve_workers(None) == 4
-    monkeypatch.setattr(D.cpus, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(D.cpus, "available_cpus", lambda: 2)
     assert D.resolve_workers(None) == 1
     assert (D.resolve_workers(0), D.resolve_workers(3)) == (0, 3)
     with pytest.raises(D.DataError, match="workers=-1 is invalid"):

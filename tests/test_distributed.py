@@ -23,7 +23,7 @@ import torch
 
 from resnet_explorer.cli import main
 from resnet_explorer.data import GpuCifarLoader, load_tensors, parse_data, pixel_mean
-from resnet_explorer.data.imagenet import _EpochBatchSampler
+from resnet_explorer.data.imagenet import EpochBatchSampler
 from resnet_explorer.distributed import shard
 from resnet_explorer.recipes import get_recipe
 from resnet_explorer.spec import ArchSpec, ConvLayer, Head, Pool, Stage
@@ -104,8 +104,8 @@ def test_ranks_together_see_the_single_process_batches():
 
 
 def test_imagenet_batch_sampler_slices_the_same_global_batches():
-    one = list(_EpochBatchSampler(50, 8, True, True, seed=3))
-    two = [list(_EpochBatchSampler(50, 8, True, True, seed=3, rank=r, world_size=2)) for r in range(2)]
+    one = list(EpochBatchSampler(50, 8, True, True, seed=3))
+    two = [list(EpochBatchSampler(50, 8, True, True, seed=3, rank=r, world_size=2)) for r in range(2)]
     assert len(one) == 6 and [a + b for a, b in zip(*two)] == one  # same indices, same per-image seeds
 
 

@@ -125,16 +125,17 @@ def test_demo_on_a_cpu_is_the_cpu_demo_design(monkeypatch, capsys):
     """Without options, the CPU demo trains plain and residual 20/56 nets, 8 wide, with the one
     cpu-demo recipe (the paper's SGD, lr steps, no augmentation) on synthetic-demo, and its
     notes say so (what the nets and the data are)."""
-    import resnet_explorer.cli as cli
+    import resnet_explorer.cli_train as cli_train
+    from resnet_explorer.data.cpus import available_cpus
 
     seen = {}
-    monkeypatch.setattr(cli, "_run_experiment_and_report",
-                        lambda args, name, plans, notes: seen.update(args=args, plans=plans, notes=notes) or 0)
+    monkeypatch.setattr(cli_train, "_run_experiment_and_report",
+                        lambda args, name, plans, notes, why: seen.update(args=args, plans=plans, notes=notes, why=why) or 0)
     assert main(["demo", "--device", "cpu", "--quiet"]) == 0
-    from resnet_explorer.data.cpus import _cpu_count
 
     assert seen["args"].data == "synthetic-demo" and seen["args"].out == "runs/demo"
-    assert seen["args"].jobs == (2 if _cpu_count() >= 2 else 1)  # two nets at once, a core each
+    assert seen["args"].jobs == (2 if available_cpus() >= 2 else 1)  # two nets at once, a core each
+    assert seen["why"]  # the demo's report says why shortcuts help
     plans = seen["plans"]
     assert [p.name for p in plans] == ["plain-20", "plain-56", "resnet-20", "resnet-56"]
     assert {p.spec.stages[0].layers[0].out_channels for p in plans} == {8} and len({json.dumps(p.recipe.to_dict()) for p in plans}) == 1

@@ -22,19 +22,11 @@ from resnet_explorer.spec import GATE_BIAS_INIT
 from resnet_explorer.tables import beyond, beyond_rows
 from resnet_explorer.zoo import PUBLISHED, identify, published
 
+from conftest import randomise_bn
+
 
 def _block_rows(c, prefix):
     return [r for r in c.rows if r.name.startswith(prefix + ".")]
-
-
-def _randomise_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
-            m.bias.data = torch.randn(m.bias.shape, generator=g)
-            m.running_mean.normal_(generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
 
 
 # -- parameters by hand -----------------------------------------------------------------------------
@@ -94,7 +86,7 @@ def test_resnet1001_count_against_the_2016_papers_10_2_million():
 def test_gated_block_mixes_f_and_the_shortcut():
     torch.manual_seed(0)
     blk = BasicBlock(4, 8, 2, residual=True, shortcut="A", gated=True).eval()
-    _randomise_bn(blk)
+    randomise_bn(blk)
     x = torch.randn(2, 4, 6, 6)
     with torch.no_grad():
         f = blk.bn2(blk.conv2(torch.relu(blk.bn1(blk.conv1(x)))))
@@ -123,7 +115,7 @@ def test_gate_bias_starts_negative_and_gates_start_nearly_carrying():
 def test_pre_activation_block_by_hand():
     torch.manual_seed(0)
     blk = BasicBlock(8, 8, 1, residual=True, shortcut="A", order="pre").eval()
-    _randomise_bn(blk)
+    randomise_bn(blk)
     x = torch.randn(2, 8, 5, 5)
     with torch.no_grad():
         f = blk.conv2(torch.relu(blk.bn2(blk.conv1(torch.relu(blk.bn1(x))))))
@@ -131,7 +123,7 @@ def test_pre_activation_block_by_hand():
         assert (blk(x) < 0).any()
         # where the shape changes, BN-ReLU comes before the split: the shortcut sees it too
         down = Bottleneck(8, 4, 2, residual=True, shortcut="B", stride_at="1x1", order="pre").eval()
-        _randomise_bn(down, 1)
+        randomise_bn(down, 1)
         a = torch.relu(down.bn1(x))
         f = down.conv3(torch.relu(down.bn3(down.conv2(torch.relu(down.bn2(down.conv1(a)))))))
         assert isinstance(down.shortcut, Projection) and not hasattr(down.shortcut, "bn")
@@ -245,7 +237,7 @@ def test_published_numbers_beside_the_new_nets():
 def test_gate_means_by_hand_and_the_figure():
     torch.manual_seed(0)
     model = build(get_spec("cifar-highway8", width=4)).eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     x = torch.randn(8, 3, 32, 32)
     got = gate_means(model, x)
     assert [g.name for g in got] == ["conv2_x.0", "conv3_x.0", "conv4_x.0"]
@@ -264,7 +256,7 @@ def test_gate_means_by_hand_and_the_figure():
 def test_layer_responses_of_pre_activation_blocks():
     torch.manual_seed(0)
     model = build(get_spec("cifar-preresnet8", width=4)).eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     x = torch.randn(8, 3, 32, 32)
     got = layer_responses(model, x)
     assert [r.name for r in got] == ["conv1.0.bn", "conv2_x.0.bn2", "conv2_x.0.conv2", "conv3_x.0.bn2",

@@ -1,6 +1,7 @@
 """The architecture spec: JSON round trip, validation, the paper's names."""
 
 import json
+import math
 
 import pytest
 
@@ -100,3 +101,137 @@ def test_unknown_block_and_duplicate_stage():
     spec.stages[2].name = "conv2_x"
     with pytest.raises(SpecError, match="unique"):
         spec.validate()
+
+
+def test_a_spec_describes_what_kind_of_net_it_is():
+    assert get_spec("resnet50").describe() == "residual, shortcut B, stride at 1x1 (paper v1)"
+    assert get_spec("resnet50", stride_at="3x3", residual=False).describe() == "plain, stride at 3x3 (v1.5)"
+    assert get_spec("cifar-highway20").describe() == "residual, shortcut A, highway-gated"
+    assert get_spec("cifar-preresnet20").describe() == "residual, shortcut A, pre-activation"
+    vgg = get_spec("vgg16")
+    assert vgg.describe() == "plain" and not vgg.has_blocks and not vgg.has_shortcuts
+    # a residual flag on a net without blocks adds no shortcut: it is still a plain net
+    assert not vgg.replace(residual=True).has_shortcuts and vgg.replace(residual=True).describe() == "plain"
+    plain = get_spec("cifar-plain20")
+    assert plain.has_blocks and not plain.has_shortcuts and not plain.is_gated and not plain.is_preactivation
+    assert get_spec("cifar-highway20").is_gated and get_spec("preresnet50").is_preactivation
+
+
+# -- a spec dict from a file is hostile: any malformed one is a SpecError, never another exception --
+
+def _deep(n):
+    x = []
+    for _ in range(n):
+        x = [x]
+    return x
+
+
+def _looped():
+    x = [1]
+    x.append(x)
+    return x
+
+
+class _Hostile:
+    def __repr__(self):
+        raise RuntimeError("a repr that fails")
+
+    def __eq__(self, other):
+        raise RuntimeError("an == that fails")
+
+    __hash__ = object.__hash__
+
+
+HOSTILE = [None, True, False, 0, 3, -1, 2**31, -(2**63), 10**5000, 1.5, float("nan"), float("inf"), "", "x",
+           "3", "\n\x00", [], [1], ["x"], {}, {"a": 1}, {1: 2}, _deep(5000), _looped(), (1, 2), b"3", object(),
+           _Hostile(), 3 + 0j]
+
+
+OPTIONAL = {"padding", "pool"}  # the fields that may be null
+
+
+def _fits(key, old, new) -> bool | None:
+    """Whether ``new`` has the type the field ``key`` (now ``old``) wants: True, False, or
+    None (it depends on what is inside it)."""
+    if key in OPTIONAL:
+        if new is None:
+            return True
+        old = {"padding": 0, "pool": {}}[key] if old is None else old
+    if isinstance(old, bool):
+        return isinstance(new, bool)
+    if isinstance(old, (int, float)):
+        if isinstance(new, bool) or not isinstance(new, (int, float)):
+            return False
+        if isinstance(new, int):
+            return abs(new) < 2**31
+        return isinstance(old, float) and math.isfinite(new)
+    if isinstance(old, str):
+        return isinstance(new, str)
+    if isinstance(old, list):
+        return None if isinstance(new, (list, tuple)) else False
+    return None if isinstance(new, dict) else False
+
+
+def _nodes(tree, path=""):
+    """{path: (parent, key)} of every value in a spec dict, paths written as the errors write them."""
+    found = {}
+    for key, value in tree.items() if isinstance(tree, dict) else enumerate(tree):
+        where = (f"{path}.{key}" if path else key) if isinstance(tree, dict) else f"{path}[{key}]"
+        found[where] = (tree, key)
+        if isinstance(value, (dict, list)):
+            found.update(_nodes(value, where))
+    return found
+
+
+def _load(d):
+    """from_dict, then validate: a spec, or the SpecError's message (one line); any other
+    exception fails the test."""
+    try:
+        return ArchSpec.from_dict(d).validate()
+    except SpecError as e:
+        assert "\n" not in str(e) and len(str(e)) < 400, str(e)
+        return str(e)
+
+
+@pytest.mark.parametrize("name", ["cifar-resnet8", "alexnet", "cifar-highway8", "preresnet50"])
+def test_any_malformed_spec_dict_is_one_spec_error(name):
+    good = get_spec(name).to_dict()
+    assert _load(good) == get_spec(name)
+    wrong = 0
+    for where in _nodes(good):
+        for value in HOSTILE:  # every value of the dict, replaced by each hostile one
+            d = json.loads(json.dumps(good))
+            parent, key = _nodes(d)[where]
+            old, parent[key] = parent[key], value
+            got = _load(d)
+            if _fits(key, old, value) is False:
+                wrong += 1
+                assert isinstance(got, str) and got.startswith(f"malformed architecture spec: {where}="), (value, got)
+            else:
+                assert isinstance(got, (ArchSpec, str))
+        d = json.loads(json.dumps(good))
+        parent, key = _nodes(d)[where]
+        if isinstance(parent, dict):
+            del parent[key]  # a field left out: its default, or "is missing"
+            got = _load(d)
+            if key in ("name", "stages", "out_channels"):
+                assert got == f"malformed architecture spec: {where} is missing"
+            else:
+                assert isinstance(got, (ArchSpec, str))
+            parent["zz"] = 1  # a field no spec has
+            assert "has no field 'zz'" in _load(d)
+    assert wrong > 15 * len(_nodes(good))
+    for value in HOSTILE:  # not a dict at all
+        assert _load(value).startswith("malformed architecture spec: ")
+
+
+def test_any_malformed_spec_json_is_one_spec_error():
+    text = get_spec("cifar-highway8").to_json(indent=None)
+    for cut in range(0, len(text), 7):  # every truncation is bad JSON or a bad spec
+        with pytest.raises(SpecError):
+            ArchSpec.from_json(text[:cut])
+    for bad in ["[" * 100_000, '{"name": ' + "9" * 5000 + "}", "NaN", '{"name": "x", "stages": Infinity}', 5, None,
+                b"\xff\xfe", '{"name": "x", "stages": [], "head": {"dropout": NaN}}']:
+        with pytest.raises(SpecError) as e:
+            ArchSpec.from_json(bad).validate()
+        assert "\n" not in str(e.value)

@@ -15,7 +15,7 @@ from PIL import Image
 from resnet_explorer import get_spec
 from resnet_explorer.cli import main
 from resnet_explorer.model import build
-from resnet_explorer.train import save_checkpoint
+from resnet_explorer.checkpoint import Checkpoint
 from test_why import DATA, tiny_runs
 
 
@@ -88,7 +88,7 @@ def test_a_plain_nets_shape_changing_block_is_one_line(runs, capsys):
 
 def test_an_imagenet_net_without_data_is_one_line(tmp_path, capsys):
     spec = get_spec("resnet18", width=4)
-    save_checkpoint(tmp_path / "resnet18.pt", {"spec": spec.to_dict(), "model": build(spec).state_dict()})
+    Checkpoint(build(spec).state_dict(), spec).save(tmp_path / "resnet18.pt")
     for study in ("lesion", "landscape"):
         one_line_error(capsys, ["why", study, str(tmp_path / "resnet18.pt")],
                        "resnet18", "records no dataset", "--data", "ImageNet net, 224² input")

@@ -13,7 +13,9 @@
     loaders     `make_loaders`: the training and evaluation loaders of a source
     seeds, cpus deterministic seeds; how many loader processes this machine allows
 
-Everything public is importable from ``resnet_explorer.data`` itself.
+What a user or the trainer needs is importable from ``resnet_explorer.data`` itself; the
+helpers the data modules share (`seeds.seeded_generator`, `sources.layout_error` …) stay
+in their modules.
 """
 
 from ..errors import DataError

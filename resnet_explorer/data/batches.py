@@ -23,10 +23,10 @@ from torch.utils.data import Sampler, default_collate
 from ..distributed import shard
 from ..errors import DataError
 from .jpeg import Unreadable
-from .seeds import _generator
+from .seeds import seeded_generator
 
 
-class _EpochBatchSampler(Sampler):
+class EpochBatchSampler(Sampler):
     """Batches of (index, seed) pairs for one epoch, from (seed, epoch); can start mid-epoch.
 
     With ``world_size`` > 1, ``batch_size`` is the global batch and this rank's batches are
@@ -52,7 +52,7 @@ class _EpochBatchSampler(Sampler):
         return self.batches_per_epoch() - self.start_batch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        g = _generator("imagenet-epoch", self.seed, self.epoch)
+        g = seeded_generator("imagenet-epoch", self.seed, self.epoch)
         if self.sampler is not None:
             if hasattr(self.sampler, "set_epoch"):
                 self.sampler.set_epoch(self.epoch)

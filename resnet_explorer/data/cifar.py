@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ..distributed import shard
-from .seeds import _generator
-from .sources import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, _cifar10_folder, _fail, _unpickle
+from .seeds import seeded_generator
+from .sources import CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES, cifar10_folder, layout_error, unpickle_batch
 
 
 def download_cifar10(root: str) -> str:
@@ -29,17 +29,17 @@ def download_cifar10(root: str) -> str:
 
 def read_cifar10(root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """CIFAR-10 from ``root/cifar-10-batches-py`` (or ``root`` itself) as uint8 NCHW + int64 labels."""
-    folder = _cifar10_folder(os.path.abspath(root), f"cifar10:{root}")
+    folder = cifar10_folder(os.path.abspath(root), f"cifar10:{root}")
 
     def read(names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
         for name in names:
             try:
-                batch = _unpickle(os.path.join(folder, name))
+                batch = unpickle_batch(os.path.join(folder, name))
                 xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                 ys.append(np.asarray(batch["labels"], dtype=np.int64))
             except Exception as e:  # a truncated or foreign file
-                raise _fail(f"cifar10:{root}", f"cannot read {name} ({type(e).__name__}: {e})", "cifar10") from None
+                raise layout_error(f"cifar10:{root}", f"cannot read {name} ({type(e).__name__}: {e})", "cifar10") from None
         return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
     return (*read(CIFAR10_TRAIN_FILES), *read([CIFAR10_TEST_FILE]))
@@ -121,7 +121,7 @@ class GpuCifarLoader:
         n = self.num_samples
         if not self.train:
             return torch.arange(n), torch.zeros(n, 2, dtype=torch.int64), torch.zeros(n, dtype=torch.bool)
-        g = _generator("epoch", self.seed, epoch)
+        g = seeded_generator("epoch", self.seed, epoch)
         order = torch.randperm(n, generator=g)
         offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=g)
         flips = torch.rand(n, generator=g) < 0.5 if self.augment else torch.zeros(n, dtype=torch.bool)

@@ -7,7 +7,8 @@ import os
 from ..errors import DataError
 
 
-def _cpu_count() -> int:
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -19,7 +20,7 @@ def resolve_workers(workers: int | None) -> int:
     use, shared among the node's ranks under torchrun (``LOCAL_WORLD_SIZE``), at most 8."""
     if workers is None:
         ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-        return max(1, min(8, _cpu_count() // ranks))
+        return max(1, min(8, available_cpus() // ranks))
     if not isinstance(workers, int) or workers < 0:
         raise DataError(f"workers={workers!r} is invalid: use 0 (load in the training process) or more")
     return workers

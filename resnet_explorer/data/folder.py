@@ -22,8 +22,8 @@ from PIL import Image, ImageOps
 
 from ..errors import DataError
 from ..safeio import open_regular
-from .cpus import _cpu_count
-from .sources import _check_class_tree, _fail, _is_image_file
+from .cpus import available_cpus
+from .sources import check_class_tree, is_image_file, layout_error
 
 CACHE_NAME = ".resnet_explorer_cache.pt"
 
@@ -45,7 +45,7 @@ def _decode_files(paths: Sequence[str], size: int) -> np.ndarray:
 
 
 def _decode_all(paths: Sequence[str], size: int, workers: int | None) -> torch.Tensor:
-    workers = _cpu_count() if workers is None else workers
+    workers = available_cpus() if workers is None else workers
     if workers <= 1 or len(paths) < 4000:  # a pool costs more than it saves on small folders
         arrays = [_decode_files(paths, size)]
     else:
@@ -64,7 +64,7 @@ def _list_split(root: str, split: str, classes: Sequence[str]) -> tuple[list[str
     for label, name in enumerate(classes):
         folder = os.path.join(root, split, name)
         with os.scandir(folder) as it:
-            entries = sorted((e for e in it if _is_image_file(e, f"folder:{root}")), key=lambda e: e.name)
+            entries = sorted((e for e in it if is_image_file(e, f"folder:{root}")), key=lambda e: e.name)
         for e in entries:
             st = e.stat()
             rel = f"{split}/{name}/{e.name}"
@@ -127,8 +127,8 @@ def load_image_folder(
     root = os.path.abspath(root)
     arg = f"folder:{root}"
     if not os.path.isdir(root):
-        raise _fail(arg, "no such directory", "folder")
-    classes = _check_class_tree(root, arg, "folder", ("train", "test"))
+        raise layout_error(arg, "no such directory", "folder")
+    classes = check_class_tree(root, arg, "folder", ("train", "test"))
     train_paths, train_labels, train_lines = _list_split(root, "train", classes)
     test_paths, test_labels, test_lines = _list_split(root, "test", classes)
     key_text = "\n".join([f"v1 size={size}", *classes, *train_lines, *test_lines])

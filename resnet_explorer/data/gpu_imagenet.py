@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .batches import SkipLog, _EpochBatchSampler
+from .batches import EpochBatchSampler, SkipLog
 from .cpus import resolve_workers
 from .jpeg import Sample, Unreadable, decode_on, read_sample
 from .transforms import IMAGENET_MEAN, MULTI_SCALES
@@ -62,7 +62,7 @@ class GpuImageNetLoader:
     ``views``: ``train`` (scale, crop, flip, lighting from each sample's seed), ``centre``
     (the 224 centre crop of the 256 resize), ``ten`` (B×10×3×224×224) or ``scales`` (one
     image at a time: a list of 1×3×h×w views, each of ``scales`` and its mirror). Batches
-    come from the same `_EpochBatchSampler` as the CPU path's, so order, rank slices and
+    come from the same `EpochBatchSampler` as the CPU path's, so order, rank slices and
     mid-epoch resumption are the same; ``prefetch`` batches are made ahead in a thread
     (0: none, make each batch when asked)."""
 
@@ -89,7 +89,7 @@ class GpuImageNetLoader:
         mean_t = torch.as_tensor(IMAGENET_MEAN if mean is None else mean, dtype=torch.float32)
         self.mean = (mean_t.view(3, 1, 1) if mean_t.dim() == 1 else mean_t).to(self.device)
         self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1).to(self.device)
-        self.batch_sampler = _EpochBatchSampler(self.num_samples, batch_size, train, train, seed, sampler,
+        self.batch_sampler = EpochBatchSampler(self.num_samples, batch_size, train, train, seed, sampler,
                                                 rank, world_size)
         self.loader = DataLoader(
             _FileDataset(samples, self.view_maker), batch_sampler=self.batch_sampler, num_workers=workers,

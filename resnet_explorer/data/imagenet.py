@@ -18,17 +18,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from ..errors import DataError
-from .batches import SkipLog, _EpochBatchSampler, collate_readable
+from .batches import EpochBatchSampler, SkipLog, collate_readable
 from .cpus import resolve_workers
 from .jpeg import Unreadable, failure_reason, pil_loader
-from .seeds import _generator
-from .sources import _fail
+from .seeds import seeded_generator
+from .sources import layout_error
 from .transforms import imagenet_eval_transform, imagenet_train_transform
 
 LOADERS = ("auto", "cpu", "gpu")
 
 
-class _SeededDataset(Dataset):
+class SeededDataset(Dataset):
     """Applies a random transform under a seed sent with each index, so a sample's
     augmentation is fixed by (seed, epoch, position) whichever worker decodes it."""
 
@@ -76,10 +76,10 @@ class ImageNetLoader:
         self.channels_last, self.dtype = channels_last, dtype
         self.epoch, self._start = 0, 0
         self.num_samples = len(dataset)  # type: ignore[arg-type]
-        self.batch_sampler = _EpochBatchSampler(self.num_samples, batch_size, train, train, seed, sampler,
+        self.batch_sampler = EpochBatchSampler(self.num_samples, batch_size, train, train, seed, sampler,
                                                 rank, world_size)
         self.loader = DataLoader(
-            _SeededDataset(dataset, transform), batch_sampler=self.batch_sampler, num_workers=workers,
+            SeededDataset(dataset, transform), batch_sampler=self.batch_sampler, num_workers=workers,
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None, collate_fn=collate_readable,
         )
@@ -165,7 +165,7 @@ def make_imagenet_loader(
 
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
-        raise _fail(f"imagenet:{root}", f"no {split}/ subfolder", "imagenet")
+        raise layout_error(f"imagenet:{root}", f"no {split}/ subfolder", "imagenet")
     dataset = ImageFolder(folder, loader=pil_loader)
     if resolve_loader(loader, device) == "gpu":
         from .gpu_imagenet import GpuImageNetLoader
@@ -190,7 +190,7 @@ def estimate_imagenet_mean(root: str, samples: int = 10_000, size: int = 224, se
     from torchvision.datasets import ImageFolder
 
     dataset = ImageFolder(os.path.join(root, "train"))
-    pick = torch.randperm(len(dataset), generator=_generator("imagenet-mean", seed))[:samples]
+    pick = torch.randperm(len(dataset), generator=seeded_generator("imagenet-mean", seed))[:samples]
     tf = v2.Compose([v2.ToImage(), v2.Resize(size * 256 // 224, antialias=True), v2.CenterCrop(size),
                      v2.ToDtype(torch.float32, scale=True)])
     total = torch.zeros(3, size, size, dtype=torch.float64)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import one_line
+
 MAX_FILE_BYTES = 256 << 20  # no ILSVRC file comes near; a bigger one is refused unread
 _SOF_GPU = (0xC0, 0xC1, 0xC2)  # baseline, extended sequential, progressive (Huffman)
 _SOF_ANY = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -150,8 +152,8 @@ def read_sample(path: str, label: int, seed: int, index: int,
 
 def failure_reason(e: BaseException) -> str:
     """A decoder's exception as a short line (no object addresses)."""
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text.replace(" <_io.BytesIO object at", "").split(" 0x")[0][:120]
+    text = one_line(e, limit=None).replace(" <_io.BytesIO object at", "").split(" 0x")[0]
+    return text[:120]
 
 
 def decode_on(samples: list[Sample], device: torch.device) -> tuple[list[torch.Tensor | None], list[Unreadable]]:

@@ -21,16 +21,16 @@ from .cifar import GpuCifarLoader, read_cifar10
 from .cpus import resolve_workers
 from .folder import load_image_folder
 from .imagenet import make_imagenet_loader, resolve_loader
-from .seeds import _generator
+from .seeds import seeded_generator
 from .sources import SYNTHETIC_TEST, SYNTHETIC_TRAIN, DataSource
-from .synthetic import _synthetic_cached
+from .synthetic import synthetic_variant
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 def load_tensors(source: DataSource) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """An in-memory source as ``(train_x, train_y, test_x, test_y)`` (uint8 NCHW, int64)."""
     if source.kind == "synthetic":
-        return _synthetic_cached(source.n_train or SYNTHETIC_TRAIN, source.n_test or SYNTHETIC_TEST,
+        return synthetic_variant(source.n_train or SYNTHETIC_TRAIN, source.n_test or SYNTHETIC_TEST,
                                  source.seed or 0, source.variant)
     if source.kind == "cifar10":
         return read_cifar10(source.path)
@@ -62,7 +62,7 @@ def split_train_val(
     """Hold out ``val_split`` random training images (the paper's 45k/5k split), fixed by seed."""
     if not 0 < val_split < x.shape[0]:
         raise DataError(f"val_split={val_split} must be between 1 and {x.shape[0] - 1} (the training set's size - 1)")
-    order = torch.randperm(x.shape[0], generator=_generator("val-split", seed))
+    order = torch.randperm(x.shape[0], generator=seeded_generator("val-split", seed))
     train, val = order[val_split:].sort().values, order[:val_split].sort().values
     return x[train], y[train], x[val], y[val]
 

@@ -19,5 +19,6 @@ def mix_seed(*parts: Any) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def _generator(*parts: Any) -> torch.Generator:
+def seeded_generator(*parts: Any) -> torch.Generator:
+    """A torch generator seeded with `mix_seed` of ``parts``: one named stream of random draws."""
     return torch.Generator().manual_seed(mix_seed(*parts))

@@ -50,7 +50,8 @@ LAYOUTS = {
 }
 
 
-def _fail(arg: str, problem: str, kind: str) -> DataError:
+def layout_error(arg: str, problem: str, kind: str) -> DataError:
+    """The one-line error for a ``--data`` argument whose dataset is not laid out as ``kind``'s is."""
     return DataError(f"{arg}: {problem}; expected {LAYOUTS[kind]}")
 
 
@@ -109,17 +110,17 @@ def _parse(arg: str) -> DataSource:
     if kind not in ("cifar10", "folder", "imagenet"):
         raise DataError(f"unknown data source {arg!r}: use {FORMS}")
     if not rest.strip():
-        raise _fail(arg, "no directory given", kind)
+        raise layout_error(arg, "no directory given", kind)
     path = os.path.abspath(os.path.expanduser(rest.strip()))
     if not os.path.isdir(path):
-        raise _fail(arg, "no such directory", kind)
+        raise layout_error(arg, "no such directory", kind)
     if kind == "cifar10":
-        folder = _cifar10_folder(path, arg)
+        folder = cifar10_folder(path, arg)
         return DataSource("cifar10", path, 10, list(_cifar10_classes(folder)), 32)
     if kind == "folder":
-        classes = _check_class_tree(path, arg, "folder", ("train", "test"))
+        classes = check_class_tree(path, arg, "folder", ("train", "test"))
         return DataSource("folder", path, len(classes), classes, 32)
-    classes = _check_class_tree(path, arg, "imagenet", ("train", "val"))
+    classes = check_class_tree(path, arg, "imagenet", ("train", "val"))
     return DataSource("imagenet", path, len(classes), classes, 224)
 
 
@@ -129,9 +130,9 @@ def _parse_synthetic(arg: str, rest: str, variant: str = "synthetic") -> DataSou
         n_train = int(parts[0]) if parts else SYNTHETIC_VARIANT_TRAIN[variant]
         seed = int(parts[1]) if len(parts) > 1 else 0
     except ValueError:
-        raise _fail(arg, "N and SEED must be integers", "synthetic") from None
+        raise layout_error(arg, "N and SEED must be integers", "synthetic") from None
     if len(parts) > 2 or not 10 <= n_train <= SYNTHETIC_MAX or not 0 <= seed < 2**63:
-        raise _fail(arg, "bad size or seed", "synthetic")
+        raise layout_error(arg, "bad size or seed", "synthetic")
     size = SYNTHETIC_VARIANTS[variant].get("size", 32)
     return DataSource(
         "synthetic", None, 10, list(SYNTHETIC_CLASSES), size, n_train, SYNTHETIC_TEST, seed, variant
@@ -142,7 +143,7 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
-def _is_image_file(entry: os.DirEntry, arg: str) -> bool:
+def is_image_file(entry: os.DirEntry, arg: str) -> bool:
     """Whether a folder entry is an image file; a link in a loop (or that cannot be read) is one line."""
     if not _is_image(entry.name):
         return False
@@ -156,30 +157,30 @@ def _subdirs(path: str) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
-def _check_class_tree(root: str, arg: str, kind: str, splits: Sequence[str]) -> list[str]:
+def check_class_tree(root: str, arg: str, kind: str, splits: Sequence[str]) -> list[str]:
     """The sorted class names of ``root/<split>/<class>/``, after checking the layout."""
     classes: list[str] | None = None
     for split in splits:
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
-            raise _fail(arg, f"no {split}/ subfolder", kind)
+            raise layout_error(arg, f"no {split}/ subfolder", kind)
         names = _subdirs(folder)
         if not names:
-            raise _fail(arg, f"{split}/ has no class subfolders", kind)
+            raise layout_error(arg, f"{split}/ has no class subfolders", kind)
         if classes is None:
             classes = names
         elif names != classes:
             only_a = sorted(set(classes) - set(names))[:3]
             only_b = sorted(set(names) - set(classes))[:3]
-            raise _fail(
+            raise layout_error(
                 arg, f"{split}/ and {splits[0]}/ have different classes "
                 f"(only in {splits[0]}/: {', '.join(only_a) or '-'}; only in {split}/: {', '.join(only_b) or '-'})",
                 kind,
             )
         for name in names:
             with os.scandir(os.path.join(folder, name)) as it:
-                if not any(_is_image_file(e, arg) for e in it):
-                    raise _fail(arg, f"class folder {split}/{name}/ has no images", kind)
+                if not any(is_image_file(e, arg) for e in it):
+                    raise layout_error(arg, f"class folder {split}/{name}/ has no images", kind)
     assert classes is not None
     return classes
 
@@ -191,15 +192,16 @@ CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
 
 
-def _cifar10_folder(path: str, arg: str) -> str:
+def cifar10_folder(path: str, arg: str) -> str:
+    """The folder holding CIFAR-10's batch files: ``path/cifar-10-batches-py`` or ``path`` itself."""
     for folder in (os.path.join(path, "cifar-10-batches-py"), path):
         if os.path.isfile(os.path.join(folder, "data_batch_1")):
             missing = [f for f in (*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE)
                        if not os.path.isfile(os.path.join(folder, f))]
             if missing:
-                raise _fail(arg, f"{folder} lacks {', '.join(missing)}", "cifar10")
+                raise layout_error(arg, f"{folder} lacks {', '.join(missing)}", "cifar10")
             return folder
-    raise _fail(arg, "no cifar-10-batches-py/ with data_batch_1..5 and test_batch", "cifar10")
+    raise layout_error(arg, "no cifar-10-batches-py/ with data_batch_1..5 and test_batch", "cifar10")
 
 
 # What a CIFAR-10 batch file may ask the unpickler to build: numpy arrays and their dtypes.
@@ -220,7 +222,8 @@ class _DataUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _unpickle(path: str) -> dict[str, Any]:
+def unpickle_batch(path: str) -> dict[str, Any]:
+    """A CIFAR-10 batch file as a dict with str keys, unpickled with nothing but numpy arrays allowed."""
     with open(path, "rb") as f:
         raw = _DataUnpickler(f, encoding="bytes").load()
     if not isinstance(raw, dict):
@@ -230,7 +233,7 @@ def _unpickle(path: str) -> dict[str, Any]:
 
 def _cifar10_classes(folder: str) -> tuple[str, ...]:
     try:
-        names = _unpickle(os.path.join(folder, "batches.meta"))["label_names"]
+        names = unpickle_batch(os.path.join(folder, "batches.meta"))["label_names"]
         return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     except Exception:  # no or odd meta file: CIFAR-10's names are fixed anyway
         return CIFAR10_CLASSES

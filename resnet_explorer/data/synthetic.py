@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
-from .seeds import _generator
+from .seeds import seeded_generator
 from .sources import SYNTHETIC_CLASSES, SYNTHETIC_TEST, SYNTHETIC_TRAIN, SYNTHETIC_VARIANTS
 
 
@@ -169,13 +169,15 @@ def _render(
     return images, labels
 
 
-def _synthetic(n_train: int, n_test: int, seed: int, **overrides: Any) -> tuple[torch.Tensor, ...]:
+def generate_synthetic(n_train: int, n_test: int, seed: int, **overrides: Any) -> tuple[torch.Tensor, ...]:
+    """``(train_x, train_y, test_x, test_y)`` from the generator, its knobs (size, tint, modes …)
+    overridden."""
     p = {**_SYNTH, **overrides}
     k = len(SYNTHETIC_CLASSES)
-    proto = _prototypes(_generator("synthetic", seed, "classes"), k * p["modes"], p, k)
+    proto = _prototypes(seeded_generator("synthetic", seed, "classes"), k * p["modes"], p, k)
     # Train and test come from their own streams, so the test set does not depend on n_train.
-    train_x, train_y = _render(proto, n_train, _generator("synthetic", seed, "train"), p, k)
-    test_x, test_y = _render(proto, n_test, _generator("synthetic", seed, "test"), p, k)
+    train_x, train_y = _render(proto, n_train, seeded_generator("synthetic", seed, "train"), p, k)
+    test_x, test_y = _render(proto, n_test, seeded_generator("synthetic", seed, "test"), p, k)
     return train_x, train_y, test_x, test_y
 
 
@@ -184,7 +186,7 @@ def synthetic_cifar(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The embedded dataset: ``(train_x, train_y, test_x, test_y)``, uint8 N×3×32×32 images
     and int64 labels in 0..9, a pure function of the arguments (see the module doc)."""
-    return _synthetic(n_train, n_test, seed)
+    return generate_synthetic(n_train, n_test, seed)
 
 
 def write_synthetic_imagenet(
@@ -200,7 +202,7 @@ def write_synthetic_imagenet(
         raise DataError(f"classes={classes} is invalid: use 1..{len(SYNTHETIC_CLASSES)}")
     k = len(SYNTHETIC_CLASSES)
     # enough images that every class gets its share (the synthetic set is balanced)
-    train_x, train_y, val_x, val_y = _synthetic(k * (train_per_class + 2), k * (val_per_class + 2), seed)
+    train_x, train_y, val_x, val_y = generate_synthetic(k * (train_per_class + 2), k * (val_per_class + 2), seed)
     i = 0
     for split, xs, ys, per in (("train", train_x, train_y, train_per_class), ("val", val_x, val_y, val_per_class)):
         for c in range(classes):
@@ -217,12 +219,12 @@ def write_synthetic_imagenet(
 _SYNTHETIC_CACHE: dict[tuple[int, int, int, str], tuple[torch.Tensor, ...]] = {}
 
 
-def _synthetic_cached(n_train: int, n_test: int, seed: int, variant: str = "synthetic") -> tuple[torch.Tensor, ...]:
+def synthetic_variant(n_train: int, n_test: int, seed: int, variant: str = "synthetic") -> tuple[torch.Tensor, ...]:
     """The synthetic set (one of `SYNTHETIC_VARIANTS`), generated once per process (the last
     one asked for is kept) and handed out as copies: the runs of an experiment, and their
     analyses, share it."""
     key = (n_train, n_test, seed, variant)
     if key not in _SYNTHETIC_CACHE:
         _SYNTHETIC_CACHE.clear()
-        _SYNTHETIC_CACHE[key] = _synthetic(n_train, n_test, seed, **SYNTHETIC_VARIANTS[variant])
+        _SYNTHETIC_CACHE[key] = generate_synthetic(n_train, n_test, seed, **SYNTHETIC_VARIANTS[variant])
     return tuple(t.clone() for t in _SYNTHETIC_CACHE[key])

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..data import DataSource, GpuCifarLoader, as_source, load_tensors, pixel_mean, split_train_val
-from ..errors import EvalError, UsageError
+from ..errors import UsageError
 from ..evaluate import load_model
 from ..model import Net, build
 from ..runs import RunDir

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from .. import errors
 from ..errors import UserError
 
 
@@ -18,7 +19,7 @@ def message_html(text: str | None, kind: str = "error") -> str:
 def one_line(e: BaseException) -> str:
     """An exception as the one line a user sees (no traceback): a `UserError`'s own words,
     anything else (a bug) prefixed by its type."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = errors.one_line(e, limit=None)
     if isinstance(e, (UserError, ValueError, FileNotFoundError)):
         return text
     return f"{type(e).__name__}: {text}"
