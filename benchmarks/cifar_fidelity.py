@@ -212,13 +212,14 @@ def _test_error(model: nn.Module, test: tuple[torch.Tensor, torch.Tensor], dev: 
 
 # -- the launch and the table ---------------------------------------------------------------------
 def table(results: list[dict], arch: str, device: str) -> str:
-    from resnet_explorer.zoo import PUBLISHED
+    from resnet_explorer import get_spec
+    from resnet_explorer.paper import CIFAR10, RESNET, exact_figure
 
     pct = lambda v: "-" if not isinstance(v, float) else f"{100 * v:.2f}"  # noqa: E731
     common = min((r["evals"][-1][0] for r in results if r.get("evals")), default=None)
     at = {r["row"]: next((e for i, e in r.get("evals", []) if i == common), None) for r in results}
     lines = [f"{arch} on {device}, side by side, one process per row; Table 6: "
-             f"{PUBLISHED[arch].cifar10_error if arch in PUBLISHED else '-'} % (original CIFAR-10)", "",
+             f"{getattr(exact_figure(get_spec(arch), CIFAR10, RESNET), 'value', '-')} % (original CIFAR-10)", "",
              "| row | what | iters | wall s | images/s | final test err % | best test err % "
              f"| err % at iter {common} |",
              "|---|---|---|---|---|---|---|---|"]

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 def summary(exp: Path, plans: list) -> list[dict]:
     """One row per run from its records (as far as it got)."""
     from resnet_explorer.runs import checkpoint_iteration, read_metrics
-    from resnet_explorer.zoo import PUBLISHED
+    from resnet_explorer.paper import CIFAR10, RESNET, exact_figure
 
     rows = []
     for p in plans:
@@ -41,13 +41,13 @@ def summary(exp: Path, plans: list) -> list[dict]:
         it = checkpoint_iteration(exp / p.name)  # where it stands (a stopped run: its checkpoint)
         wall = max((r["wall_time"] for r in m if "wall_time" in r), default=None)
         rate = train[-1]["iter"] / train[-1]["wall_time"] if train and train[-1]["wall_time"] > 0 else None
-        paper = PUBLISHED.get(p.spec.name)
+        paper = exact_figure(p.spec, CIFAR10, RESNET)  # Table 6: only for exactly the paper's net
         rows.append({"name": p.name, "residual": p.spec.residual, "depth": p.spec.depth, "iters": it,
                      "planned_iters": p.recipe.max_iters, "wall_s": wall, "iters_per_s": rate,
                      "projected_s": p.recipe.max_iters / rate if rate else None,
                      "train_error": train[-1]["train_error"] if train else None,
                      "test_error": evals[-1] if evals else None, "best_test_error": min(evals) if evals else None,
-                     "table6_error": paper.cifar10_error if paper and p.spec.residual else None})
+                     "table6_error": paper.value if paper else None})
     return rows
 
 
