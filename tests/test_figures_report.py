@@ -158,6 +158,25 @@ def test_layer_responses(exp):
     assert isinstance(layer_responses_figure(dirs(exp), widget=True), go.FigureWidget)
 
 
+def test_fig7_keeps_the_bulk_in_view_when_a_few_layers_are_far_above(exp):
+    """plain-56's first layers (8.7) beside a band near 1: the axis ends above the band, and a
+    note names what is off the scale; without such outliers the axis is plotly's own."""
+    path = exp / "plain-56" / "analysis.json"
+    a = json.loads(path.read_text())
+    a["layer_responses"][0]["std"] = 30.0  # the fixture's band reaches 5
+    path.write_text(json.dumps(a))
+    fig = layer_responses_figure(dirs(exp))
+    top = fig.layout.yaxis.range[1]
+    assert top < 30 and top == fig.layout.yaxis2.range[1]
+    bulk = sorted(l["std"] for d in dirs(exp) for l in json.loads((d / "analysis.json").read_text())["layer_responses"])
+    assert top >= bulk[-2] * 0.5 and all(v <= top for v in bulk[:-1][: int(0.95 * len(bulk))])
+    note = [x.text for x in fig.layout.annotations if "off the scale" in x.text]
+    assert note and "plain-56 conv0.bn1 30.00" in note[0]
+    a["layer_responses"][0]["std"] = 1.0
+    path.write_text(json.dumps(a))
+    assert layer_responses_figure(dirs(exp)).layout.yaxis.range is None
+
+
 @pytest.mark.parametrize("which,factor", [("init", 1), ("final", 2)])
 def test_gradient_norms(exp, which, factor):
     fig = gradient_norms_figure(dirs(exp), which)
