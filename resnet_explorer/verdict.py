@@ -55,4 +55,14 @@ def explain(verdict: str | None, margin: float | None, noise: float | None) -> s
     if verdict == TIE:
         return (f"the difference, {points}, is within the measurement's noise: it would need more than {needs} "
                 "to count (measure on more images, or train longer)")
-    return f"by {points}, more than the {needs} its noise allows"
+    return f"by {points} (with this noise a difference counts above {needs})"
+
+
+def below(error: float, images: int | None, reference: float, what: str = "") -> dict:
+    """Whether an error rate measured on ``images`` images is below a fixed ``reference`` (chance,
+    say): ``{"verdict", "margin", "noise", "text"}``, the text one line for a notebook."""
+    margin, noise = reference - error, standard_error(error, images)
+    verdict = decide(margin, noise)
+    claim = f"{100 * error:.1f} % < {what or 'the reference'} {100 * reference:g} %"
+    return {"verdict": verdict, "margin": margin, "noise": noise,
+            "text": f"{LABELS[verdict]}: {claim}: {explain(verdict, margin, noise)}"}
