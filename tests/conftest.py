@@ -85,3 +85,31 @@ def one_line(capsys, code: int) -> str:
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("resnet-explorer: error: "), err
     return err
+
+
+# -- the browser tests: one JupyterLab and one Chromium for the whole session ------------------------
+# tests/browser_support.py drives them (open_notebook, close_notebook, shoot …); a browser test
+# asks for ``lab`` and ``browser`` and opens its notebook in a tab of its own.
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    from browser_support import chromium_path
+
+    return chromium_path()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory, chromium):
+    """A JupyterLab server of its own for the session (`browser_support.Lab`). Stopped afterwards."""
+    from browser_support import start_lab
+
+    with start_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser(lab, chromium, tmp_path_factory):
+    """One headless Chromium for the session (a Playwright persistent context: ``browser.new_page()``)."""
+    from browser_support import start_browser
+
+    with start_browser(chromium, tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context

@@ -138,7 +138,7 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
                         ("shortcut", self.shortcut), ("shortcut-kind", self.shortcut_kind),
                         ("block-order", self.block_order), ("stride", self.stride_at), ("diagram", self.diagram),
                         ("n", self.n), ("depth", self.imagenet_depth), ("reasons", self.reasons),
-                        ("summary", self.summary), ("message", self.message), ("paper", self.paper)):
+                        ("summary", self.summary), ("message", self.message), ("paper-figures", self.paper)):
             w.add_class(f"rx-{name}")
 
     def _wire(self) -> None:
