@@ -88,7 +88,8 @@ def cmd_assignment_new(args: argparse.Namespace) -> int:
           f"course's maintainers (anyone with the resnet-explorer source makes it: resnet-explorer assignment "
           f"bundle assignments/instructor/{args.name}), then run: resnet-explorer assignment new "
           f"{shlex.quote(str(args.dir))} --instructor {args.name}{BUNDLE_SUFFIX}  (it unpacks into a private "
-          f"folder and prints the grade command)")
+          f"folder), and grade with: resnet-explorer grade SUBMISSIONS/ --assignment "
+          f"{shlex.quote(str(Path(args.dir) / 'instructor' / args.name))}")
     return 0
 
 

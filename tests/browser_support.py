@@ -97,7 +97,7 @@ class Lab:
     def shutdown(self, name: str | None = None) -> None:
         """Shut down the kernel of notebook ``name`` (every kernel without a name)."""
         for session in self.api("sessions"):
-            if name is None or session.get("path") == name:
+            if name is None or name in (session.get("path"), (session.get("notebook") or {}).get("path")):
                 self.api(f"sessions/{session['id']}", "DELETE")
 
 
@@ -197,7 +197,8 @@ POINTS = """(sel) => { const gd = document.querySelector(sel + ' .js-plotly-plot
 
 def open_notebook(page, lab: Lab, name: str, run: bool = True) -> None:
     page.set_default_timeout(WAIT)
-    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+    # a workspace of its own, reset: only this notebook opens (not those of earlier tests)
+    page.goto(f"{lab.url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={lab.token}")
     wait_current(page, name)
     page.wait_for_function(IDLE)
     if run:

