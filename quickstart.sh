@@ -49,7 +49,7 @@ case "${1:-}" in
         shift
         # on every core (pytest-xdist; -n0 after it runs in one process); torch's idle threads sleep
         # instead of spinning, as two workers share the cores
-        OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} exec "$VENV/bin/python" -m pytest -n auto --dist loadgroup "$@"
+        OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} exec "$VENV/bin/python" -m pytest -n auto --dist loadfile "$@"
         ;;
     *)
         echo "usage: bash quickstart.sh demo|test" >&2

@@ -298,14 +298,15 @@ def verdict(results: list[dict]) -> str:
 
 
 def table(results: list[dict], arch: str, device: str) -> str:
-    from resnet_explorer.zoo import PUBLISHED
+    from resnet_explorer import get_spec
+    from resnet_explorer.paper import CIFAR10, RESNET, exact_figure
 
     pct = lambda v: "-" if not isinstance(v, float) else f"{100 * v:.2f}"  # noqa: E731
     runs = [r for r in results if "error" not in r and "skipped" not in r]
     common = common_iteration(runs)
     at = {id(r): next((e for i, e in r.get("evals", []) if i == common), None) for r in runs}
     lines = [f"{arch} on {device}, side by side, one process per row and seed; Table 6: "
-             f"{PUBLISHED[arch].cifar10_error if arch in PUBLISHED else '-'} % (original CIFAR-10)", "",
+             f"{getattr(exact_figure(get_spec(arch), CIFAR10, RESNET), 'value', '-')} % (original CIFAR-10)", "",
              "| row | what | iters | wall s | images/s | final test err % | best test err % "
              f"| err % at iter {common} |",
              "|---|---|---|---|---|---|---|---|"]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .errors import UsageError
 from .handout import DEFAULT_NOTEBOOK_DIR, Handout, hand_out
-from .notebooks import SMOKE_ENV, notebook_paths, student_assignment_dir, walkthrough_dir
+from .instructor import BUNDLE_SUFFIX, bundle_matches, make_bundle, read_bundle, unpack_bundle
+from .notebooks import SMOKE_ENV, SMOKE_KERNEL_ENV, notebook_paths, student_assignment_dir, walkthrough_dir
 
 ASSIGNMENT = "resnet_basics"
 NOTEBOOKS_EXTRA = 'pip install "resnet-explorer[notebooks]"'
@@ -52,7 +53,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     print(report.summary())
     if importlib.util.find_spec("jupyterlab") is None or importlib.util.find_spec("ipykernel") is None:
         raise UsageError(f"JupyterLab is not installed here: {NOTEBOOKS_EXTRA}, then run resnet-explorer lab again")
-    env = {**os.environ, **({SMOKE_ENV: "1"} if args.smoke else {})}
+    env = {**os.environ, **({SMOKE_ENV: "1", **{k: os.environ.get(k, v) for k, v in SMOKE_KERNEL_ENV.items()}}
+                            if args.smoke else {})}
     command = lab_command(report.folder.resolve(), args.port, browser=not args.no_browser)
     print(f"starting JupyterLab{' (short mode: ' + SMOKE_ENV + '=1)' if args.smoke else ''}: {shlex.join(command)}",
           flush=True)
@@ -66,14 +68,37 @@ def cmd_assignment_new(args: argparse.Namespace) -> int:
     if not notebook.is_file():
         available = sorted(p.name for p in student_assignment_dir().glob("*") if p.is_dir())
         raise UsageError(f"no assignment {args.name!r}: use one of {', '.join(available) or '(none installed)'}")
+    if args.instructor is not None:  # checked whole before anything is written
+        read_bundle(args.instructor, args.name)
     report = hand_out([notebook], args.dir)
     print(report.summary())
     print(f"hand out {report.folder / notebook.name}: students need pip install \"resnet-explorer[grading]\" "
           "for its grader.check cells.")
-    print(f"The instructor material (solution, probes.py, hidden_tests.py) is not in the package, so that "
-          f"students cannot read it: it is in the resnet-explorer source repository, "
-          f"assignments/instructor/{args.name}. Keep your copy private (chmod -R go-rwx), then "
-          f"resnet-explorer grade SUBMISSIONS/ --assignment YOUR_COPY/{args.name}")
+    if args.instructor is not None:
+        instructor = unpack_bundle(args.instructor, Path(args.dir) / "instructor", args.name)
+        print(f"instructor material (solution, probes.py, hidden_tests.py) unpacked into {instructor} "
+              "(a private folder, mode 700: never give it to students)")
+        if bundle_matches(args.instructor, notebook) is False:
+            print("note: the bundle was made with another version of the student notebook: hand out the one "
+                  f"resnet-explorer assign {instructor} writes, so that both match")
+        print(f"grade with: resnet-explorer grade SUBMISSIONS/ --assignment {instructor}")
+        return 0
+    print(f"The instructor material (solution, probes.py, hidden_tests.py) is not installed with the package: "
+          f"students install the same package. Get the instructor bundle {args.name}{BUNDLE_SUFFIX} from your "
+          f"course's maintainers (anyone with the resnet-explorer source makes it: resnet-explorer assignment "
+          f"bundle assignments/instructor/{args.name}), then run: resnet-explorer assignment new "
+          f"{shlex.quote(str(args.dir))} --instructor {args.name}{BUNDLE_SUFFIX}  (it unpacks into a private "
+          f"folder), and grade with: resnet-explorer grade SUBMISSIONS/ --assignment "
+          f"{shlex.quote(str(Path(args.dir) / 'instructor' / args.name))}")
+    return 0
+
+
+def cmd_assignment_bundle(args: argparse.Namespace) -> int:
+    folder = Path(args.instructor_dir)
+    student = student_assignment_dir() / folder.name / f"{folder.name}.ipynb"
+    out = make_bundle(folder, args.out, student)
+    print(f"{out}: the instructor bundle of {folder.name} (solution, probes.py, hidden_tests.py). Send it to "
+          f"teachers only, never to students: resnet-explorer assignment new DIR --instructor {out.name}")
     return 0
 
 
@@ -90,15 +115,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     lab.add_argument("dir", nargs="?", default=DEFAULT_NOTEBOOK_DIR, type=Path,
                      help=f"the notebooks' folder (default ./{DEFAULT_NOTEBOOK_DIR})")
     lab.add_argument("--smoke", action="store_true",
-                     help=f"the notebooks' short mode ({SMOKE_ENV}=1: a couple of minutes each on a laptop)")
+                     help=f"the notebooks' short mode ({SMOKE_ENV}=1, one torch thread: a minute or two each)")
     lab.add_argument("--port", type=int, help="the server's port (default: JupyterLab's, 8888 or the next free)")
     lab.add_argument("--no-browser", action="store_true", help="do not open a browser (print the URL)")
     lab.set_defaults(func=cmd_lab)
 
-    asg = sub.add_parser("assignment", help="course assignments for teachers: the student notebook")
+    asg = sub.add_parser("assignment", help="course assignments for teachers: the student notebook, the "
+                         "instructor bundle")
     asg_sub = asg.add_subparsers(dest="assignment_command", required=True, parser_class=type(asg))
     new = asg_sub.add_parser("new", help="write the student notebook into a folder and say where the "
                              "instructor material comes from")
     new.add_argument("dir", type=Path, help="the folder to write the student notebook into")
     new.add_argument("--name", default=ASSIGNMENT, help=f"the assignment (default {ASSIGNMENT})")
+    new.add_argument("--instructor", type=Path, metavar="BUNDLE",
+                     help=f"the instructor bundle ({ASSIGNMENT}{BUNDLE_SUFFIX}): unpacked into DIR/instructor/NAME, "
+                          "a private folder, for resnet-explorer grade")
     new.set_defaults(func=cmd_assignment_new)
+    bundle = asg_sub.add_parser("bundle", help="pack an instructor folder into NAME-instructor.zip, for teachers "
+                                "who installed with pip (needs the folder: a source checkout's)")
+    bundle.add_argument("instructor_dir", help="e.g. assignments/instructor/resnet_basics")
+    bundle.add_argument("--out", type=Path, help=f"the bundle file (default ./NAME{BUNDLE_SUFFIX})")
+    bundle.set_defaults(func=cmd_assignment_bundle)

@@ -113,7 +113,7 @@ def diagram_parts(spec: ArchSpec, counted: Count | None = None) -> tuple[dict[st
                            fillcolor=COLORS[b["kind"]], layer="below"))
         annotations.append(dict(x=x, y=h / 2 + 0.05, text=f"<b>{b['name']}</b>", showarrow=False,
                                 yanchor="bottom", font=dict(size=11)))
-        annotations.append(dict(x=x, y=0, text=b["text"], showarrow=False, font=dict(size=9)))
+        annotations.append(dict(x=x, y=0, text=b["text"], showarrow=False, font=dict(size=11)))
         ch, hh, ww = b["out"]
         size = f"{hh}×{ww}×{ch}" if b["kind"] != "head" else f"{ch} classes"
         annotations.append(dict(x=x, y=-h / 2 - 0.05, text=size, showarrow=False, yanchor="top",

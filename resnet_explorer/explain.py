@@ -155,15 +155,17 @@ def activation_gradient_norms(model: nn.Module, images: torch.Tensor,
 
 
 def norms_figure(series: Mapping[str, Sequence[tuple[str, float]]], title: str,
-                 yaxis_title: str = "norm", log: bool = True) -> go.Figure:
-    """One line per entry of ``series`` ({label: [(layer name, value), ...]}), layer index on x.
+                 yaxis_title: str = "norm", log: bool = True,
+                 xaxis_title: str = "layer index (input → output)") -> go.Figure:
+    """One line per entry of ``series`` ({label: [(layer name, value), ...]}), their index on x
+    (``xaxis_title`` says what is counted: layers, or blocks for `activation_gradient_norms`).
 
     Labels starting with "plain" are dashed, as in the paper's figures.
     """
     fig = go.Figure()
     for label, pairs in series.items():
         fig.add_trace(norm_trace(label, pairs, "dash" if label.lower().startswith("plain") else "solid"))
-    fig.update_layout(title=title, xaxis_title="layer index (input → output)", yaxis_title=yaxis_title,
+    fig.update_layout(title=title, xaxis_title=xaxis_title, yaxis_title=yaxis_title,
                       yaxis_type="log" if log else "linear", height=420)
     if log:
         fig.update_yaxes(exponentformat="power")

@@ -120,12 +120,14 @@ def error_curves(run_dirs: Iterable[PathLike], x: str = "iter", widget: bool = F
     runs = load_runs(run_dirs)
     colors, labels = run_colors(runs), run_labels(runs)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("plain", "ResNet"), shared_yaxes=True,
-                        horizontal_spacing=0.06)
+                        horizontal_spacing=0.09)
     for run in runs:
         for trace in _error_traces(run, colors[run_key(run)], labels[run_key(run)], x):
             fig.add_trace(trace, row=1, col=2 if run.spec.residual else 1)
     fig.update_xaxes(title_text=X_TITLES[x])
-    fig.update_yaxes(title_text="error (%)", row=1, col=1)
+    # each panel its own numbers and label: the shared axis would show them on the left one only,
+    # next to an empty plain panel when only ResNets are drawn
+    fig.update_yaxes(title_text="error (%)", showticklabels=True)
     fig.update_layout(title="Training (dashed) and test (bold) error", height=450,
                       meta={"x": x}, legend=dict(groupclick="togglegroup"))
     return _finish(fig, widget)
@@ -189,7 +191,29 @@ def layer_responses_figure(run_dirs: Iterable[PathLike], widget: bool = False) -
     fig.update_yaxes(title_text="std")
     fig.update_layout(title="Layer responses: std of each 3×3 layer's output after BN "
                             "(plain dashed, ResNet solid)", height=700)
+    _clip_outliers(fig, runs)
     return _finish(fig, widget)
+
+
+def _clip_outliers(fig: go.Figure, runs: Sequence[Run]) -> None:
+    """A few layers far above the rest (a plain net's first layers) would squash every other
+    line into a band at the bottom: the y axes then end above the bulk of the values, and a
+    note names what is off the scale (double-clicking the figure shows everything)."""
+    values = sorted(l["std"] for r in runs for l in r.analysis["layer_responses"])
+    if len(values) < 10:
+        return
+    bulk = values[int(0.95 * (len(values) - 1))]
+    if values[-1] <= 2 * bulk:
+        return
+    top = 1.25 * bulk
+    fig.update_yaxes(range=[0, top])
+    labels = run_labels(runs)
+    off = [f"{labels[run_key(r)]} {l['name']} {l['std']:.2f}" for r in runs
+           for l in r.analysis["layer_responses"] if l["std"] > top]
+    fig.add_annotation(text=f"off the scale: {', '.join(off[:4])}{' …' if len(off) > 4 else ''} "
+                            "(double-click to see all)", xref="x domain", yref="y domain", x=1, y=1,
+                       xanchor="right", yanchor="top", showarrow=False, bgcolor="rgba(255,255,255,0.8)",
+                       font=dict(size=11, color="#8a4b00"))
 
 
 # -- highway gates ----------------------------------------------------------------------------------

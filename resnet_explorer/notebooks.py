@@ -38,6 +38,9 @@ PARAMETERS_TAG = "parameters"
 KERNEL_NAME = "resnet-explorer-python"
 SUMMARY_MARK = "<<resnet-explorer-summary>>"
 SETUP_TAG = "setup"
+# The short mode's kernel: torch's idle threads sleep (no spinning on a shared CPU), one thread
+# for the tiny nets (the setup cell sets the same where the kernel was started otherwise).
+SMOKE_KERNEL_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -66,7 +69,13 @@ SETUP_SOURCE = """\
 # then restart the kernel. Elsewhere: pip install "resnet-explorer[notebooks]" (a checkout: pip install -e ".[notebooks]").
 # %pip install "resnet-explorer[notebooks]"
 import importlib.util
+import os
 
+# Cheap on a shared CPU (set before torch loads): idle threads sleep instead of spinning, and the
+# short mode trains its tiny nets on one thread.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if os.environ.get("RESNET_EXPLORER_SMOKE") == "1":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 if importlib.util.find_spec("resnet_explorer") is None:
     raise ModuleNotFoundError('resnet_explorer is not installed in this kernel: run %pip install '
                               '"resnet-explorer[notebooks]" in a cell (or pip in a terminal), then restart the kernel')
@@ -259,7 +268,7 @@ def execute(
     """Run a notebook top to bottom in a fresh kernel; raises nbclient's CellExecutionError
     on the first failing cell.
 
-    ``smoke`` sets ``RESNET_EXPLORER_SMOKE=1``; ``runs`` sets ``RESNET_EXPLORER_RUNS`` (where
+    ``smoke`` sets ``RESNET_EXPLORER_SMOKE=1`` and `SMOKE_KERNEL_ENV`; ``runs`` sets ``RESNET_EXPLORER_RUNS`` (where
     the notebook writes its runs); ``cwd`` is the kernel's working directory (default: the
     notebook's folder). With ``summary``, the variable of that name is read back from the
     kernel at the end (a JSON round trip) into ``Executed.summary``.
@@ -270,7 +279,7 @@ def execute(
     path = Path(path)
     nb = _read(path)
     extra = {SMOKE_ENV: "1" if smoke else "0", **({RUNS_ENV: str(runs)} if runs is not None else {}),
-             "PYTHONUNBUFFERED": "1", **(env or {})}
+             "PYTHONUNBUFFERED": "1", **(SMOKE_KERNEL_ENV if smoke else {}), **(env or {})}
     if summary:
         nb.cells.append(nbformat.v4.new_code_cell(
             f"import json as _json\nprint({SUMMARY_MARK!r} + _json.dumps(globals().get({summary!r}), default=str))"))

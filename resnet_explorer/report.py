@@ -23,14 +23,15 @@ from .figures import (
     gradient_norms_figure,
     layer_responses_figure,
 )
+from .errors import UserError
 from .experiments import read_manifest
+from .paper import CIFAR10, RESNET, figures_for
 from .recipes import Recipe
-from .runs import Run, load_runs
+from .runs import Run, RunDir, load_runs
 from .safeio import atomic_write
+from .verdict import LABELS, decide, difference_noise, explain, standard_error
 from .why.section import why_section_html
-from .zoo import published
 
-HOLDS, FAILS, UNKNOWN = "✓ holds", "✗ FAILS", "? n/a"
 
 
 # -- the numbers ------------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ def _run_row(run: Run) -> dict:
         eval_train = None  # a hand-edited or damaged analysis.json: fall back to the window
     test = [r["test_error"] for r in run.rows("eval") if r.get("test_error") is not None]
     c = count(run.spec)
-    paper = published(run.spec)
+    paper = _table6(run.spec)
     return {
         "name": run.name,
         "arch": run.spec.name,
@@ -64,8 +65,36 @@ def _run_row(run: Run) -> dict:
         "best_test_error": min(test) if test else None,
         "iterations": max((r.get("iter", 0) for r in run.metrics), default=0),
         "wall_time": max((r.get("wall_time", 0.0) for r in run.metrics), default=0.0),
-        "paper_test_error": paper.cifar10_error if paper else None,  # percent (Table 6)
+        **paper, **_images(run, eval_train is not None, subset),
     }
+
+
+def _images(run: Run, eval_measure: bool, subset: dict | None) -> dict:
+    """On how many images the final training and test errors were measured (None where the
+    run's records do not say): the analysis' subset, or the last window of training batches;
+    the evaluation set."""
+    try:
+        _, recipe, data, _ = RunDir(run.dir).config()
+    except (UserError, OSError):
+        recipe, data = None, {}
+    iters = [r.get("iter", 0) for r in run.rows("train")]
+    window = (iters[-1] - (iters[-2] if len(iters) > 1 else 0)) if iters else 0
+    train = subset.get("images") if eval_measure and subset else (
+        window * recipe.batch_size if recipe is not None and window > 0 else None)
+    test = data.get("eval_size") if isinstance(data, dict) else None
+    ok = lambda n: n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None  # noqa: E731
+    return {"final_train_images": ok(train), "final_test_images": ok(test)}
+
+
+def _table6(spec) -> dict:
+    """Table 6's CIFAR-10 test error (percent) for exactly this net, else the nearest net's as a
+    reference (``paper_reference``: the value, the net it belongs to and how this one differs)."""
+    shown = [s for s in figures_for(spec) if s.figure.quantity == CIFAR10 and s.figure.source == RESNET]
+    exact = next((s.figure.value for s in shown if s.exact), None)
+    ref = next((s for s in shown if not s.exact), None) if exact is None else None
+    text = (f"{ref.figure.printed} % is {ref.figure.label}'s ({ref.figure.table}); this net: {ref.differs}"
+            if ref else None)
+    return {"paper_test_error": exact, "paper_reference": text}
 
 
 def _label(row: dict) -> str:
@@ -94,15 +123,22 @@ MEANINGS = (
 
 def _claim(text: str, a: dict | None, b: dict | None, key: str,
            test: Callable[[float, float], bool], fallback: str, meaning: str = "") -> dict:
-    """``{"claim", "holds", "values", "margin", "meaning"}`` comparing run a with run b on
-    ``key``; ``margin`` is by how much it holds (negative: by how much it fails)."""
+    """``{"claim", "holds", "verdict", "values", "margin", "noise", "meaning"}`` comparing run a
+    with run b on ``key``. ``holds``: which way it came out; ``margin``: by how much it holds
+    (negative: fails); ``noise``: the standard error of the difference (`verdict`); ``verdict``:
+    holds / fails / too close to call (within Z standard errors) / None without the runs."""
     if a is None or b is None or (a["depth"], a["residual"]) == (b["depth"], b["residual"]):
-        return {"claim": fallback, "holds": None, "values": {}, "margin": None, "meaning": meaning}
+        return {"claim": fallback, "holds": None, "verdict": None, "values": {}, "margin": None, "noise": None,
+                "meaning": meaning}
+    images = key.replace("_error", "_images")
+    margin = a[key] - b[key] if test(1.0, 0.0) else b[key] - a[key]
+    noise = difference_noise(*(standard_error(r[key], r.get(images)) for r in (a, b)))
     return {
         "claim": text.format(a=_label(a), b=_label(b)),
         "holds": bool(test(a[key], b[key])),
+        "verdict": decide(margin, noise),
         "values": {a["name"]: a[key], b["name"]: b[key]},
-        "margin": a[key] - b[key] if test(1.0, 0.0) else b[key] - a[key],
+        "margin": margin, "noise": noise,
         "meaning": meaning,
     }
 
@@ -152,16 +188,21 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
 
-def _verdict(holds: bool | None) -> str:
-    return UNKNOWN if holds is None else HOLDS if holds else FAILS
+def verdict_text(o: dict) -> str:
+    """An ordering's verdict in words: "✓ holds", "✗ FAILS", "≈ too close to call at this budget"."""
+    return LABELS[o.get("verdict")]
 
 
 def _ordering_lines(items: list[dict], meanings: bool = False) -> list[str]:
+    """Each ordering: its verdict, claim and values; then how sure (the margin and the noise) and,
+    for a verdict that holds or fails, what it means."""
     lines = []
     for o in items:
         values = ", ".join(f"{k} {_pct(v)} %" for k, v in o["values"].items())
-        lines.append(f"  {_verdict(o['holds']):9} {o['claim']}" + (f"   ({values})" if values else ""))
-        if meanings and o.get("meaning"):
+        lines.append(f"  {verdict_text(o):9} {o['claim']}" + (f"   ({values})" if values else ""))
+        if why := explain(o.get("verdict"), o.get("margin"), o.get("noise")):
+            lines.append(f"            {why}")
+        if meanings and o.get("meaning") and o.get("verdict") in ("holds", "fails", None):
             lines.append(f"            {o['meaning']}")
     return lines
 
@@ -181,7 +222,7 @@ def train_measure_text(rows: list[dict]) -> str:
 
 
 def summary_text(summary: dict) -> str:
-    """A terminal table of the runs and the orderings, each marked holds / FAILS."""
+    """A terminal table of the runs and the orderings, each marked holds / FAILS / too close to call."""
     header = ("run", "depth", "params", "M-adds", "train err %", "test err %", "best test %")
     table = [header] + [
         (r["name"], str(r["depth"]), f"{r['params'] / 1e6:.3f}M", f"{r['macs'] / 1e6:.1f}M",
@@ -227,7 +268,7 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .holds { color: #1a7f37; font-weight: bold; } .fails { color: #c62828; font-weight: bold; }
-.na { color: #777; } .meta { color: #555; } figure { margin: 1.5em 0; }
+.na { color: #777; } .tie { color: #8a6d00; font-weight: bold; } .meta { color: #555; } figure { margin: 1.5em 0; }
 """
 
 
@@ -249,7 +290,8 @@ def _summary_table(summary: dict) -> str:
             "best train err %", "final test err %", "best test err %", "paper test err % (Table 6)")
     body = []
     for r in summary["runs"]:
-        paper = "-" if r["paper_test_error"] is None else f"{r['paper_test_error']:.2f}"
+        paper = (f"{r['paper_test_error']:.2f}" if r["paper_test_error"] is not None
+                 else f"({r['paper_reference']})" if r.get("paper_reference") else "-")
         cells = (r["name"], r["arch"], r["depth"], f"{r['params']:,}", f"{r['macs'] / 1e6:.1f} M",
                  r["iterations"], _pct(r["final_train_error"]), _pct(r["best_train_error"]),
                  _pct(r["final_test_error"]), _pct(r["best_test_error"]), paper)
@@ -261,11 +303,13 @@ def _summary_table(summary: dict) -> str:
 def _orderings_html(items: list[dict]) -> str:
     out = []
     for o in items:
-        cls = "na" if o["holds"] is None else "holds" if o["holds"] else "fails"
+        cls = {"holds": "holds", "fails": "fails", "too close to call": "tie"}.get(o.get("verdict"), "na")
         values = ", ".join(f"{_e(k)}: {_pct(v)} %" for k, v in o["values"].items())
-        meaning = f"<br><small>{_e(o['meaning'])}</small>" if o.get("meaning") else ""
-        out.append(f'<li><span class="{cls}">{_e(_verdict(o["holds"]))}</span> {_e(o["claim"])}'
-                   + (f" <span class='meta'>({values})</span>" if values else "") + meaning + "</li>")
+        why = explain(o.get("verdict"), o.get("margin"), o.get("noise"))
+        meaning = (f"<br><small>{_e(o['meaning'])}</small>" if o.get("meaning") and cls != "tie" else "")
+        out.append(f'<li><span class="{cls}">{_e(verdict_text(o))}</span> {_e(o["claim"])}'
+                   + (f" <span class='meta'>({values})</span>" if values else "")
+                   + (f"<br><small class='meta'>{_e(why)}</small>" if why else "") + meaning + "</li>")
     return "<ul>" + "".join(out) + "</ul>"
 
 
@@ -326,8 +370,9 @@ def write_report(exp_dir: PathLike, out_path: PathLike | None = None, title: str
         f"<p class='meta'>{_e(train_measure_text(summary['runs']))}</p>", _orderings_html(summary["orderings"]),
         "<h3>The same on final test error</h3>", _orderings_html(summary["test_orderings"]),
         "<h2>Runs</h2>", _summary_table(summary),
-        f"<p class='meta'>Multiply-adds: {_e(CONVENTION)}. The paper's Table 6 errors are for the "
-        "full-width nets trained 64k iterations on CIFAR-10.</p>",
+        f"<p class='meta'>Multiply-adds: {_e(CONVENTION)}. The paper's Table 6 errors are for its "
+        "own nets (option A, 16 wide, 32×32) trained 64k iterations on CIFAR-10: a run of exactly such a net "
+        "shows its number; any other shows, in parentheses, the nearest net's, and how it differs.</p>",
         "<h2>Figures</h2>", _figures_html(run_dirs, runs),
         why_section_html(run_dirs, manifest.get("data")) if why else "",
     ]

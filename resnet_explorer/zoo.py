@@ -9,9 +9,8 @@ CIFAR depths are basic blocks for 6n+2, bottlenecks (16/32/64 wide, ×4) for 9n+
 6n+2 (``block="basic"`` gives that one; ``cifar-resnet164`` stays the basic net, and
 ``block="bottleneck"`` gives the 2016 paper's original ResNet-164). ``vgg-a``,
 ``vgg-a-lrn``, ``vgg-b`` … ``vgg-e`` (aliases ``vgg11/13/16/19``), ``alexnet`` (the two-GPU
-split as groups=2) and ``alexnet-groups1``. `PUBLISHED` holds, next to each name, the numbers
-the papers print (Table 1 FLOPs, Table 2–4 / 6 errors), so every table and widget can
-show "paper vs ours" from one place.
+split as groups=2) and ``alexnet-groups1``. The numbers the papers print for these nets are in `paper`, each
+with the variant it belongs to.
 """
 
 from __future__ import annotations
@@ -44,68 +43,12 @@ VGG_ALIASES = {"vgg11": "vgg-a", "vgg13": "vgg-b", "vgg16": "vgg-d", "vgg19": "v
                "vgg-11": "vgg-a", "vgg-13": "vgg-b", "vgg-16": "vgg-d", "vgg-19": "vgg-e"}
 
 
-@dataclass(frozen=True)
-class Published:
-    """What a paper prints for a net. Errors are percentages; FLOPs are multiply-adds."""
-
-    macs: float | None = None  # Table 1 of the ResNet paper (VGG: as quoted there)
-    params: int | None = None
-    top1: float | None = None  # ImageNet val, 10-crop (ResNet Table 3) unless noted
-    top5: float | None = None
-    cifar10_error: float | None = None  # ResNet Table 6, CIFAR-10 test error
-    source: str = ""
-
-
-PUBLISHED: dict[str, Published] = {
-    "resnet18": Published(1.8e9, 11_689_512, 27.88, None, source="ResNet Table 1, 2"),
-    "resnet34": Published(3.6e9, 21_797_672, 25.03, 7.76, source="ResNet Table 1, 3 (option A)"),
-    "resnet50": Published(3.8e9, 25_557_032, 22.85, 6.71, source="ResNet Table 1, 3"),
-    "resnet101": Published(7.6e9, 44_549_160, 21.75, 6.05, source="ResNet Table 1, 3"),
-    "resnet152": Published(11.3e9, 60_192_808, 21.43, 5.71, source="ResNet Table 1, 3"),
-    "plain18": Published(1.8e9, None, 27.94, None, source="ResNet Table 2"),
-    "plain34": Published(3.6e9, None, 28.54, 10.02, source="ResNet Table 2, 3"),
-    "vgg-d": Published(15.3e9, 138_357_544, 28.07, 9.33, source="ResNet Table 3 (VGG-16)"),
-    "vgg-e": Published(19.6e9, 143_667_240, 24.8, 7.5, source="VGG Table 3 (multi-scale)"),
-    "alexnet": Published(None, 60_000_000, 37.5, 17.0, source="AlexNet (ILSVRC-2010 test)"),
-    "cifar-resnet20": Published(params=269_722, cifar10_error=8.75, source="ResNet Table 6"),
-    "cifar-resnet32": Published(params=464_154, cifar10_error=7.51, source="ResNet Table 6"),
-    "cifar-resnet44": Published(params=658_586, cifar10_error=7.17, source="ResNet Table 6"),
-    "cifar-resnet56": Published(params=853_018, cifar10_error=6.97, source="ResNet Table 6"),
-    "cifar-resnet110": Published(params=1_727_962, cifar10_error=6.43, source="ResNet Table 6"),
-    "cifar-resnet1202": Published(params=19_421_274, cifar10_error=7.93, source="ResNet Table 6"),
-    # Beyond the paper. The ResNet paper's Table 6 quotes two highway nets (from the highway
-    # papers): the 32-layer one is a different architecture from our 6n+2 cifar-highway32.
-    "cifar-highway32": Published(params=1_250_000, cifar10_error=8.80,
-                                 source="ResNet Table 6, Highway 32 layers (the highway paper's net, not this one)"),
-    # He et al. 2016 ("Identity Mappings"), CIFAR-10 test error; params as that paper rounds them.
-    "cifar-preresnet110": Published(params=1_700_000, cifar10_error=6.37, source="He et al. 2016 Table 3 (pre-act)"),
-    "cifar-preresnet164": Published(params=1_700_000, cifar10_error=5.46, source="He et al. 2016 Table 4 (pre-act)"),
-    "cifar-preresnet1001": Published(params=10_200_000, cifar10_error=4.92,
-                                     source="He et al. 2016 Table 4 (pre-act; 4.62 % in its abstract)"),
-    "cifar-resnet1001": Published(params=10_200_000, cifar10_error=7.61, source="He et al. 2016 Table 4 (original)"),
-    "preresnet152": Published(top1=21.1, top5=5.5, source="He et al. 2016 Table 5 (single 320x320 crop)"),
-}
-
-# ResNet Table 6's highway rows: layers -> (params, CIFAR-10 test error %).
-TABLE6_HIGHWAY = {19: (2_300_000, 7.54), 32: (1_250_000, 8.80)}
-# He et al. 2016, CIFAR-10 test error %: original (post-activation) unit -> full pre-activation.
-PREACT_2016 = {110: (6.61, 6.37), 164: (5.93, 5.46), 1001: (7.61, 4.92)}
 # The CIFAR depths the 2016 paper builds from bottlenecks (9n+2); 164 is also 6n+2.
 PREACT_BOTTLENECK_DEPTHS = (164, 1001)
 
 # The CIFAR-10 depths of Table 6 (6n+2), and the four of Fig. 6's plain and residual curves.
 TABLE6_DEPTHS = (20, 32, 44, 56, 110, 1202)
 FIG6_DEPTHS = (20, 32, 44, 56)
-
-# Table 1's multiply-adds for the two stride placements: the paper's "v1" (stride on the
-# first 1×1, its Table 1) and torchvision's "v1.5" (stride on the 3×3).
-TABLE1_MACS = {
-    "1x1": {18: 1.8e9, 34: 3.6e9, 50: 3.86e9, 101: 7.57e9, 152: 11.28e9},
-    "3x3": {18: 1.81e9, 34: 3.66e9, 50: 4.09e9, 101: 7.80e9, 152: 11.51e9},
-}
-# Table 3's shortcut comparison for ResNet-34 (top-1, top-5, 10-crop val).
-TABLE3_RESNET34 = {"A": (25.03, 7.76), "B": (24.52, 7.46), "C": (24.19, 7.40)}
-
 
 def imagenet_resnet(
     depth: int,
@@ -288,13 +231,6 @@ def arch_names() -> list[str]:
     names += ["cifar-resnetD", "cifar-plainD (D = 6n+2)", "cifar-highwayD", "cifar-preresnetD (6n+2, 9n+2)"]
     names += [f"vgg-{c}" for c in VGG_CONFIGS] + [a for a in VGG_ALIASES if "-" not in a]
     return names + ["alexnet", "alexnet-groups1"]
-
-
-def published(spec_or_name: ArchSpec | str) -> Published | None:
-    """The published numbers for a named net (or a spec built from one), if any."""
-    name = spec_or_name if isinstance(spec_or_name, str) else spec_or_name.name
-    name = VGG_ALIASES.get(name, name)
-    return PUBLISHED.get(name)
 
 
 @dataclass(frozen=True)

@@ -99,11 +99,9 @@ def one_line(capsys, code: int) -> str:
     return err
 
 
-# -- running in parallel (pytest-xdist: `-n auto`, as quickstart.sh does) ---------------------------
-# A module-scoped fixture is built once per worker that runs a test using it: the tests that share
-# an expensive one (a trained run, a built wheel, a JupyterLab, a sandboxed grading) run on one worker.
-SHARED_FIXTURES = {"lab", "browser", "graded", "attacked", "reference", "uninterrupted", "stopped", "full20",
-                   "experiment", "wheel", "venv", "trained"}
+# -- running in parallel (pytest-xdist: `-n auto --dist loadfile`, as quickstart.sh does) ----------
+# Each test file runs on one worker, so a module-scoped fixture (a trained run, a built wheel, a
+# sandboxed grading) is built once; a session-scoped one (JupyterLab, Chromium) once per worker.
 
 
 def pytest_configure(config):
@@ -114,12 +112,35 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        return
-    for item in items:
-        if SHARED_FIXTURES & set(item.fixturenames):
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
-    # the slow tests first, so that the last ones to start are short and the workers end together
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The slow tests first, so that the last ones to start are short and the workers end together."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# -- the browser tests: one JupyterLab and one Chromium for the whole session ------------------------
+# tests/browser_support.py drives them (open_notebook, close_notebook, shoot …); a browser test
+# asks for ``lab`` and ``browser`` and opens its notebook in a tab of its own.
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    from browser_support import chromium_path
+
+    return chromium_path()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory, chromium):
+    """A JupyterLab server of its own for the session (`browser_support.Lab`). Stopped afterwards."""
+    from browser_support import start_lab
+
+    with start_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser(lab, chromium, tmp_path_factory):
+    """One headless Chromium for the session (a Playwright persistent context: ``browser.new_page()``)."""
+    from browser_support import start_browser
+
+    with start_browser(chromium, tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context

@@ -1,13 +1,18 @@
 """The widgets in a real browser: JupyterLab + headless Chromium (Playwright).
 
-One JupyterLab of its own (free port, a token, a temporary root, isolated settings) for
-the module; each test opens a notebook in it, runs it and works the widgets as a student
-does, at 1280×800 and at 1920×1080:
+One JupyterLab and one Chromium for the whole session (the ``lab`` and ``browser`` fixtures of
+tests/conftest.py, driven through tests/browser_support.py); each test opens a notebook in a tab
+of its own, works the widgets as a student does, and shuts its kernel down:
 
 - the builder: a block count typed into conv3_x recounts to ``count(spec).params``; every
   preset shows its own depth (ResNet-50: 50, not 34); VGG's residual toggle is disabled
   with its reason; a custom net named ResNet-101 again when its blocks match; diagram
-  labels never overlap and table numbers never wrap;
+  labels never overlap and table numbers never wrap; after a page reload the diagram and the
+  summary show the same net;
+- the dashboard: a page reload mid-run draws every point so far within 5 s and goes on
+  updating; the dashboard cell run again during training adopts the training (one thread,
+  said on screen); notebook 03 in smoke mode under Run All: Stop stops it within 5 s while the
+  cell waits;
 - notebook 03 itself (in cpu mode, shrunk to two tiny nets by an injected cell, as
   papermill would): every cell runs while the dashboard trains, Stop during the run leaves
   a checkpoint below the recipe's end, Resume finishes it, the later cells read the
@@ -16,245 +21,50 @@ does, at 1280×800 and at 1920×1080:
 - the layer-response view: plain and residual nets of one depth in two colours, Add keeps
   the current choice.
 
-Screenshots go to ``artifacts/`` (``builder-1280x800.png``, ``dashboard-1920x1080.png`` …),
-also when a test fails. Needs Chromium: Debian's ``chromium`` package (``bash quickstart.sh
-test`` installs it when run as root), or any Chrome at ``$RESNET_EXPLORER_CHROMIUM``.
-Playwright only drives it; no browser is downloaded.
+Screenshots go to ``artifacts/`` (``builder-1280x800.png``, ``dashboard-reload-1280x800.png`` …),
+also when a test fails.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
+import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
 import pytest
+from browser_support import (IDLE, OVERLAPS, ROOT, SIZES, WAIT, WRAPPED, at_size, close_notebook, code_notebook,
+                             open_notebook, output_text, reload, run_cell, save, shoot, wait_current, wait_output)
 
 from resnet_explorer import count, get_spec
 from resnet_explorer.recipes import get_recipe
-from resnet_explorer.runs import RunDir
+from resnet_explorer.runs import RunDir, read_metrics
 from resnet_explorer.widgets import PRESETS, RECONNECT, controls_for
 
 pytestmark = pytest.mark.slow  # run the fast part alone with: pytest -m 'not slow'
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
-SIZES = [(1280, 800), (1920, 1080)]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
-SETTINGS = {  # JupyterLab settings for the test: no news pop-up, every cell rendered (no windowing)
-    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
-    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
-}
 ITERS = 300  # notebook 03's shrunk runs: long enough to press Stop in the middle (about 20 it/s here)
-WAIT = 180_000  # ms: generous, the machine is shared
+LONG = 100_000  # iterations of a run that a test stops: it never ends by itself
 
 
-def code_notebook(*sources: str) -> dict:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    return nb
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """The Chromium executable (checked before JupyterLab is started)."""
-    path = os.environ.get("RESNET_EXPLORER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        pytest.fail("the browser test needs Chromium: apt-get install chromium (bash quickstart.sh test "
-                    "does this as root), or set RESNET_EXPLORER_CHROMIUM=/path/to/chrome", pytrace=False)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def jupyter_share_dirs() -> list[str]:
-    """The share/jupyter folders of the prefixes holding JupyterLab and the widget extensions
-    (the same as sys.prefix's in a plain venv; found from the packages themselves otherwise)."""
-    import anywidget
-    import jupyterlab
-    import jupyterlab_widgets
-    import plotly
-
-    dirs = []
-    for mod in (jupyterlab, jupyterlab_widgets, anywidget, plotly):
-        for parent in Path(mod.__file__).resolve().parents:
-            if (parent / "share" / "jupyter").is_dir():
-                dirs.append(str(parent / "share" / "jupyter"))
-                break
-    return list(dict.fromkeys([str(Path(sys.prefix) / "share" / "jupyter"), *dirs]))
-
-
-class Lab:
-    """A running JupyterLab: its URL, token and root folder, and its REST API."""
-
-    def __init__(self, url: str, token: str, root: Path):
-        self.url, self.token, self.root = url, token, root
-
-    def api(self, path: str, method: str = "GET") -> object:
-        req = urllib.request.Request(f"{self.url}/api/{path}", method=method,
-                                     headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            body = r.read()
-        return json.loads(body) if body else None
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory, chromium):
-    """A JupyterLab server of its own for the module. Killed afterwards."""
-    base = tmp_path_factory.mktemp("lab")
-    root, home = base / "root", base / "home"
-    root.mkdir()
-    for name, values in SETTINGS.items():
-        path = home / "settings" / f"{name}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
-    port, token = free_port(), secrets.token_hex(16)
-    shares = jupyter_share_dirs()
-    app_dir = next((Path(d) / "lab" for d in shares if (Path(d) / "lab" / "static").is_dir()), None)
-    env = {**os.environ,
-           "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
-           "JUPYTER_DATA_DIR": str(home / "data"), "IPYTHONDIR": str(home / "ipython"),
-           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-           "JUPYTER_PATH": os.pathsep.join(shares), "JUPYTER_PLATFORM_DIRS": "1",
-           "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1",  # tiny nets on a shared machine
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    env.pop("RESNET_EXPLORER_SMOKE", None)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if app_dir is not None:
-        cmd.append(f"--LabApp.app_dir={app_dir}")
-    log_path = base / "jupyterlab.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}"
+def builder_page(lab, browser, name: str, preset: str):
+    """A tab with a notebook of one cell, a builder opened on ``preset``, run."""
+    nbformat.write(nbformat.from_dict(code_notebook(
+        f"from resnet_explorer.widgets import ArchitectureBuilder\nbuilder = ArchitectureBuilder({preset!r})\nbuilder")),
+        lab.root / name)
+    page = browser.new_page()
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited with {proc.returncode}:\n" + log_path.read_text()[-3000:],
-                            pytrace=False)
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("JupyterLab did not answer within 180 s:\n" + log_path.read_text()[-3000:],
-                            pytrace=False)
-            time.sleep(0.5)
-        yield Lab(url, token, root)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        open_notebook(page, lab, name)
+    except Exception:
+        close_notebook(page, lab, name)
+        raise
+    return page
 
 
-@pytest.fixture(scope="module")
-def browser(lab, chromium, tmp_path_factory):
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=WAIT)  # conditions, not sleeps: wait long on a loaded machine
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": SIZES[0][0], "height": SIZES[0][1]})
-        yield context
-        context.close()
-
-
-# -- driving JupyterLab -----------------------------------------------------------------------------
-KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
-IDLE = ("() => { try { return " + KERNEL + ".status === 'idle'; } catch (e) { return false; } }")
-OUTPUT_TEXT = """(id) => { const nb = window.jupyterapp.shell.currentWidget.content;
-  const cell = nb.widgets.find((c) => c.model.id === id);
-  if (!cell || !cell.model.outputs) return null;
-  return cell.model.outputs.toJSON().map((o) => o.text || (o.data && o.data['text/plain']) || '').join(''); }"""
-
-
-def open_notebook(page, lab: Lab, name: str, run: bool = True) -> None:
-    page.set_default_timeout(WAIT)
-    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
-    wait_current(page, name)
-    page.wait_for_function(IDLE)
-    if run:
-        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-
-
-def wait_current(page, name: str) -> None:
-    """Until ``name`` is the notebook in front, its cells drawn (the workspace may reopen the
-    notebooks of earlier tests in other tabs)."""
-    page.wait_for_function(f"""() => {{ const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-        return !!w && w.context && w.context.path === {json.dumps(name)} && w.content && w.content.widgets.length > 0
-               && w.content.widgets[0].node.offsetParent !== null; }}""")
-
-
-def wait_output(page, cell_id: str, text: str) -> None:
-    page.wait_for_function(f"() => ({OUTPUT_TEXT})({json.dumps(cell_id)})?.includes({json.dumps(text)})")
-
-
-def output_text(page, cell_id: str) -> str:
-    return page.evaluate(f"({OUTPUT_TEXT})({json.dumps(cell_id)})") or ""
-
-
-def at_size(page, width: int, height: int) -> None:
-    """Resize the window and wait until every plotly figure has re-measured its width."""
-    page.set_viewport_size({"width": width, "height": height})
-    page.wait_for_function("""() => Array.from(document.querySelectorAll(
-          '.rx-builder .js-plotly-plot, .rx-dashboard .js-plotly-plot, .rx-layers .js-plotly-plot'))
-        .filter((p) => p.offsetParent !== null).every((p) => {  // the widgets' figures in the notebook in front
-        const svg = p.querySelector('.main-svg'); const out = p.closest('.jp-OutputArea-output');
-        return svg && out && Math.abs(svg.getBoundingClientRect().width - p.getBoundingClientRect().width) < 2
-               && p.getBoundingClientRect().width > 0.9 * out.getBoundingClientRect().width - 40; })""")
-
-
-def shoot(page, name: str, width: int, height: int, locator=None) -> Path:
-    if locator is not None:  # its top at the top of the notebook's view
-        locator.first.evaluate("e => e.scrollIntoView({block: 'start'})")
-        page.wait_for_timeout(300)  # one repaint after the scroll (a screenshot, not a condition)
-    path = ARTIFACTS / f"{name}-{width}x{height}.png"
-    page.screenshot(path=str(path))
-    return path
-
-
-OVERLAPS = """(sel) => { const r = Array.from(document.querySelectorAll(sel + ' .annotation-text'))
-    .map((t) => [t.textContent, t.getBoundingClientRect()]).filter(([, b]) => b.width > 0);
-  const hit = [];
-  for (let i = 0; i < r.length; i++) for (let j = i + 1; j < r.length; j++) {
-    const [ta, a] = r[i], [tb, b] = r[j];
-    if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1) hit.push([ta, tb]);
-  }
-  const svg = document.querySelector(sel + ' .main-svg').getBoundingClientRect();
-  const out = r.filter(([, b]) => b.left < svg.left - 1 || b.right > svg.right + 1 || b.top < svg.top - 1
-                                  || b.bottom > svg.bottom + 1).map(([t]) => t);
-  return {count: r.length, hit, out}; }"""
-WRAPPED = """(sel) => Array.from(document.querySelectorAll(sel + ' td')).filter((td) => {
-    const range = document.createRange(); range.selectNodeContents(td);
-    return new Set(Array.from(range.getClientRects()).map((b) => Math.round(b.top))).size > 1;
-  }).map((td) => td.textContent)"""
+def summary(page) -> tuple:
+    """The builder summary's net name and parameter count (locators)."""
+    return page.locator(".rx-summary .rx-name"), page.locator(".rx-summary .rx-params")
 
 
 # -- the builder ------------------------------------------------------------------------------------
@@ -265,13 +75,9 @@ def test_builder_counts_names_and_draws_what_it_shows(lab, browser):
     spec.stages[2].num_blocks = 5  # conv3_x: 3 -> 5 blocks
     expected_after = count(spec).params
     assert (count(get_spec("cifar-resnet20")).params, expected_after) == (269_722, 269_722 + 2 * 2 * (32 * 32 * 9 + 64))
-    nbformat.write(nbformat.from_dict(code_notebook(
-        "from resnet_explorer.widgets import ArchitectureBuilder\nbuilder = ArchitectureBuilder('cifar-resnet20')\n"
-        "builder")), lab.root / "builder.ipynb")
-    page = browser.new_page()
+    page = builder_page(lab, browser, "builder.ipynb", "cifar-resnet20")
     try:
-        open_notebook(page, lab, "builder.ipynb")
-        params, name = page.locator(".rx-summary .rx-params"), page.locator(".rx-summary .rx-name")
+        name, params = summary(page)
         expect(params).to_have_text("269,722")
         field = page.locator(".rx-num_blocks-conv3_x input")
         expect(field).to_have_value("3")
@@ -331,19 +137,152 @@ def test_builder_counts_names_and_draws_what_it_shows(lab, browser):
             shoot(page, "builder", width, height, page.locator(".rx-builder"))
             shoot(page, "builder-diagram", width, height, page.locator(".rx-summary"))
     finally:
-        page.screenshot(path=str(ARTIFACTS / "builder-last.png"))
-        page.close()
+        close_notebook(page, lab, "builder.ipynb", "builder-last.png")
+
+
+def test_builder_after_a_reload_draws_the_net_its_summary_names(lab, browser):
+    """A page reload redraws the builder from the kernel: the diagram is the net the summary
+    names (it used to come back as the net first displayed)."""
+    from playwright.sync_api import expect
+
+    page = builder_page(lab, browser, "builder-reload.ipynb", "resnet34")
+    try:
+        name, params = summary(page)
+        expect(name).to_have_text("resnet34")
+        page.locator(".rx-preset select").select_option("resnet50")
+        expect(name).to_have_text("resnet50")
+        expect(page.locator(".rx-diagram .gtitle")).to_contain_text("resnet50")
+        reload(page, "builder-reload.ipynb")
+        expect(name).to_have_text("resnet50")
+        title = page.locator(".rx-diagram .gtitle")
+        expect(title).to_contain_text("resnet50")
+        expect(title).to_contain_text(f"{params.inner_text()} parameters")
+        assert params.inner_text() == f"{count(get_spec('resnet50')).params:,}"
+        expect(page.locator("li.rx-paper")).to_have_count(3)  # Table 1 and Table 3 numbers of ResNet-50 B
+        at_size(page, *SIZES[0])
+        shoot(page, "builder-reload", *SIZES[0], page.locator(".rx-summary"))
+    finally:
+        close_notebook(page, lab, "builder-reload.ipynb", "builder-reload-last.png")
+
+
+def dashboard_notebook(path: Path, out: str) -> None:
+    """A dashboard of two tiny nets that never finish by themselves, started in the next cell."""
+    nbformat.write(nbformat.from_dict(code_notebook(
+        "from resnet_explorer import get_spec\nfrom resnet_explorer.widgets import TrainingDashboard\n"
+        "dashboard = TrainingDashboard([get_spec('cifar-plain8', width=4), get_spec('cifar-resnet8', width=4)], "
+        f"data='synthetic:256', recipe='test', iters={LONG}, out={out!r}, device='cpu', update_every=0.5)\n"
+        "dashboard",
+        "dashboard.start()",
+        "import threading\nprint(sum(t.name == 'rx-train' and t.is_alive() for t in threading.enumerate()), "
+        "'training threads')")), path)
+
+
+# the points of cifar-plain8's training-error curve in the dashboard's chart, as drawn
+TRAIN_POINTS = """() => { const gd = document.querySelector('.rx-dashboard .js-plotly-plot');
+  const t = gd && gd.data ? gd.data.find((t) => t.name === 'cifar-plain8 train') : null;
+  return t ? (t.x || []).length : 0; }"""
+
+
+def _train_rows(run: Path) -> int:
+    return sum(r["kind"] == "train" for r in read_metrics(run)) if (run / "metrics.jsonl").exists() else 0
+
+
+def test_a_reload_mid_run_redraws_every_point_so_far_and_keeps_updating(lab, browser):
+    from playwright.sync_api import expect
+
+    dashboard_notebook(lab.root / "reload.ipynb", "reload-runs")
+    run = lab.root / "reload-runs" / "cifar-plain8"
+    page = browser.new_page()
+    try:
+        open_notebook(page, lab, "reload.ipynb")
+        expect(page.locator(".rx-progress")).to_contain_text(re.compile(r"iteration ([3-9]\d|[\d,]{3,}) /"))  # >= 30
+        before = _train_rows(run)  # every point the chart must show again
+        reload(page, "reload.ipynb")
+        start = time.monotonic()
+        page.wait_for_selector(".rx-dashboard .js-plotly-plot")  # the page has drawn the widget again
+        drawn = time.monotonic()
+        page.wait_for_function(f"(n) => ({TRAIN_POINTS})() >= n", arg=before, timeout=60_000)
+        took = time.monotonic() - drawn
+        # JupyterLab's own restoring of the widgets (about 1.5 s on an idle 2-core machine, 3-6 s
+        # under a load of 10) is not the chart's: the chart is timed from the widget drawn again
+        assert took < 5, f"{before} points {took:.1f} s after the widget (and {drawn - start:.1f} s before it)"
+        shown = page.evaluate(f"({TRAIN_POINTS})()")
+        assert shown >= before > 5, (shown, before)
+        page.wait_for_function(f"(n) => ({TRAIN_POINTS})() > n", arg=shown, timeout=60_000)  # still updating
+        at_size(page, *SIZES[0])
+        shoot(page, "dashboard-reload", *SIZES[0], page.locator(".rx-dashboard"))
+        page.locator("button.rx-stop").click()
+        expect(page.locator(".rx-progress")).to_contain_text("stopped at iteration")
+    finally:
+        close_notebook(page, lab, "reload.ipynb", "dashboard-reload-last.png")
+
+
+def test_the_dashboard_cell_run_again_during_training_adopts_it(lab, browser):
+    """One training thread per out folder: the new dashboard shows the training, says so, and its
+    Stop stops it; Start in it starts no second thread."""
+    from playwright.sync_api import expect
+
+    dashboard_notebook(lab.root / "again.ipynb", "again-runs")
+    page = browser.new_page()
+    try:
+        open_notebook(page, lab, "again.ipynb")
+        wait_output(page, "cell-2", "1 training threads")
+        expect(page.locator(".rx-progress")).to_contain_text("iteration")
+        run_cell(page, "cell-0")  # the dashboard cell again, while its nets train
+        message = page.locator(".rx-dashboard .rx-info")
+        expect(message).to_contain_text("adopted the training already running into")
+        expect(page.locator(".rx-dashboard")).to_have_count(1)
+        expect(page.locator(".rx-progress")).to_contain_text("iteration")
+        run_cell(page, "cell-1")  # and Start again
+        run_cell(page, "cell-2")
+        page.wait_for_function(IDLE)
+        wait_output(page, "cell-2", "1 training threads")
+        at_size(page, *SIZES[0])
+        shoot(page, "dashboard-adopted", *SIZES[0], page.locator(".rx-dashboard"))
+        page.locator("button.rx-stop").click()
+        expect(page.locator(".rx-progress")).to_contain_text("stopped at iteration")
+        run_cell(page, "cell-2")
+        page.wait_for_function(IDLE)
+        wait_output(page, "cell-2", "0 training threads")
+    finally:
+        close_notebook(page, lab, "again.ipynb", "dashboard-adopted-last.png")
+
+
+def test_run_all_in_smoke_mode_stop_stops_within_5_s(lab, browser):
+    """Notebook 03 in smoke mode under Run All waits for training in a cell; a click on Stop is
+    handled while it waits, the training stops within 5 s, and the cells below run."""
+    from playwright.sync_api import expect
+
+    notebook_03(lab.root / "03-smoke.ipynb", mode="smoke", iters=LONG)
+    page = browser.new_page()
+    try:
+        open_notebook(page, lab, "03-smoke.ipynb")
+        progress = page.locator(".rx-progress")
+        expect(progress).to_contain_text("run 1/2 cifar-plain8: iteration")
+        assert page.evaluate(IDLE) is False  # the smoke cell waits: the kernel is busy
+        page.locator("button.rx-stop").click()
+        start = time.monotonic()
+        expect(progress).to_contain_text("stopped at iteration", timeout=60_000)
+        took = time.monotonic() - start
+        assert took < 5, f"the training stopped {took:.1f} s after the click"
+        wait_output(page, "03-09c", "0 of 2 runs finished")  # the wait ended; the next cells ran
+        out = lab.root / "runs" / "03_degradation_cifar10" / "smoke"
+        assert 0 < RunDir(out / "cifar-plain8").iteration() < LONG
+        at_size(page, *SIZES[0])
+        shoot(page, "dashboard-run-all-stop", *SIZES[0], page.locator(".rx-dashboard"))
+    finally:
+        close_notebook(page, lab, "03-smoke.ipynb", "dashboard-run-all-stop-last.png")
 
 
 # -- notebook 03: the dashboard trains while the notebook goes on ----------------------------------
-def notebook_03(path: Path) -> None:
-    """Notebook 03 in cpu mode, shrunk by one injected cell after its parameters cell (as papermill
-    injects parameters) to two tiny nets of ITERS iterations on a small synthetic set."""
+def notebook_03(path: Path, mode: str = "cpu", iters: int = ITERS) -> None:
+    """Notebook 03 in ``mode``, shrunk by one injected cell after its parameters cell (as papermill
+    injects parameters) to two tiny nets of ``iters`` iterations on a small synthetic set."""
     nb = nbformat.read(ROOT / "notebooks" / "03_degradation_cifar10.ipynb", as_version=4)
     i = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     cell = nbformat.v4.new_code_cell(
-        f'MODE = "cpu"\nDATA = "synthetic:256"\nSETTINGS["cpu"] = {{**SETTINGS["cpu"], "depths": (8,), "width": 4, '
-        f'"iters": {ITERS}, "batch_size": 16, "log_every": 10, "eval_every": {ITERS}, "device": "cpu"}}')
+        f'MODE = "{mode}"\nDATA = "synthetic:256"\nSETTINGS[MODE] = {{**SETTINGS[MODE], "depths": (8,), "width": 4, '
+        f'"iters": {iters}, "batch_size": 16, "log_every": 10, "eval_every": {iters}, "device": "cpu"}}')
     cell.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(i + 1, cell)
     nbformat.write(nb, path)
@@ -393,10 +332,8 @@ def test_notebook_03_trains_in_the_background_with_stop_resume_and_a_reload(lab,
             shoot(page, "dashboard", width, height, page.locator(".rx-dashboard"))
 
         # save, shut the kernel down, reload: the student is told what to do
-        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
-        page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty")
-        for session in lab.api("sessions"):
-            lab.api(f"sessions/{session['id']}", "DELETE")
+        save(page)
+        lab.shutdown("03.ipynb")
         page.reload()
         wait_current(page, "03.ipynb")
         page.wait_for_function(IDLE)
@@ -408,8 +345,7 @@ def test_notebook_03_trains_in_the_background_with_stop_resume_and_a_reload(lab,
             at_size(page, width, height)
             shoot(page, "reload", width, height, line)
     finally:
-        page.screenshot(path=str(ARTIFACTS / "dashboard-last.png"))
-        page.close()
+        close_notebook(page, lab, "03.ipynb", "dashboard-last.png")
 
 
 # -- the layer-response view ------------------------------------------------------------------------
@@ -450,5 +386,4 @@ def test_layer_response_view_colours_and_add(lab, browser):
             at_size(page, width, height)
             shoot(page, "layers", width, height, page.locator(".rx-layers"))
     finally:
-        page.screenshot(path=str(ARTIFACTS / "layers-last.png"))
-        page.close()
+        close_notebook(page, lab, "layers.ipynb", "layers-last.png")

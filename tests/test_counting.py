@@ -7,8 +7,8 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from torchinfo import summary
 
-from resnet_explorer import PUBLISHED, Stage, build, count, get_spec
-from resnet_explorer.zoo import TABLE1_MACS
+from resnet_explorer import Stage, build, count, get_spec
+from resnet_explorer.paper import MACS, PARAMS, TABLE1_MACS, TORCHVISION_PARAMS, figure
 
 CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
 
@@ -17,7 +17,10 @@ CIFAR_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_9
 def test_cifar_params_exact_and_plain_equals_residual(depth, params):
     assert count(get_spec(f"cifar-resnet{depth}")).params == params
     assert count(get_spec(f"cifar-plain{depth}")).params == params
-    assert PUBLISHED[f"cifar-resnet{depth}"].params == params
+    # Table 6 prints it rounded: 0.27M, 0.46M, …, 1.7M, 19.4M
+    paper = figure(f"cifar-resnet{depth}", PARAMS)
+    digits = len(paper.printed.rstrip("M").split(".")[1])
+    assert round(params / 1e6, digits) == paper.value / 1e6
 
 
 def test_cifar_options_b_and_c_add_projection_parameters():
@@ -36,7 +39,8 @@ def test_table1_multiply_adds(depth):
     assert v15 == pytest.approx(TABLE1_MACS["3x3"][depth], rel=0.005)
     assert v1 == pytest.approx(TABLE1_MACS["1x1"][depth], rel=0.005 if depth >= 50 else 0.02)
     # Table 1 prints 18/34 layers to one decimal, cut not rounded: 1.81 -> 1.8, 3.66 -> 3.6 G.
-    assert int(v1 / 1e8) / 10 == PUBLISHED[f"resnet{depth}"].macs / 1e9 or depth >= 50
+    paper = figure(f"resnet{depth}", MACS, shortcut="A" if depth < 50 else "B", stride_at="1x1").value
+    assert int(v1 / 1e8) / 10 == paper / 1e9 or depth >= 50
     if depth >= 50:  # the 0.23 G difference: the strided 1x1 convs
         assert (v15 - v1) / 1e9 == pytest.approx(0.23, abs=0.005)
 
@@ -47,7 +51,7 @@ def test_option_b_v15_has_torchvision_parameter_counts(depth):
 
     ours = count(get_spec(f"resnet{depth}", shortcut="B", stride_at="3x3")).params
     tv = sum(p.numel() for p in getattr(torchvision.models, f"resnet{depth}")().parameters())
-    assert ours == tv == PUBLISHED[f"resnet{depth}"].params
+    assert ours == tv == TORCHVISION_PARAMS[depth]
 
 
 def test_vgg_and_the_18_percent():

@@ -20,7 +20,8 @@ from resnet_explorer.figures import gates_figure
 from resnet_explorer.model import BasicBlock, Bottleneck, Gate, Projection, ShortcutA
 from resnet_explorer.spec import GATE_BIAS_INIT
 from resnet_explorer.tables import beyond, beyond_rows
-from resnet_explorer.zoo import PUBLISHED, identify, published
+from resnet_explorer.paper import CIFAR10, PARAMS, TOP1, figure
+from resnet_explorer.zoo import identify
 
 from conftest import randomise_bn
 
@@ -76,10 +77,10 @@ def test_resnet1001_count_against_the_2016_papers_10_2_million():
     weights = sum(r.params for r in c.rows if r.kind in ("conv", "fc"))
     assert c.params == 10_327_706  # with BN's γ and β
     assert weights == 10_178_490  # conv and fc weights: what rounds to the paper's 10.2 M
-    assert round(weights / 1e6, 1) == PUBLISHED["cifar-preresnet1001"].params / 1e6 == 10.2
+    assert round(weights / 1e6, 1) == figure("cifar-preresnet1001", PARAMS).value / 1e6 == 10.2
     assert c.params / 1e6 == pytest.approx(10.2, rel=0.015)
     for name in ("cifar-preresnet110", "cifar-preresnet164"):  # "1.7 M" in the 2016 paper
-        assert round(count(get_spec(name)).params / 1e6, 1) == PUBLISHED[name].params / 1e6 == 1.7
+        assert round(count(get_spec(name)).params / 1e6, 1) == figure(name, PARAMS).value / 1e6 == 1.7
 
 
 # -- forward passes by hand -------------------------------------------------------------------------
@@ -219,12 +220,13 @@ def test_bad_values_give_one_clear_error(call, fragment):
 
 
 def test_published_numbers_beside_the_new_nets():
-    assert published("cifar-preresnet110").cifar10_error == 6.37
-    assert published("cifar-preresnet164").cifar10_error == 5.46
-    assert published("cifar-preresnet1001").cifar10_error == 4.92
-    assert published("cifar-resnet1001").cifar10_error == 7.61
-    assert published("cifar-highway32").cifar10_error == 8.80
-    assert published("preresnet152").top1 == 21.1
+    assert figure("cifar-preresnet110", CIFAR10).value == 6.37
+    assert figure("cifar-preresnet164", CIFAR10).value == 5.46
+    assert figure("cifar-preresnet1001", CIFAR10).value == 4.92
+    assert figure("cifar-resnet1001", CIFAR10).value == 7.61
+    assert figure("preresnet152", TOP1).value == 21.1
+    with pytest.raises(KeyError):  # Table 6's 32-layer highway net is not our cifar-highway32
+        figure("cifar-highway32", CIFAR10)
     rows = {r["net"]: r for r in beyond_rows()}
     assert rows["cifar-preresnet110"]["post_error_paper"] == 6.61
     assert rows["cifar-preresnet164"]["post_error_paper"] == 5.93

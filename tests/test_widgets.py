@@ -20,8 +20,8 @@ import torch
 from resnet_explorer import ArchSpec, SpecError, count, get_spec
 from resnet_explorer.diagram import PX_PER_Y, STEP, network_diagram
 from resnet_explorer.figures import error_curves, update_error_curves
-from resnet_explorer.runs import RunDir
-from resnet_explorer.runs import read_metrics
+from resnet_explorer.recipes import get_recipe
+from resnet_explorer.runs import RunDir, read_metrics
 from resnet_explorer.widgets import (PRESETS, RECONNECT, ArchitectureBuilder, LayerResponseView, TrainingDashboard,
                                      controls_for, spec_from_controls)
 from resnet_explorer.zoo import identify
@@ -54,7 +54,7 @@ def test_builder_default_shows_table6_resnet20():
     assert shown_params(b) == b.count.params == 269_722  # Table 6: 0.27 M
     assert shown_macs(b) == count(b.spec).macs
     assert b.family.value.startswith("CIFAR") and b.n.value == 3
-    assert "8.75 %" in b.comparison.value  # the paper's CIFAR-10 error for ResNet-20
+    assert "CIFAR-10 test error 8.75 %" in b.paper.value  # the paper's CIFAR-10 error for ResNet-20
     stage_rows = re.findall(r"<code>(conv\d_x)</code></td><td>[^<]+</td><td[^>]*>([\d,]+)<", b.stage_table.value)
     by_stage = count(b.spec).by_stage()
     assert [(n, int(p.replace(",", ""))) for n, p in stage_rows] == [
@@ -70,10 +70,11 @@ def test_every_preset_loads_with_the_counters_numbers():
     b.set_preset("resnet152")
     assert shown_macs(b) == 11_282_415_616  # Table 1: 11.3 G (stride on the 1×1, the paper's)
     assert b.family.value.startswith("ImageNet") and b.imagenet_depth.value == 152
-    assert "11.3 G multiply-adds" in b.comparison.value and "19.6&nbsp;G" in b.comparison.value  # VGG-19
+    assert "11.3 G multiply-adds" in b.paper.value and "19.6&nbsp;G" in b.comparison.value  # VGG-19
     b.set_preset("plain34")
-    assert "28.54 %" in b.comparison.value  # Table 2's plain-34 top-1
-    assert re.search(r"VGG-19</td><td[^>]*>19.6&nbsp;G</td><td[^>]*>19&nbsp;%", b.comparison.value)  # 3.6 / 19.6
+    assert "28.54 %" in b.paper.value  # Table 2's plain-34 top-1
+    assert re.search(r"VGG-19</span></td><td[^>]*>19.6&nbsp;G</td><td>Sec. 3.3, 4.1</td><td[^>]*>19&nbsp;%",
+                     b.comparison.value)  # 3.6 / 19.6
 
 
 def test_stage_edit_recounts_and_leaves_the_family():
@@ -509,7 +510,103 @@ def test_dashboard_trains_the_builders_spec(tmp_path):
     assert saved == b.spec and saved.stages[2].width == 8
 
 
+def _training_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "rx-train" and t.is_alive()]
+
+
+def test_a_second_dashboard_for_the_same_out_adopts_the_training(tmp_path):
+    """The dashboard cell run again while its nets train: one training thread, shown by the new
+    dashboard (its Stop stops it), and both dashboards say so; Resume in the new one is safe."""
+    import threading
+
+    nets = [tiny("cifar-plain8"), tiny("cifar-resnet8")]
+    first = TrainingDashboard(nets, data="synthetic:128", recipe="test", iters=400, out=str(tmp_path), device="cpu")
+    started = threading.Event()
+    first.progress.observe(lambda ch: "iteration" in ch["new"] and started.set(), names="value")
+    first.start()
+    assert started.wait(120)
+    again = TrainingDashboard(nets, data="synthetic:128", recipe="test", iters=400, out=str(tmp_path), device="cpu")
+    assert len(_training_threads()) == 1 and again.running and first.running
+    assert "adopted the training already running into" in again.message.value
+    assert "replaced by a newer dashboard" in first.message.value
+    assert first.stop_button.disabled and first.resume_button.disabled and not again.stop_button.disabled
+    again.resume()  # the notebook's next cell: nothing to do while it runs, and no error
+    assert again.error is None and len(_training_threads()) == 1 and "Resume continues" in again.message.value
+    seen = again.progress.value
+    assert again.wait(0.5) is False and again.progress.value != "" and again.runs == first.runs
+    again.stop()
+    assert again.wait(120) and not first.running
+    assert "stopped at iteration" in again.progress.value and seen != again.progress.value
+    assert 0 < RunDir(tmp_path / "cifar-plain8").iteration() < 400
+    assert _training_threads() == []
+
+
+def test_wait_async_gives_the_event_loop_back_so_stop_works_while_a_cell_waits(tmp_path):
+    """What a smoke-mode cell awaits: the loop it runs in goes on (in a kernel: the page's widget
+    messages, a click on Stop), and the wait ends as soon as Stop has ended the training."""
+    import asyncio
+
+    d = TrainingDashboard([tiny("cifar-plain8")], data="synthetic:128", recipe="test", iters=100_000,
+                          out=str(tmp_path), device="cpu")
+    ticks = []
+
+    async def cell() -> float:
+        d.start()
+        loop = asyncio.get_running_loop()
+
+        async def click_stop_later() -> None:  # the page's click, handled by the loop meanwhile
+            while "iteration" not in d.progress.value:
+                ticks.append(loop.time())
+                await asyncio.sleep(0.05)
+            d.stop_button.click()
+
+        clicked = asyncio.ensure_future(click_stop_later())
+        start = loop.time()
+        assert await d.wait_async(120) is True
+        await clicked
+        return loop.time() - start
+
+    waited = asyncio.run(cell())
+    assert len(ticks) > 2 and waited < 60 and not d.running
+    assert "stopped at iteration" in d.progress.value and 0 < RunDir(tmp_path / "cifar-plain8").iteration() < 100_000
+
+
+def test_a_reload_draws_the_figures_as_they_are_now(trained):
+    """What a new view (a page reload) is drawn from is the figure now, not as first displayed."""
+    d, *_ = trained
+    state = d.figure.get_state()
+    assert [t["y"] for t in state["_widget_data"]] == [list(t.y) for t in d.figure.data]
+    assert len(state["_widget_data"]) == 4 and state["_widget_layout"]["xaxis"]["rangemode"] == "tozero"
+    b = ArchitectureBuilder("resnet34")
+    b.set_preset("resnet50")
+    state = b.diagram.get_state()
+    assert "resnet50" in state["_widget_layout"]["title"]["text"] and "resnet50" in b.summary.value
+    assert list(state["_widget_data"][0]["x"]) == list(b.diagram.data[0].x)
+
+
+def test_the_iterations_field_says_what_zero_means(tmp_path):
+    d = TrainingDashboard(["cifar-resnet20"], recipe="cpu-demo", out=str(tmp_path))
+    assert d.iters.value == 0 and "0: the recipe's own, 1,000 iterations" in d.iters_note.value
+    d.recipe.value = "test"
+    assert f"{get_recipe('test').max_iters:,} iterations" in d.iters_note.value
+
+
 # -- layer responses ------------------------------------------------------------------------------------
+def test_layer_view_keeps_each_runs_colour_whatever_is_chosen(trained):
+    d, *_ = trained
+    view = LayerResponseView(d.runs)
+    both = {t.meta["run"]: t.line.color for t in view.figure.data}
+    assert len(set(both.values())) == 2
+    for one in d.runs:
+        view.runs.value = (str(one),)
+        view.show()
+        assert {t.meta["run"]: t.line.color for t in view.figure.data} == {
+            str(one.resolve()): both[str(one.resolve())]}
+    assert view.figure.get_state()["_widget_data"][0]["line"]["color"] == view.figure.data[0].line.color
+
+
 def test_layer_response_view_shows_fig7(trained):
     d, out, *_ = trained
     view = LayerResponseView(d.runs)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import DataError
+from ..spec import ArchSpec
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -81,6 +82,11 @@ class DataSource:
     def in_memory(self) -> bool:
         """Whether the whole dataset fits in one uint8 tensor (all but ImageNet)."""
         return self.kind != "imagenet"
+
+    def shape(self, spec: ArchSpec) -> ArchSpec:
+        """``spec`` as it trains on this data: its input size and classes are the data's
+        (what `train.train` records), so its counted cost is the cost it trains at."""
+        return spec.replace(num_classes=self.num_classes, input_size=self.image_size).validate()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record of the source (its ``arg`` is recorded beside it)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import html
-from typing import Any, Callable
+from typing import Any
 
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -24,11 +24,11 @@ from ..errors import SpecError
 from ..model import build
 from ..spec import ArchSpec, Stage
 from ..zoo import IMAGENET_BLOCKS, get_spec
-from .comparison import comparison_html, stage_table_html
+from .comparison import paper_html, reference_table_html, stage_table_html
 from .controls import (FAMILIES, FAMILY_LABELS, MAX_N, PRESETS, Controls, controls_for, family_default,
                        spec_from_controls)
 from .messages import message_html
-from .page import KernelLink, Reconnecting
+from .page import KernelLink, Reconnecting, keep_state
 from .stages import StageControls, StageRows
 
 __all__ = ["ArchitectureBuilder", "FAMILIES", "PRESETS", "StageControls"]
@@ -73,16 +73,34 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self._quiet = False  # True while controls are set from the spec
         self._own_name: str | None = None  # a name the user gave the net (set_spec)
         self._last_summary = ""
-        self._callbacks: list[Callable[[ArchitectureBuilder], None]] = []
+        self._make_family_row()
+        self._make_outputs()
+        self._wire()
+        self.children = [
+            W.HBox([self.preset, self.family, self.n, self.imagenet_depth]),
+            W.HBox([self.residual, self.shortcut, self.stride_at]),
+            W.HBox([self.shortcut_kind, self.block_order]),
+            W.HBox([self.input_size, self.num_classes]),
+            self.reasons,
+            self.rows.box,
+            self.message,
+            self.summary,
+            W.HBox([self.check_button, self.check_line]),
+            self.diagram,
+            self.paper,
+            W.HBox([self.stage_table, self.comparison], layout=W.Layout(grid_gap="32px", flex_flow="row wrap")),
+            self.link,
+        ]
+        self.set_preset(preset)
 
+    def _make_family_row(self) -> None:
+        """The controls that pick the net: preset, family, n or depth, and its options."""
         self.preset = W.Dropdown(options=PRESETS, value=None, description="preset",
                                  layout=W.Layout(width="250px"))
         self.family = W.Dropdown(options=list(FAMILIES), description="family", layout=W.Layout(width="250px"))
         self.n = W.Dropdown(options=_n_options("basic"), description="n", layout=W.Layout(width="190px"))
-        self.n.add_class("rx-n")
         self.imagenet_depth = W.Dropdown(options=[("—", NONE)] + [(str(d), d) for d in IMAGENET_BLOCKS],
                                          description="depth", layout=W.Layout(width="160px"))
-        self.imagenet_depth.add_class("rx-depth")
         self.residual = W.ToggleButtons(options=[("residual", True), ("plain", False)],
                                         style={"button_width": "80px"})
         self.shortcut = W.Dropdown(options=[("A: zero-pad identity", "A"),
@@ -101,29 +119,30 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.input_size = W.IntText(description="input", layout=W.Layout(width="160px"))
         self.num_classes = W.IntText(description="classes", layout=W.Layout(width="160px"))
         self.reasons = W.HTML()
-        self.reasons.add_class("rx-reasons")
         self.add_stage_button = W.Button(description="+ stage", layout=W.Layout(width="90px"))
         self.remove_stage_button = W.Button(description="− stage", layout=W.Layout(width="90px"))
         self.rows = StageRows(self._edit_stage, [self.add_stage_button, self.remove_stage_button])
         self.stage_controls: dict[str, StageControls] = self.rows.controls
-        self.summary = W.HTML()
-        self.summary.add_class("rx-summary")
-        self.message = W.HTML()
-        self.message.add_class("rx-message")
-        self.stage_table = W.HTML()
-        self.comparison = W.HTML()
+
+    def _make_outputs(self) -> None:
+        """What the builder shows: message, summary, fvcore check, diagram, paper, tables."""
+        self.summary, self.message = W.HTML(), W.HTML()
+        self.stage_table, self.comparison, self.paper = W.HTML(), W.HTML(), W.HTML()
         self.check_button = W.Button(description="check with fvcore", layout=W.Layout(width="150px"))
         self.check_line = W.HTML()  # "fvcore agrees: …" (crosscheck.check_count), cleared on every edit
-        self.check_button.on_click(lambda _: self.check())
         trace, layout = diagram_parts(self._draft)
         self.diagram = go.FigureWidget(data=[trace], layout=layout)
         self.link = KernelLink(self.diagram)
         self.add_class("rx-builder")
         for name, w in (("preset", self.preset), ("family", self.family), ("residual", self.residual),
                         ("shortcut", self.shortcut), ("shortcut-kind", self.shortcut_kind),
-                        ("block-order", self.block_order), ("stride", self.stride_at), ("diagram", self.diagram)):
+                        ("block-order", self.block_order), ("stride", self.stride_at), ("diagram", self.diagram),
+                        ("n", self.n), ("depth", self.imagenet_depth), ("reasons", self.reasons),
+                        ("summary", self.summary), ("message", self.message), ("paper-figures", self.paper)):
             w.add_class(f"rx-{name}")
 
+    def _wire(self) -> None:
+        """Each control edits the draft spec; the buttons add, remove and check."""
         self.preset.observe(lambda ch: ch["new"] and not self._quiet and self.set_preset(ch["new"]),
                             names="value")
         self.family.observe(self._on_family, names="value")
@@ -136,22 +155,7 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
             w.observe(lambda ch, field=field: self._edit(field, ch["new"]), names="value")
         self.add_stage_button.on_click(lambda _: self.add_stage())
         self.remove_stage_button.on_click(lambda _: self.remove_stage())
-
-        self.children = [
-            W.HBox([self.preset, self.family, self.n, self.imagenet_depth]),
-            W.HBox([self.residual, self.shortcut, self.stride_at]),
-            W.HBox([self.shortcut_kind, self.block_order]),
-            W.HBox([self.input_size, self.num_classes]),
-            self.reasons,
-            self.rows.box,
-            self.message,
-            self.summary,
-            W.HBox([self.check_button, self.check_line]),
-            self.diagram,
-            W.HBox([self.stage_table, self.comparison], layout=W.Layout(grid_gap="32px", flex_flow="row wrap")),
-            self.link,
-        ]
-        self.set_preset(preset)
+        self.check_button.on_click(lambda _: self.check())
 
     # -- the Python side -------------------------------------------------------------------------
     @property
@@ -182,10 +186,6 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
 
         self.check_line.value = html.escape(line := check_count(self.spec).line())
         return line
-
-    def on_change(self, callback: Callable[[ArchitectureBuilder], None]) -> None:
-        """Call ``callback(builder)`` after every valid change."""
-        self._callbacks.append(callback)
 
     def set_preset(self, name: str) -> None:
         """Load a named net of the zoo (``resnet50``, ``cifar-plain56``, ``vgg-e`` …)."""
@@ -345,8 +345,6 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
         self.message.value = ""
         self._sync_controls(rows)
         self._draw(c)
-        for cb in self._callbacks:
-            cb(self)
 
     def _name(self) -> str:
         """The zoo's name for the draft; else the user's own name; else ``custom-<kind><depth>``."""
@@ -379,6 +377,8 @@ class ArchitectureBuilder(Reconnecting, W.VBox):
             self.diagram.layout.xaxis.range = layout["xaxis"]["range"]
             self.diagram.layout.yaxis.range = layout["yaxis"]["range"]
             self.diagram.layout.height = layout["height"]
+        keep_state(self.diagram)  # a view drawn later (a reload) shows this net, as the summary does
         self.check_line.value = ""
         self.stage_table.value = stage_table_html(c)
-        self.comparison.value = comparison_html(spec, c)
+        self.paper.value = paper_html(spec, c)
+        self.comparison.value = reference_table_html(spec, c)

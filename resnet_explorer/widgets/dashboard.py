@@ -7,6 +7,13 @@ runs, and a notebook's later cells ask `TrainingDashboard.finished_runs` for wha
 Runs are known by their directory everywhere (the figure keys its traces by path), so
 runs of one net in two ``out`` folders never mix. Everything about run directories is
 asked of `runs`.
+
+One ``out`` folder is trained by one thread: a dashboard made for a folder that another
+dashboard is training into (the cell run again) adopts that training (`Training`): it shows
+its progress and curves, its Stop stops it, and both dashboards say so; the old one no longer
+trains anything of its own. A page reload redraws the curves as they are (`page.keep_state`).
+A cell that awaits `wait_async` keeps the widgets working while it waits, so Stop works
+during Run All.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import html
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -33,13 +40,12 @@ from ..zoo import get_spec
 from .builder import ArchitectureBuilder
 from .controls import PRESETS
 from .messages import message_html, one_line
-from .page import KernelLink, Reconnecting
+from .page import KernelLink, Reconnecting, keep_state
+from .training import Training, fmt_time, run_ends, run_progress, same_dirs
 
 SpecSource = str | ArchSpec | ArchitectureBuilder
 GIVEN = "(given)"  # the recipe dropdown's value for a Recipe object passed to the dashboard
-FIELD = dict(layout=W.Layout(width="100%"), style={"description_width": "80px"})
-
-
+FIELD = dict(layout=W.Layout(width="100%", min_width="0"), style={"description_width": "80px"})
 def _resolve(source: SpecSource) -> ArchSpec:
     if isinstance(source, ArchitectureBuilder):
         return source.spec
@@ -54,23 +60,6 @@ def _label(source: SpecSource) -> str:
     return source.name if isinstance(source, ArchSpec) else source
 
 
-def _fmt_time(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
-
-
-def _same_dirs(dirs: Sequence[Path]) -> list[Path]:
-    """``dirs`` without repeats (two spellings of one directory are one run), in order."""
-    seen, out = set(), []
-    for d in dirs:
-        key = Path(d).resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(Path(d))
-    return out
-
-
 class TrainingDashboard(Reconnecting):
     """Train one or more nets in a background thread with live Fig. 6 error curves.
 
@@ -83,6 +72,7 @@ class TrainingDashboard(Reconnecting):
     """
 
     _what = "This training dashboard"
+    _by_out: ClassVar[dict[Path, Training]] = {}  # the training going on into each out folder
 
     def __init__(self, specs: Sequence[SpecSource] | None = None, data: str = "synthetic:2000",
                  recipe: str | Recipe = "cpu-short", out: str = "runs/dashboard", iters: int | None = None,
@@ -101,11 +91,14 @@ class TrainingDashboard(Reconnecting):
         self.update_every = update_every
         self.runs: list[Path] = []
         self.error: str | None = None
-        self._thread: threading.Thread | None = None
-        self._current: Path | None = None  # the run the thread is training now
-        self._stop = threading.Event()
+        self._training: Training | None = None  # the thread this dashboard shows (its own, or adopted)
+        self._adopted_line = ""
         self._last_draw = 0.0
-        self._lock = threading.Lock()
+        self._make_widgets(sources, data, recipe, iters, out)
+        self._adopt()
+
+    def _make_widgets(self, sources: list, data: str, recipe: str | Recipe, iters: int | None, out: str) -> None:
+        """The fields, buttons, progress line and figure, and their layout."""
 
         chosen = [_label(s) for s in sources]
         self.specs = W.SelectMultiple(options=list(self._sources), value=[c for c in dict.fromkeys(chosen)],
@@ -122,6 +115,10 @@ class TrainingDashboard(Reconnecting):
                                  description="recipe", **FIELD)
         self.iters = W.IntText(value=iters or 0, description="iterations", tooltip="0: the recipe's own number",
                                **FIELD)
+        self.iters_note = W.HTML(layout=W.Layout(margin="0 0 0 84px"))
+        self.recipe.observe(lambda _: self._note_iters(), names="value")
+        self.iters.observe(lambda _: self._note_iters(), names="value")
+        self._note_iters()
         self.out = W.Text(value=str(out), description="out", **FIELD)
         for w in (self.data, self.out, self.recipe):  # a value too long for its field is in its tooltip
             w.tooltip = w.label if w is self.recipe else w.value
@@ -133,28 +130,41 @@ class TrainingDashboard(Reconnecting):
         for name, b in (("start", self.start_button), ("stop", self.stop_button), ("resume", self.resume_button)):
             b.add_class(f"rx-{name}")
         self.open_path = W.Text(placeholder="a run (or experiment) directory", description="open",
-                                layout=W.Layout(flex="1 1 300px"), style={"description_width": "50px"})
+                                layout=W.Layout(flex="1 1 240px", min_width="0"), style={"description_width": "50px"})
         self.open_button = W.Button(description="Open", icon="folder-open")
         self.progress = W.HTML()
         self.progress.add_class("rx-progress")
         self.message = W.HTML()
         self.figure: go.FigureWidget = error_curves([], widget=True)
+        self.figure.update_yaxes(range=[0, 100])  # errors in %: a fixed scale while the curves come in
+        self.figure.update_xaxes(range=[0, 1])
         self.link = KernelLink(self.figure)
 
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.resume_button.on_click(lambda _: self.resume())
         self.open_button.on_click(lambda _: self.open(self.open_path.value))
-        fields = W.VBox([self.data, self.recipe, self.iters, self.out], layout=W.Layout(flex="1 1 420px"))
+        fields = W.VBox([self.data, self.recipe, self.iters, self.iters_note, self.out],
+                        layout=W.Layout(flex="1 1 320px", min_width="0"))
+        wrap = dict(width="100%", flex_flow="row wrap", grid_gap="8px 16px")  # narrow pages: rows wrap, never overflow
         self.widget = W.VBox([
-            W.HBox([self.specs, fields], layout=W.Layout(width="100%", grid_gap="16px")),
+            W.HBox([self.specs, fields], layout=W.Layout(**wrap)),
             W.HBox([self.start_button, self.stop_button, self.resume_button, self.open_path, self.open_button],
-                   layout=W.Layout(width="100%")),
+                   layout=W.Layout(**wrap)),
             self.message, self.progress, self.figure, self.link,
         ], layout=W.Layout(width="100%"))
         self.widget.add_class("rx-dashboard")
         for name, w in (("out", self.out), ("recipe", self.recipe), ("data", self.data), ("nets", self.specs)):
             w.add_class(f"rx-{name}")
+
+    def _note_iters(self) -> None:
+        """Say next to the iterations field what 0 means: the recipe's own number, given."""
+        try:
+            own = self._recipe_named().max_iters
+        except (UserError, ValueError):
+            own = None
+        self.iters_note.value = ("" if own is None else
+                                 f"<small style='color:#555'>0: the recipe's own, {own:,} iterations</small>")
 
     def _live(self) -> W.Widget:
         return self.widget
@@ -163,6 +173,12 @@ class TrainingDashboard(Reconnecting):
         return self.widget._repr_mimebundle_(**kwargs)
 
     # -- what to train ----------------------------------------------------------------------------------
+    def _recipe_named(self) -> Recipe:
+        """The recipe the dropdown names, before the iterations field changes it."""
+        if self.recipe.value == GIVEN and self._given_recipe is not None:
+            return self._given_recipe
+        return get_recipe(self.recipe.value)
+
     def _recipe(self) -> Recipe:
         iters = self.iters.value or None
         if self.recipe.value == GIVEN and self._given_recipe is not None:
@@ -190,8 +206,10 @@ class TrainingDashboard(Reconnecting):
 
         A Start begins a new set of runs: the figure and `runs` show only them (Open brings
         other runs back beside them)."""
-        if self.running:
-            return self._fail("training is already running: Stop it first")
+        if self._adopt():  # another dashboard trains into this out folder: shown here now
+            return None
+        if self.running:  # what runs goes on; the message says why nothing new started
+            return self._note("training is running: Stop it before a new Start")
         try:
             plan = self._plan()
             recipe = self._recipe()
@@ -212,8 +230,10 @@ class TrainingDashboard(Reconnecting):
 
     def resume(self) -> None:
         """Continue every unfinished run shown (and start selected nets not yet begun)."""
-        if self.running:
-            return self._fail("training is already running")
+        if self._adopt():
+            return None
+        if self.running:  # running this cell again is safe: nothing to do until it stops
+            return self._note("training is running: Resume continues runs once they stop")
         try:
             self._check_accel()
             recipe = self._recipe()
@@ -221,7 +241,7 @@ class TrainingDashboard(Reconnecting):
         except (SpecError, TrainingError, ValueError) as e:
             return self._fail(one_line(e))
         jobs = []
-        dirs = _same_dirs([*self.runs, *(d for _, d in planned.values())])
+        dirs = same_dirs([*self.runs, *(d for _, d in planned.values())])
         for d in dirs:
             if RunDir(d).has_checkpoint():
                 try:
@@ -240,20 +260,54 @@ class TrainingDashboard(Reconnecting):
 
     def stop(self) -> None:
         """Ask the running net to checkpoint and return; nets not yet started stay pending."""
-        if self.running and not self._stop.is_set():
-            self._stop.set()
-            self.progress.value += " · stopping (writing a checkpoint)…"
+        t = self._training
+        if self.running and t is not None and not t.stop.is_set():
+            t.stop.set()
+            self._show(self.progress.value + " · stopping (writing a checkpoint)…")
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Join the training thread; True when it has finished. This holds the kernel (the
-        buttons do nothing meanwhile): for scripts and CI, not for a notebook a student uses."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Wait until training ends (or ``timeout`` seconds); True when it has finished. This holds
+        the kernel (the buttons wait meanwhile): for scripts; a notebook awaits `wait_async`."""
+        if self._training is not None:
+            self._training.wait(timeout)
+        return not self.running
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """In a notebook cell, ``await dashboard.wait_async()``: wait until training ends with the
+        buttons working meanwhile (Stop ends the wait, also during Run All); True when finished."""
+        if self._training is not None:
+            await self._training.wait_async(timeout)
         return not self.running
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._training is not None and self._training.alive
+
+    # -- one training per out folder ----------------------------------------------------------------------
+    def _out_key(self) -> Path:
+        return Path(self.out.value).expanduser().resolve()
+
+    def _adopt(self) -> bool:
+        """Show the training another dashboard runs into this out folder, if any (True then):
+        its curves and progress appear here, Stop stops it; the other dashboard says so."""
+        t = self._by_out.get(self._out_key())
+        if t is None or not t.alive or self in t.shown_on:
+            return False
+        before = list(t.shown_on)
+        t.shown_on[:] = [self]
+        self._training, self.runs = t, list(before[0].runs) if before else [t.current]
+        for old in before:
+            old.message.value = message_html(
+                f"replaced by a newer dashboard for {t.out}: the training goes on there (its Stop stops it)", "info")
+            old._set_running(False, buttons=(old,))
+            old.start_button.disabled = old.resume_button.disabled = True
+        self.message.value = self._adopted_line = message_html(
+            f"adopted the training already running into {t.out} (started by this cell's earlier run): "
+            "its progress and curves are shown here, and Stop stops it", "info")
+        self.progress.value = before[0].progress.value if before else ""
+        self._set_running(True, buttons=(self,))
+        self.redraw()
+        return True
 
     def open(self, run_dir: str | Path) -> None:
         """Show an existing run directory (or every run of an experiment / folder of runs)."""
@@ -261,7 +315,7 @@ class TrainingDashboard(Reconnecting):
             found = find_runs(run_dir)
         except UserError as e:
             return self._fail(one_line(e))
-        self.runs = _same_dirs([*self.runs, *found])
+        self.runs = same_dirs([*self.runs, *found])
         try:
             status = " · ".join(self._status(d) for d in found)
         except UserError as e:  # shown (its curves are read from metrics, never the checkpoint)
@@ -271,27 +325,25 @@ class TrainingDashboard(Reconnecting):
         self.progress.value = html.escape(status)
 
     def redraw(self) -> None:
-        """Make the error curves those of `runs` (one batched update)."""
-        with self._lock:
+        """Make the error curves those of `runs` (one batched update), on the iterations the
+        runs will reach; the page is sent the whole figure too, so a reload draws every point."""
+        with self.link.lock:
             update_error_curves(self.figure, list(self.runs))
+            if any(len(t.x or ()) for t in self.figure.data):  # the points so far, from 0
+                self.figure.update_xaxes(autorange=True, rangemode="tozero")
+            else:  # no point yet: the iterations the runs will reach
+                self.figure.update_xaxes(range=[0, max(run_ends(self.runs) or [1])])
+            keep_state(self.figure)
             self._last_draw = time.monotonic()
 
     # -- what has finished -----------------------------------------------------------------------------
-    def _iterations(self, d: Path) -> tuple[int, int] | None:
-        """(last checkpoint's iteration, the recipe's end) of a run; None before it started."""
-        try:
-            max_iters = RunDir(d).config().recipe.max_iters
-        except TrainingError:
-            return None
-        return RunDir(d).iteration(), max_iters  # a hostile checkpoint raises: shown by the caller
-
     def _name(self, d: Path) -> str:
         """A run's short name; with its folder when another run shown has the same name."""
         same = [r for r in self.runs if r.name == d.name and r.resolve() != d.resolve()]
         return f"{d.parent.name}/{d.name}" if same else d.name
 
     def _status(self, d: Path) -> str:
-        done = self._iterations(d)
+        done = run_progress(d)
         if done is None:
             return f"{self._name(d)}: not started"
         it, total = done
@@ -302,11 +354,12 @@ class TrainingDashboard(Reconnecting):
         and which are still to come, so a notebook cell that needs finished runs says so."""
         done, waiting = [], []
         for d in self.runs:
-            state = self._iterations(d)
+            state = run_progress(d)
             if state is not None and state[0] >= state[1]:
                 done.append(d)
                 continue
-            now = self.running and self._current is not None and d.resolve() == self._current.resolve()
+            current = self._training.current if self._training is not None else None
+            now = self.running and current is not None and d.resolve() == current.resolve()
             doing = "training now" if now else "queued" if self.running else "stopped"
             if state is None:
                 doing = {"training now": "starting now", "stopped": "not started"}.get(doing, doing)
@@ -327,55 +380,69 @@ class TrainingDashboard(Reconnecting):
         self.error = text
         self.message.value = message_html(text)
 
+    def _note(self, text: str) -> None:
+        """An information line; after an adoption's line, which stays (what this dashboard shows)."""
+        self.message.value = (self._adopted_line if self.running else "") + message_html(text, "info")
+
+    def _show(self, progress: str) -> None:
+        """The progress line, on every dashboard that shows this training."""
+        for d in self._training.shown_on if self._training is not None else [self]:
+            d.progress.value = progress
+
     def _launch(self, jobs: list, dirs: list[Path]) -> None:
-        self.runs = _same_dirs(dirs)
-        self._current = jobs[0][1]  # before the thread starts: a cell run right after sees it training
+        self.runs = same_dirs(dirs)
         self.error = None
         self.message.value = ""
-        self._stop.clear()
+        thread = threading.Thread(target=self._work, args=(jobs,), daemon=True, name="rx-train")
+        # the first run is current before the thread starts: a cell run right after sees it training
+        self._training = t = Training(thread, self._out_key(), current=jobs[0][1], shown_on=[self])
+        self._by_out[t.out] = t
         self._set_running(True)
-        self._thread = threading.Thread(target=self._work, args=(jobs,), daemon=True, name="rx-train")
-        self._thread.start()
+        thread.start()
 
-    def _set_running(self, running: bool) -> None:
-        self.start_button.disabled = self.resume_button.disabled = running
-        self.stop_button.disabled = not running
+    def _set_running(self, running: bool, buttons: Sequence[TrainingDashboard] | None = None) -> None:
+        for d in buttons if buttons is not None else (self._training.shown_on if self._training else [self]):
+            d.start_button.disabled = d.resume_button.disabled = running
+            d.stop_button.disabled = not running
+
+    def _draw_all(self) -> None:
+        for d in self._training.shown_on:
+            d.redraw()
 
     def _work(self, jobs: list) -> None:
+        """The training thread: each job in turn, through `train` (the one call that trains)."""
+        t = self._training
         try:
             for i, (spec, d, recipe, data, resume) in enumerate(jobs):
-                if self._stop.is_set():  # Stop came between two nets
-                    self.progress.value = f"stopped before run {i + 1}/{len(jobs)} {self._name(d)}; Resume continues"
-                    return
+                if t.stop.is_set():  # Stop came between two nets
+                    return self._show(f"stopped before run {i + 1}/{len(jobs)} {self._name(d)}; Resume continues")
                 run_recipe = recipe or RunDir(d).config().recipe
                 total, batch = run_recipe.max_iters, run_recipe.batch_size
                 tag = f"run {i + 1}/{len(jobs)} {self._name(d)}"
-                self._current = d
-                self.progress.value = f"{tag}: starting…"
+                t.current = d
+                self._show(f"{tag}: starting…")
                 left = sum((j[2].max_iters if j[2] else 0) for j in jobs[i + 1:])
 
                 def on_metrics(row: dict, tag=tag, total=total, batch=batch, left=left) -> None:
                     if row.get("kind") == "train":
                         speed = row["images_per_s"]
                         eta = (total - row["iter"] + left) * batch / max(speed, 1e-9)
-                        self.progress.value = (
-                            f"{tag}: iteration {row['iter']:,} / {total:,} · {speed:,.0f} images/s · "
-                            f"train error {100 * row['train_error']:.1f} % · ETA {_fmt_time(eta)}")
+                        self._show(f"{tag}: iteration {row['iter']:,} / {total:,} · {speed:,.0f} images/s · "
+                                   f"train error {100 * row['train_error']:.1f} % · ETA {fmt_time(eta)}")
                     if row.get("kind") == "eval" or time.monotonic() - self._last_draw >= self.update_every:
-                        self.redraw()
+                        self._draw_all()
 
-                self.redraw()  # the new run's (empty) traces appear at once
+                self._draw_all()  # the new run's (empty) traces appear at once
                 result = train(spec, data, recipe, d, device=self.device, amp=self.amp, compile=self.compile,
-                               resume=resume, progress=False, should_stop=lambda it: self._stop.is_set(),
+                               resume=resume, progress=False, should_stop=lambda it: t.stop.is_set(),
                                on_metrics=on_metrics)
-                self.redraw()
+                self._draw_all()
                 if not result.finished:
-                    self.progress.value = (f"{tag}: stopped at iteration {result.iteration:,} / {total:,}; "
-                                           "checkpoint saved, Resume continues")
-                    return
-            else:
-                self.progress.value = "done: " + " · ".join(self._status(d) for _, d, *_ in jobs)
+                    return self._show(f"{tag}: stopped at iteration {result.iteration:,} / {total:,}; "
+                                      "checkpoint saved, Resume continues")
+            self._show("done: " + " · ".join(self._status(d) for _, d, *_ in jobs))
         except Exception as e:  # noqa: BLE001 - shown in the widget as one line, never a traceback
-            self._fail(one_line(e))
+            for shown in t.shown_on:
+                shown._fail(one_line(e))
         finally:
             self._set_running(False)

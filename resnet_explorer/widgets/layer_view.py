@@ -1,7 +1,8 @@
 """The layer-response view: Fig. 7 of chosen runs, each analysed on its last checkpoint.
 
 Runs are listed and drawn by directory: two runs of one name in different folders are two
-entries (labelled with their folder) and two lines. Adding runs keeps the current choice.
+entries (labelled with their folder) and two lines. Adding runs keeps the current choice, and
+each run keeps its colour whatever is chosen (colours are given over every run listed).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from ..errors import TrainingError
-from ..figures import layer_responses_figure
+from ..figures import layer_responses_figure, run_colors
 from ..run_analysis import analyze_run
-from ..runs import RunDir, find_runs
+from ..runs import RunDir, find_runs, load_runs
 from .messages import message_html, one_line
-from .page import KernelLink, Reconnecting
+from .page import KernelLink, Reconnecting, keep_state
 
 MAX_ROWS = 12
 
@@ -104,8 +105,12 @@ class LayerResponseView(Reconnecting, W.VBox):
             return
         self.message.value = ""
         new = layer_responses_figure(dirs)
-        with self.figure.batch_update():
+        colors = run_colors(load_runs(self._dirs), one_panel=True)  # of every run listed: a choice keeps them
+        for trace in new.data:
+            trace.line.color = colors.get(trace.meta["run"], trace.line.color)
+        with self.link.lock, self.figure.batch_update():
             self.figure.data = []
             self.figure.add_traces(list(new.data))
             self.figure.layout = new.layout
             self.link.fit(self.figure)  # the new layout has no width: the widget's again
+        keep_state(self.figure)

@@ -9,7 +9,9 @@ hides that line (a CSS rule scoped to this widget) wherever the widget is drawn,
 line shows exactly where the widget cannot be: "model not found" after a reload, and
 static views of the notebook (nbconvert, GitHub). Where JupyterLab saved the widget state,
 the widgets are drawn from it as they were (that view is then the fallback; it does not
-react until the cell runs again).
+react until the cell runs again). While the kernel runs, a reloaded page draws each widget
+from the kernel's state: the widgets keep their figures' synced state current (`keep_state`),
+so a reload shows every point so far and goes on updating.
 
 Plotly's FigureWidget draws at a fixed 700 px unless told its width, and it does not
 follow JupyterLab's output area: the `KernelLink` watches the width of the widget it sits
@@ -18,7 +20,9 @@ in and sends it to the kernel, which gives it to the widget's figures, on every 
 
 from __future__ import annotations
 
+import copy
 import html
+import threading
 import uuid
 from typing import Any
 
@@ -60,6 +64,7 @@ class KernelLink(anywidget.AnyWidget):
     def __init__(self, *figures: go.FigureWidget, **kwargs: Any):
         super().__init__(key=uuid.uuid4().hex[:12], **kwargs)
         self.figures = list(figures)
+        self.lock = threading.RLock()  # held while a figure is edited (a training thread redraws too)
         self.width: int | None = None  # the widget's width in the browser, once known
         self.on_msg(self._answer)
 
@@ -67,14 +72,29 @@ class KernelLink(anywidget.AnyWidget):
         width = content.get("width") if isinstance(content, dict) else None
         if isinstance(width, int) and 200 <= width <= 20_000:
             self.width = width
-            for fig in self.figures:
-                self.fit(fig)
+            with self.lock:
+                for fig in self.figures:
+                    keep_state(self.fit(fig))
 
     def fit(self, fig: go.FigureWidget) -> go.FigureWidget:
         """Give ``fig`` the widget's width (when the browser has said it)."""
         if self.width is not None and fig.layout.width != self.width:
             fig.layout.width = self.width
         return fig
+
+
+def keep_state(fig: go.FigureWidget) -> go.FigureWidget:
+    """Make what ``fig`` syncs to the page its current data and layout.
+
+    plotly's FigureWidget sends every edit to the views already drawn as a message, and syncs
+    as its state the figure as it was when it was displayed: a view drawn later (the page
+    reloaded, the notebook reopened while its kernel runs) would draw that old figure. After
+    each batch of edits the widgets call this, so every view drawn from the kernel shows the
+    figure as it is now. The views already drawn ignore the change (plotly redraws them from
+    the edit messages only)."""
+    fig._widget_data = copy.deepcopy(fig._data)
+    fig._widget_layout = copy.deepcopy(fig._layout_obj._props)
+    return fig
 
 
 def offline_html(key: str, what: str) -> str:
