@@ -182,6 +182,6 @@ def test_each_figure_of_the_three_papers_is_in_paper_md():
         assert re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", text), f
         checked += 1
     assert checked == 46
-    # the issue's own cases, by their lines in PAPER.md
+    # the cases a student met (ResNet-34 option B, option C), by their lines in PAPER.md
     assert "ResNet-34 A 25.03/7.76, B 24.52/7.46, C 24.19/7.40" in text
     assert "21.80" not in text  # PAPER.md prints no such count: nor do we, as the paper's

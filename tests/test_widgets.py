@@ -189,7 +189,7 @@ def test_builder_diagram_follows_edits():
     assert f"{count(b.spec).params:,} parameters" in b.diagram.layout.title.text
 
 
-# -- the builder's controls follow the spec (issue 17, item 3) ---------------------------------------
+# -- the builder's controls follow the spec ------------------------------------------------------------------
 VARIANTS = [get_spec(n) for n in PRESETS] + [
     get_spec("cifar-resnet8"), get_spec("cifar-plain14", width=8), get_spec("resnet50", stride_at="3x3", shortcut="C"),
     get_spec("resnet34", shortcut="A"), get_spec("plain101", input_size=128, num_classes=10),
@@ -283,7 +283,7 @@ def test_tables_keep_numbers_on_one_line():
     assert "white-space:nowrap" in b.comparison.value and "3.8&nbsp;G" in b.comparison.value
 
 
-# -- a widget whose kernel is gone says what to do (issue 17, item 4) -----------------------------------
+# -- a widget whose kernel is gone says what to do -----------------------------------------------------------
 def test_every_widget_displays_a_reconnect_line_beside_its_view(tmp_path):
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.display import display
@@ -485,16 +485,17 @@ def test_dashboard_bad_input_is_one_line(tmp_path):
 
 
 def test_dashboard_passes_its_gpu_helpers_to_the_trainer(tmp_path, monkeypatch):
-    import resnet_explorer.widgets.dashboard as dashboard_module  # the module that calls train
+    import resnet_explorer.experiments as runner  # the dashboard trains through the runner's train_plan
 
     seen = []
-    real_train = dashboard_module.train
-    monkeypatch.setattr(dashboard_module, "train", lambda *a, **kw: seen.append(kw) or real_train(*a, **kw))
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", lambda *a, **kw: seen.append(kw["options"]) or real_train(*a, **kw))
     d = TrainingDashboard([tiny("cifar-resnet8")], data="synthetic:128", recipe="test", iters=5,
                           out=str(tmp_path), device="cpu", amp="bf16", compile="off")
     d.start_button.click()
     assert d.wait(120) and d.error is None
-    assert [(kw["amp"], kw["compile"]) for kw in seen] == [("bf16", "off")]
+    assert [(o.amp, o.compile, o.device) for o in seen] == [("bf16", "off", "cpu")]
+    assert (tmp_path / "cifar-resnet8" / "analysis.json").is_file()  # the runner's path: trained, then analysed
     assert json.loads((tmp_path / "cifar-resnet8" / "env.json").read_text())["amp"] == "bf16"
 
 
@@ -683,7 +684,7 @@ def test_dashboard_trains_a_recipe_object_as_given(tmp_path):
     assert d._recipe() == get_recipe("test")
 
 
-# -- beyond the paper: gated shortcuts and pre-activation blocks (issue 21) ----------------------------
+# -- beyond the paper: gated shortcuts and pre-activation blocks ----------------------------------------------
 def _arcs(fig: go.Figure) -> list:
     return [s for s in fig.layout.shapes if s.type == "path"]
 

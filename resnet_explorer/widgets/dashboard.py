@@ -34,14 +34,14 @@ from ..errors import SpecError, TrainingError, UserError
 from ..figures import error_curves, update_error_curves
 from ..recipes import RECIPES, Recipe, get_recipe
 from ..runs import RunDir, find_runs
+from ..options import RunOptions
 from ..spec import ArchSpec
-from ..train import train
 from ..zoo import get_spec
 from .builder import ArchitectureBuilder
 from .controls import PRESETS
 from .messages import message_html, one_line
 from .page import KernelLink, Reconnecting, keep_state
-from .training import Training, fmt_time, run_ends, run_progress, same_dirs
+from .training import Training, fmt_time, run_ends, run_progress, same_dirs, train_job
 
 SpecSource = str | ArchSpec | ArchitectureBuilder
 GIVEN = "(given)"  # the recipe dropdown's value for a Recipe object passed to the dashboard
@@ -410,10 +410,10 @@ class TrainingDashboard(Reconnecting):
             d.redraw()
 
     def _work(self, jobs: list) -> None:
-        """The training thread: each job in turn, through `train` (the one call that trains)."""
+        """The training thread: each job in turn, through the experiment runner (`training.train_job`)."""
         t = self._training
         try:
-            for i, (spec, d, recipe, data, resume) in enumerate(jobs):
+            for i, (spec, d, recipe, data, _resume) in enumerate(jobs):
                 if t.stop.is_set():  # Stop came between two nets
                     return self._show(f"stopped before run {i + 1}/{len(jobs)} {self._name(d)}; Resume continues")
                 run_recipe = recipe or RunDir(d).config().recipe
@@ -433,12 +433,11 @@ class TrainingDashboard(Reconnecting):
                         self._draw_all()
 
                 self._draw_all()  # the new run's (empty) traces appear at once
-                result = train(spec, data, recipe, d, device=self.device, amp=self.amp, compile=self.compile,
-                               resume=resume, progress=False, should_stop=lambda it: t.stop.is_set(),
-                               on_metrics=on_metrics)
+                options = RunOptions(device=self.device, amp=self.amp, compile=self.compile, progress=False)
+                finished = train_job(spec, d, recipe, data, options, lambda it: t.stop.is_set(), on_metrics)
                 self._draw_all()
-                if not result.finished:
-                    return self._show(f"{tag}: stopped at iteration {result.iteration:,} / {total:,}; "
+                if not finished:
+                    return self._show(f"{tag}: stopped at iteration {RunDir(d).iteration():,} / {total:,}; "
                                       "checkpoint saved, Resume continues")
             self._show("done: " + " · ".join(self._status(d) for _, d, *_ in jobs))
         except Exception as e:  # noqa: BLE001 - shown in the widget as one line, never a traceback

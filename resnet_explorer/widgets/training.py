@@ -15,9 +15,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import TrainingError, UserError
+from ..experiments import train_plan
+from ..options import RunOptions
+from ..plans import RunPlan
 from ..runs import RunDir
 
 POLL_S = 0.05  # how often `wait` looks at the thread and handles the page's events
@@ -115,3 +118,22 @@ def run_progress(d: Path) -> tuple[int, int] | None:
         return None
     return run.iteration(), max_iters  # a hostile checkpoint raises: shown by the caller
 
+
+def train_job(spec: Any, run_dir: Path, recipe: Any, data: str | None, options: RunOptions,
+              should_stop: Callable[[int], bool], on_metrics: Callable[[dict], None]) -> bool:
+    """One run of the dashboard's queue through the experiment runner's one code path of a run
+    (`experiments.train_plan`: train, or resume, then analyse): a new run of ``spec`` and
+    ``recipe`` on ``data``, or (``spec`` None) the run in ``run_dir`` continued on its records.
+    Returns whether it reached its recipe's end."""
+    run = RunDir(run_dir)
+    if spec is None:
+        config = run.config()
+        plan, data, seed, state = RunPlan(run.path.name, config.spec, config.recipe), run.data_arg(), config.seed, \
+            run.status().state
+        if data is None:
+            raise TrainingError(f"{run.path} does not record its data by name: resume it with train(..., resume=True)")
+    else:
+        plan, seed, state = RunPlan(run.path.name, spec, recipe), 0, "pending"
+    done = train_plan(plan.to_dict(), data, str(run.path), state, seed, options, should_stop=should_stop,
+                      on_metrics=on_metrics)
+    return done["finished"]
