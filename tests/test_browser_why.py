@@ -8,7 +8,7 @@ another depth. Screenshots go to ``artifacts/``: ``why-landscape-1280x800.png`` 
 ``why-landscape-turned-…`` after the drag), ``why-lesion-slider-1280x800.png``,
 ``why-depth-slider-1280x800.png``, and ``why-last.png`` (the page at the end, pass or fail).
 
-The JupyterLab, the browser and the helpers are tests/test_browser.py's (imported, not copied).
+The JupyterLab, the browser and the helpers are the session's (tests/conftest.py, tests/browser_support.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-# tests/test_browser.py's JupyterLab, Chromium and helpers; the fixtures are used by name
-from test_browser import ARTIFACTS, IDLE, browser, chromium, lab, open_notebook, shoot, wait_output  # noqa: F401
+# the session's JupyterLab and Chromium (fixtures lab and browser, tests/conftest.py) and their helpers
+from browser_support import IDLE, close_notebook, open_notebook, shoot, wait_output
 
 pytestmark = pytest.mark.slow
 
@@ -115,6 +115,4 @@ def test_notebook_08_landscape_turns_and_the_lesion_slider_redraws(lab, browser)
         page.wait_for_function(f"() => ({CELL_OF})('08-16').querySelector('.gtitle').textContent.startsWith('depth 20:')")
         shoot(page, "why-depth-slider", *SIZE, output_of(page, "08-16"))
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "why-last.png"))
-        page.close()
+        close_notebook(page, lab, "08.ipynb", screenshot="why-last.png")  # the page at the end; no kernel left
