@@ -73,6 +73,20 @@ def _reference(obj: Any) -> tuple | None:
     return ("R", module, qualname) if found is obj else None
 
 
+def _named(obj: Any) -> tuple | None:
+    """A library object found by its name in its module (``np.sqrt``, a ufunc with no ``__module__``), or None."""
+    name = getattr(obj, "__name__", None)
+    for module in (getattr(obj, "__module__", None), type(obj).__module__.split(".")[0]):
+        found = sys.modules.get(module) if isinstance(module, str) and module != "__main__" else None
+        if isinstance(name, str) and name.isidentifier() and found is not None and getattr(found, name, None) is obj:
+            return ("R", module, name)
+    return None
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
 class _Exporter:
     """The notebook's namespace as marshal-able nodes; functions and classes in a table (cycles, sharing)."""
 
@@ -125,7 +139,7 @@ class _Exporter:
             return self._function(v, depth)
         if isinstance(v, type):
             return self._class(v, depth) if type(v) in ALLOWED_META else _missing(f"a class made by {type(v).__name__}")
-        return self._wrapper(v, depth) or self._data(v) or self._instance(v, depth)
+        return self._wrapper(v, depth) or self._data(v) or _named(v) or self._instance(v, depth)
 
     def _wrapper(self, v: Any, depth: int) -> tuple | None:
         d = depth + 1
@@ -211,8 +225,8 @@ class _Exporter:
 
 
 def export(ns: dict) -> bytes:
-    """The notebook's namespace (names not starting with ``__``) as bytes `load` reads."""
+    """The notebook's namespace (its own names, not ``__builtins__`` and the like) as bytes `load` reads."""
     ex = _Exporter(ns)
-    tree = tuple((k, ex.node(v)) for k, v in list(ns.items()) if isinstance(k, str) and not k.startswith("__"))
+    tree = tuple((k, ex.node(v)) for k, v in list(ns.items()) if isinstance(k, str) and not _dunder(k))
     return marshal.dumps((VERSION, tuple(ex.table), tree))
 

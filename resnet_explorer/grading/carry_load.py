@@ -289,7 +289,8 @@ def load(blob: bytes) -> tuple[dict, list[str]]:
                 pass
         missing = []
         for pair in tree:
-            if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not str or pair[0].startswith("__"):
+            if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not str \
+                    or (pair[0].startswith("__") and pair[0].endswith("__")):
                 continue
             v = b.value(pair[1])
             if isinstance(v, NotCarried):

@@ -34,7 +34,7 @@ from .carry import MAX_BYTES
 from .carry_load import CarryError, load
 from .cells import FRAME_HEADER, FRAME_MARK, run_cells
 from .records import MAX_NAME, MAX_TEXT
-from .tests_run import run_test
+from .tests_run import collect, fork_reporting, run_test
 
 MAX_CHANNEL_OUTPUTS = 48 * 2**20  # all tests' outputs together (the parent reads 64 MB)
 
@@ -148,21 +148,12 @@ class FrameReader:
 
 def cells_phase(job: dict, close: list[int]) -> tuple[tuple | None, dict | None]:
     """Fork the cells' process and read its frames: (the last whole frame, how it ended when it did not finish)."""
-    from .tests_run import collect
+    def work(w: int) -> None:
+        os.open("/dev/null", os.O_RDONLY)  # descriptor 0 (closed): nothing to read
+        run_cells(job["cells"], job["limits"]["cell_s"], w)
 
     n = len(job["cells"])
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            for fd in close:
-                os.close(fd)
-            os.open("/dev/null", os.O_RDONLY)  # descriptor 0: nothing to read
-            run_cells(job["cells"], job["limits"]["cell_s"], w)
-        finally:
-            os._exit(0)
-    os.close(w)
+    pid, r = fork_reporting(work, close)
     frames = FrameReader(n)
     try:
         status, _, _ = collect(pid, r, frames.feed)

@@ -212,21 +212,31 @@ def outcome(data: bytes, status: int, cpu: float, idled: bool, limit_s: float, k
     return out
 
 
-def run_test(probe: Callable, ns: dict, seed: int, forbidden: Forbidden, watched: set[str], limit_s: float,
-             close: list[int]) -> TestOutcome:
-    """Fork, run ``probe`` there (`probe_main`), read what it reports; ``watched``: the forbidden names to trace;
-    ``close``: the descriptors it must not keep."""
+def fork_reporting(work: Callable[[int], None], close: list[int]) -> tuple[int, int]:
+    """Fork a process that closes ``close`` (what it must not keep), runs ``work`` with the writing end of a
+    new pipe and exits: (its pid, the reading end)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        code = 0
         try:
             os.close(r)
             for fd in close:
                 os.close(fd)
-            probe_main(probe, ns, seed, forbidden, watched, w, limit_s)
+            work(w)
+        except BaseException:
+            code = 70
         finally:
-            os._exit(70)
+            os._exit(code)
     os.close(w)
+    return pid, r
+
+
+def run_test(probe: Callable, ns: dict, seed: int, forbidden: Forbidden, watched: set[str], limit_s: float,
+             close: list[int]) -> TestOutcome:
+    """Fork, run ``probe`` there (`probe_main`), read what it reports; ``watched``: the forbidden names to trace;
+    ``close``: the descriptors it must not keep."""
+    pid, r = fork_reporting(lambda w: probe_main(probe, ns, seed, forbidden, watched, w, limit_s), close)
     data = bytearray()
 
     def keep(chunk: bytes) -> None:
