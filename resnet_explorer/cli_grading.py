@@ -81,10 +81,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     grd.add_argument("--timeout", type=float, default=float(DEFAULT.cpu_s),
                      help="CPU seconds per submission, all its processes together")
     grd.add_argument("--wall-timeout", type=float, help="wall-clock seconds per submission (default: 2 x --timeout)")
-    grd.add_argument("--cell-timeout", type=float, help="seconds one notebook cell may run; past it that cell "
-                     f"fails alone (SoftTimeout; default: --timeout / {1 / CELL_SHARE:g})")
-    grd.add_argument("--test-timeout", type=float, help="seconds one hidden test may run; past it that test "
-                     f"fails alone (SoftTimeout; default: --timeout / {1 / TEST_SHARE:g})")
+    grd.add_argument("--cell-timeout", type=float, help="CPU seconds one notebook cell may use (or spend waiting "
+                     "without running; other submissions' load does not count); past it that cell fails alone "
+                     f"(SoftTimeout; default: --timeout / {1 / CELL_SHARE:g})")
+    grd.add_argument("--test-timeout", type=float, help="CPU seconds one hidden test may use (or spend waiting "
+                     "without running); past it that test fails alone "
+                     f"(SoftTimeout; default: --timeout / {1 / TEST_SHARE:g})")
     grd.add_argument("--memory-mb", type=int, default=DEFAULT.memory_mb,
                      help="memory per submission: all its processes (cgroup), and each one's address space "
                           "(torch alone maps ~3.3 GB)")

@@ -1,15 +1,16 @@
-"""A hostile class: one grading run with many attacks beside correct solutions (slow, sandboxed).
+"""A hostile class: one folder with many attacks beside correct solutions, graded by `grade` (slow, sandboxed).
 
-Each attack of issue 16 (and a variant or two) is one notebook, or one odd entry, of a
-single submissions folder graded with ``--jobs 2``; the assertions check that the solutions
-keep 27/27, that each attack gets its row, that the run finishes, that no file outside the
-output folder changes, that no process of a submission outlives the run and that nothing
-is left in /tmp, /var/tmp or /dev/shm. The instructor folder is left world-readable, as in
-an editable checkout: the sandbox must hide it anyway. A second, smaller run grades as an
-ordinary user (a root test drops privileges).
+Each attack of the earlier rounds and of this one (forged channel events, NaN, library answers
+forged or dressed as the library, tracer patches, twin names, spinners beside a slow honest
+neighbour, tracing bubblewrap, writing the job, hostile values) is one notebook, or one odd
+entry, of a single submissions folder graded with ``--jobs 2`` by the command. The assertions
+check that `grade` exits 0, that scores.json is strict JSON with a row per entry, that the
+solutions keep 27/27, that each attack gets its row and what it deserves, that no file outside
+the output folder changes, that no process of a submission outlives the run and that nothing is
+left in /tmp, /var/tmp or /dev/shm. The instructor folder is left world-readable, as in an
+editable checkout: the sandbox must hide it anyway. tests/test_grading_attacks_user.py grades
+the same folder as an ordinary user.
 """
-
-from __future__ import annotations
 
 import copy
 import csv
@@ -21,14 +22,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import pytest
 
 from resnet_explorer.grading import cgroups
-from resnet_explorer.grading.grade import grade_folder, write_report
-from resnet_explorer.grading.isolation import level
-from resnet_explorer.grading.sandbox import Limits
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +37,9 @@ STUDENT = ROOT / "assignments" / "student" / "resnet_basics" / "resnet_basics.ip
 MAX = 27
 MARK = f"attack{secrets.token_hex(4)}"
 SHARED = ("/tmp", "/var/tmp", "/dev/shm")
-LIMITS = dict(wall_s=240, cpu_s=40, memory_mb=1500, address_space_mb=5000, cell_s=60, probe_s=20, file_mb=128)
 
 
-def _nb(path: Path) -> dict:
+def notebook(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
@@ -49,7 +47,7 @@ def _cell(source: str) -> dict:
     return {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": source}
 
 
-def _insert(nb: dict, source: str) -> dict:
+def insert_cell(nb: dict, source: str) -> dict:
     """``nb`` with a code cell after its imports (it runs before the answers)."""
     nb = copy.deepcopy(nb)
     i = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and "import torch" in "".join(c["source"]))
@@ -57,14 +55,14 @@ def _insert(nb: dict, source: str) -> dict:
     return nb
 
 
-def _append(nb: dict, source: str) -> dict:
+def append_cell(nb: dict, source: str) -> dict:
     """``nb`` with a code cell at the end (it overrides the answers)."""
     nb = copy.deepcopy(nb)
     nb["cells"].append(_cell(source))
     return nb
 
 
-def _patch(nb: dict, prefix: str, old: str, new: str) -> dict:
+def patch_cell(nb: dict, prefix: str, old: str, new: str) -> dict:
     nb = copy.deepcopy(nb)
     cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith(prefix))
     src = "".join(cell["source"])
@@ -73,7 +71,7 @@ def _patch(nb: dict, prefix: str, old: str, new: str) -> dict:
     return nb
 
 
-def _hashes(*roots: Path) -> dict[str, str]:
+def file_hashes(*roots: Path) -> dict[str, str]:
     out = {}
     for root in roots:
         for p in sorted(root.rglob("*")) if root.is_dir() else [root]:
@@ -82,7 +80,7 @@ def _hashes(*roots: Path) -> dict[str, str]:
     return out
 
 
-def _marked_processes() -> list[str]:
+def marked_processes() -> list[str]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -94,11 +92,11 @@ def _marked_processes() -> list[str]:
     return found
 
 
-def _marked_files() -> list[str]:
+def marked_files() -> list[str]:
     return [os.path.join(d, n) for d in SHARED if os.path.isdir(d) for n in os.listdir(d) if MARK in n]
 
 
-def _leftover_groups() -> list[str]:
+def leftover_groups() -> list[str]:
     f = cgroups.factory()
     if f is None:
         return []
@@ -106,7 +104,7 @@ def _leftover_groups() -> list[str]:
             if n.startswith(cgroups.PREFIX) and n != f"{cgroups.PREFIX}grader"]
 
 
-def _grade_dirs() -> set[str]:
+def grade_dirs() -> set[str]:
     return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("resnet-grade-")}
 
 
@@ -150,7 +148,7 @@ os._exit(0)
 MEMORY = """
 import os, time
 def hold():
-    block = b"x" * (600 * 2**20)  # written, so resident
+    block = b"x" * (1300 * 2**20)  # written, so resident: 4 of them pass the 5000 MB of the group
     time.sleep(15)
     return len(block)
 kids = []
@@ -192,6 +190,22 @@ if os.fork() == 0:
     os._exit(0)
 """
 
+# the library's counters and layer responses under the notebook's names
+COUNTERS = """
+def conv_macs(conv, in_size):
+    with FlopCounterMode(display=False) as c:
+        conv(torch.zeros(1, conv.in_channels, *in_size))
+    return c.get_total_flops() // 2
+
+def net_macs(model, input_size):
+    with FlopCounterMode(display=False) as c, torch.no_grad():
+        model(torch.zeros(1, 3, input_size, input_size))
+    return c.get_total_flops() // 2
+
+def layer_responses(model, images):
+    return {r.name: r.std for r in A.layer_responses(model, images)}
+"""
+
 DELEGATES = """
 import torch
 import resnet_explorer.model as M
@@ -208,22 +222,187 @@ class Bottleneck(M.Bottleneck):
     def __init__(self, in_channels, width, stride=1):
         super().__init__(in_channels, width, stride, True, "B", "1x1")
 
-def conv_macs(conv, in_size):
-    with FlopCounterMode(display=False) as c:
-        conv(torch.zeros(1, conv.in_channels, *in_size))
-    return c.get_total_flops() // 2
+""" + COUNTERS
 
-def net_macs(model, input_size):
-    with FlopCounterMode(display=False) as c, torch.no_grad():
-        model(torch.zeros(1, 3, input_size, input_size))
-    return c.get_total_flops() // 2
 
-def layer_responses(model, images):
-    return {r.name: r.std for r in A.layer_responses(model, images)}
+WRAPPED = """
+import torch
+from torch import nn
+import resnet_explorer.model as M
+import resnet_explorer.analysis as A
+from torch.utils.flop_counter import FlopCounterMode
+
+class ShortcutA(nn.Module):
+    def __init__(self, a, b, s):
+        super().__init__()
+        self.inner = M.ShortcutA(a, b, s)
+    def forward(self, x):
+        return self.inner(x)
+
+class BasicBlock(nn.Module):
+    def __init__(self, a, b, s=1):
+        super().__init__()
+        self.inner = M.BasicBlock(a, b, s, True, "A")
+    def forward(self, x):
+        return self.inner(x)
+
+class Bottleneck(nn.Module):
+    def __init__(self, a, w, s=1):
+        super().__init__()
+        self.inner = M.Bottleneck(a, w, s, True, "B", "1x1")
+    def forward(self, x):
+        return self.inner(x)
+
+""" + COUNTERS
+
+# (b) the library's answers, compiled as if they were a file of the package: the tracer once took them for the library
+COMPILED_AS_LIBRARY = ("import os as _os, resnet_explorer as _re\n"
+                       f"exec(compile({WRAPPED!r}, _os.path.join(_os.path.dirname(_re.__file__), '_helpers.py'), 'exec'))\n")
+
+# (c) the tracer's report patched in a cell, then the library's answers
+PATCHED_REPORT = "import resnet_explorer.grading.integrity as _I\n_I.Watch.report = lambda self: []\n" + WRAPPED
+
+# (a) the probes' seeds and source read from the caller's frames, answered with the library, the records written first
+LIBRARY_RECORDS = WRAPPED + """
+import json, os, sys
+_LIB = {"ShortcutA": ShortcutA, "BasicBlock": BasicBlock, "Bottleneck": Bottleneck, "conv_macs": conv_macs,
+        "net_macs": net_macs, "layer_responses": layer_responses}
+
+def _write_everywhere(record):
+    line = (json.dumps(record) + "\\n").encode()
+    for fd in range(0, 40):
+        try:
+            os.write(fd, line)
+        except OSError:
+            pass
+
+def _forge_from_frames():
+    found, f = {}, sys._getframe(1)
+    while f is not None:  # the grader's own frames: its job, its channel, its encoder, the test being run
+        for key in ("job", "emit", "test", "probes"):
+            found[key] = found.get(key) or f.f_locals.get(key)
+        found["encode"] = found.get("encode") or f.f_globals.get("encode")
+        f = f.f_back
+    job, emit, encode = found["job"], found["emit"], found["encode"] or (lambda x: x)
+    if isinstance(job, dict) and job.get("tests") and job.get("probes") and callable(emit):
+        probes = {"__name__": "stolen"}
+        exec(job["probes"], probes)
+        for t in job["tests"]:  # every test's seed, answered with the library, written first
+            try:
+                emit({"probe": t["name"], "outputs": encode(probes[t["name"]](_LIB, t["seed"])), "uses": []})
+            except Exception:
+                pass
+    test, probes = found["test"], found["probes"]
+    if isinstance(test, dict) and isinstance(probes, dict) and test.get("name") in probes:
+        try:  # this test's seed, answered with the library, written wherever it may land
+            out = encode(probes[test["name"]](_LIB, test["seed"]))
+            _write_everywhere({"probe": test["name"], "outputs": out, "uses": []})
+            _write_everywhere({"outputs": out})
+        except Exception:
+            pass
+
+_forge_from_frames()
+"""
+FORGE_AT_TEST_TIME = """
+class ShortcutA(nn.Module):
+    def __init__(self, a, b, s):
+        super().__init__()
+        _forge_from_frames()
 """
 
 
-def _steal(paths: list[str]) -> str:
+def forge_cells(cell: str) -> str:
+    """1, 2: a wrapper that finds the result channel in its caller's frames and writes a cells event there."""
+    return f"""
+import json, sys
+_conv_macs = conv_macs
+def _forge():
+    event = {{"event": "cells", "errors": [{{"cell": {cell}, "error": "forged"}}]}}
+    f = sys._getframe(1)
+    while f is not None:
+        for name, v in list(f.f_locals.items()):
+            try:
+                if name == "emit" and callable(v):
+                    v(event)
+                elif name == "out" and hasattr(v, "write"):
+                    v.write(json.dumps(event) + "\\n")
+                    v.flush()
+            except Exception:
+                pass
+        f = f.f_back
+def conv_macs(conv, in_size):
+    _forge()
+    return _conv_macs(conv, in_size)
+"""
+
+
+# 6: hostile values in answers and in a cell
+HOSTILE = """
+class _Huge:
+    def __int__(self):
+        return 10 ** 5000
+class _Boom(Exception):
+    def __str__(self):
+        raise RuntimeError("no message")
+def conv_macs(conv, in_size):
+    return _Huge()
+def net_macs(model, input_size):
+    raise _Boom()
+"""
+
+# 6: the job file written through descriptor 0 (the answers sabotage themselves where it is writable)
+JOB_FD = """
+import fcntl, os
+def _job_writable():
+    try:
+        return fcntl.fcntl(0, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+    except OSError:
+        return False
+_conv_macs = conv_macs
+def conv_macs(conv, in_size):
+    return None if _job_writable() else _conv_macs(conv, in_size)
+if _job_writable():
+    layer_responses = None
+"""
+
+# 5: tracing bubblewrap's init or the grading process (the answers sabotage themselves where it works)
+PTRACE = """
+import ctypes, os
+def _traced_someone():
+    libc = ctypes.CDLL(None, use_errno=True)
+    found = False
+    for pid in {1, os.getppid()} - {os.getpid()}:
+        if libc.ptrace(16, pid, None, None) == 0:  # PTRACE_ATTACH
+            os.waitpid(pid, 0x40000000)  # __WALL: its stop
+            libc.ptrace(17, pid, None, None)  # PTRACE_DETACH
+            found = True
+    return found
+if _traced_someone():
+    layer_responses = None
+"""
+
+# 5: 50 spinners started once the neighbour is past its cells, beside a slow but honest neighbour
+SPINNERS_LATER = """
+import os, time
+time.sleep(8)
+for i in range(50):
+    if os.fork() == 0:
+        os.setsid()
+        while True:
+            pass
+"""
+SLOW_HONEST = """
+import time as _time
+_fast = layer_responses
+def layer_responses(model, images):
+    start = _time.process_time()
+    while _time.process_time() - start < 1.5:  # honest work: 1.5 s of CPU, under the 5 s test limit
+        pass
+    return _fast(model, images)
+"""
+
+
+def steal_notebooks(paths: list[str]) -> str:
     return f"""
 import json, glob, os
 stolen = []
@@ -240,7 +419,7 @@ print("stolen:", stolen)
 """
 
 
-def _plant_links(out_dir: Path, victim: Path) -> str:
+def plant_links(out_dir: Path, victim: Path) -> str:
     return f"""
 import os
 for name in ("scores.csv", "scores.json", "scores.csv.tmp", ".scores.csv.tmp"):
@@ -255,40 +434,43 @@ except OSError as e:
 """
 
 
-@pytest.fixture(scope="module")
-def attacked(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("attacks")
-    os.chmod(tmp, 0o755)
-    instructor = tmp / "instructor" / "resnet_basics"  # world-readable, as in a checkout
+def build_folder(tmp: Path, out_dir: Path, victim: Path) -> tuple[Path, Path, int]:
+    """The attack folder beside its own instructor copy (world-readable): (submissions, instructor, entries)."""
+    instructor = tmp / "instructor" / "resnet_basics"
     shutil.copytree(INSTRUCTOR, instructor)
     subs = tmp / "submissions"
     subs.mkdir()
-    out_dir = tmp / "shared"  # a shared output folder (sticky, world-writable)
-    out_dir.mkdir()
-    os.chmod(out_dir, 0o1777)
-    victim = tmp / "victim.txt"
-    victim.write_text("precious\n")
-    for name in ("scores.csv.tmp", "scores.csv"):  # planted by another user before grading
-        (out_dir / name).symlink_to(victim)
-    solution, student = _nb(instructor / "resnet_basics.ipynb"), _nb(STUDENT)
+    solution, student = notebook(instructor / "resnet_basics.ipynb"), notebook(STUDENT)
     nbs = {
         "a0_solution_beside_spinners": solution,
-        "a1_cpu_spinners": _insert(student, SPINNERS),
+        "a1_cpu_spinners": insert_cell(student, SPINNERS),
         "solution": solution,
-        "huge_int_return": _patch(_insert(solution, "import sys\nsys.set_int_max_str_digits(0)"), "def conv_macs",
+        "huge_int_return": patch_cell(insert_cell(solution, "import sys\nsys.set_int_max_str_digits(0)"), "def conv_macs",
                                   "    return kh * kw", "    return 10 ** 5000 + 0 * kh * kw"),
-        "forged_records": _insert(student, RECORDS),
-        "forged_done_exit": _insert(student, FORGED_DONE),
-        "memory_forks": _insert(student, MEMORY),
-        "leftovers": _insert(student, LEFTOVERS),
-        "escapes": _insert(student, ESCAPES),
-        "delegates": _append(solution, DELEGATES),
-        "reads_instructor": _append(student, _steal([str(instructor / "resnet_basics.ipynb"),
+        "forged_records": insert_cell(student, RECORDS),
+        "forged_done_exit": insert_cell(student, FORGED_DONE),
+        "memory_forks": insert_cell(student, MEMORY),
+        "leftovers": insert_cell(student, LEFTOVERS),
+        "escapes": insert_cell(student, ESCAPES),
+        "delegates": append_cell(solution, DELEGATES),
+        "reads_instructor": append_cell(student, steal_notebooks([str(instructor / "resnet_basics.ipynb"),
                                                       str(INSTRUCTOR / "resnet_basics.ipynb"), str(subs)])),
-        "plants_out_links": _insert(student, _plant_links(out_dir, victim)),
+        "plants_out_links": insert_cell(student, plant_links(out_dir, victim)),
+        "c1_forged_cells_event_big_number": append_cell(solution, forge_cells('int("9" * 500)')),
+        "c2_forged_cells_event_nan": append_cell(solution, forge_cells('float("nan")')),
+        "c3_library_records_from_frames": append_cell(insert_cell(student, LIBRARY_RECORDS), FORGE_AT_TEST_TIME),
+        "c4_library_compiled_as_package_file": append_cell(solution, COMPILED_AS_LIBRARY),
+        "c5_tracer_report_patched": append_cell(solution, PATCHED_REPORT),
+        "c6_hostile_values": append_cell(append_cell(solution, HOSTILE), "raise _Boom()"),
+        "c7_writes_its_job": append_cell(solution, JOB_FD),
+        "c8_traces_bubblewrap": append_cell(solution, PTRACE),
+        "f0_spinners_later": insert_cell(student, SPINNERS_LATER),
+        "f1_slow_honest": append_cell(solution, SLOW_HONEST),
     }
     for name, nb in nbs.items():
         (subs / f"{name}.ipynb").write_text(json.dumps(nb))
+    for form, nb in (("NFC", solution), ("NFD", student)):  # 4: the same name twice, as two filesystems write it
+        (subs / unicodedata.normalize(form, "café.ipynb")).write_text(json.dumps(nb))
     bad = copy.deepcopy(student)
     (subs / "bad_source.ipynb").write_text(json.dumps({**bad, "cells": [{**bad["cells"][0], "source": [1]}]}))
     (subs / "bad_metadata.ipynb").write_text(json.dumps({**bad, "cells": [{**bad["cells"][0], "metadata": "x"}]}))
@@ -303,15 +485,58 @@ def attacked(tmp_path_factory):
     (subs / "zero.ipynb").symlink_to("/dev/zero")
     (subs / "linked_solution.ipynb").symlink_to(instructor / "resnet_basics.ipynb")
     (subs / "notes.txt").write_text("not a notebook")
+    return subs, instructor, len(os.listdir(subs))
+
+
+OPTIONS = ["--jobs", "2", "--timeout", "40", "--wall-timeout", "240", "--memory-mb", "5000", "--cell-timeout", "20",
+           "--test-timeout", "5", "--seed", "99"]
+
+
+def grade_command(subs: Path, instructor: Path, out: Path, argv_wrap=lambda argv: argv, **env) -> subprocess.CompletedProcess:
+    """`resnet-explorer grade` on the folder, as a command (its exit code and output are what is checked)."""
+    argv = argv_wrap([sys.executable, "-m", "resnet_explorer.cli", "grade", str(subs), "--assignment", str(instructor),
+                      "--out", str(out), *OPTIONS])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", **env}
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=out.parent, timeout=3000)
+
+
+def strict_json(path: Path) -> dict:
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("attacks")
+    os.chmod(tmp, 0o755)
+    out_dir = tmp / "shared"  # a shared output folder (sticky, world-writable)
+    out_dir.mkdir()
+    os.chmod(out_dir, 0o1777)
+    victim = tmp / "victim.txt"
+    victim.write_text("precious\n")
+    for name in ("scores.csv.tmp", "scores.csv"):  # planted by another user before grading
+        (out_dir / name).symlink_to(victim)
+    subs, instructor, entries = build_folder(tmp, out_dir, victim)
     watched = [instructor, subs, ROOT / "resnet_explorer" / "grading", victim]
-    before = _hashes(*watched)
-    dirs_before = _grade_dirs()
-    report = grade_folder(subs, instructor, Limits(**LIMITS), jobs=2, seed=99)
-    csv_path, json_path = write_report(report, out_dir / "scores.csv")
-    return {"report": report, "by": {s["submission"]: s for s in report["submissions"]}, "before": before,
-            "after": _hashes(*watched), "csv": csv_path, "json": json_path, "out_dir": out_dir, "victim": victim,
-            "processes": _marked_processes(), "files": _marked_files(), "groups": _leftover_groups(),
-            "new_dirs": _grade_dirs() - dirs_before, "entries": len(os.listdir(subs))}
+    before = file_hashes(*watched)
+    dirs_before = grade_dirs()
+    r = grade_command(subs, instructor, out_dir / "scores.csv")
+    csv_path, json_path = out_dir / "scores.csv", out_dir / "scores.json"
+    report = strict_json(json_path) if r.returncode == 0 else {"submissions": []}
+    return {"r": r, "report": report, "by": {s["submission"]: s for s in report["submissions"]}, "before": before,
+            "after": file_hashes(*watched), "csv": csv_path, "json": json_path, "out_dir": out_dir, "victim": victim,
+            "processes": marked_processes(), "files": marked_files(), "groups": leftover_groups(),
+            "new_dirs": grade_dirs() - dirs_before, "entries": entries}
+
+
+def test_grade_exits_0_with_a_strict_report_and_a_row_per_entry(attacked):
+    r = attacked["r"]
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert len(attacked["by"]) == attacked["entries"] == 36
+    rows = list(csv.reader(attacked["csv"].open(newline="")))
+    assert len(rows) == 1 + attacked["entries"]
+    assert all(s["percent"] == s["percent"] and abs(s["percent"]) < 1e9 for s in attacked["by"].values())
 
 
 def test_the_run_uses_the_full_sandbox_here(attacked):
@@ -319,52 +544,68 @@ def test_the_run_uses_the_full_sandbox_here(attacked):
     assert lvl.startswith("bubblewrap"), attacked["report"]["isolation"]  # quickstart.sh installs bubblewrap
     if os.geteuid() == 0:
         assert lvl == "bubblewrap+cgroup+own uid+rlimits"
+SOLUTIONS = ("solution.ipynb", "a0_solution_beside_spinners.ipynb", "c1_forged_cells_event_big_number.ipynb",
+             "c2_forged_cells_event_nan.ipynb", "c7_writes_its_job.ipynb", "c8_traces_bubblewrap.ipynb",
+             "f1_slow_honest.ipynb")
 
 
-def test_solutions_keep_full_marks_and_every_entry_has_a_row(attacked):
-    by = attacked["by"]
-    assert len(by) == attacked["entries"] == 24
-    for name in ("solution.ipynb", "a0_solution_beside_spinners.ipynb"):
-        assert (by[name]["status"], by[name]["points"]) == ("ok", MAX), by[name]
+def check_solutions(by: dict) -> None:
+    """The solution keeps 27/27 beside every attack, and so do the attacks that only hurt others."""
+    for name in SOLUTIONS:
+        assert (by[name]["status"], by[name]["points"], by[name]["flags"]) == ("ok", MAX, []), by[name]
+
+
+def test_solutions_keep_full_marks(attacked):
+    check_solutions(attacked["by"])
 
 
 def test_cpu_spinners_are_charged_for_all_their_processes(attacked):
     s = attacked["by"]["a1_cpu_spinners.ipynb"]
     assert s["status"] == "cpu-limit" and s["points"] == 0
-    assert s["cpu_seconds"] >= LIMITS["cpu_s"] and "all its processes" in s["reason"]
+    assert s["cpu_seconds"] >= 40 and "all its processes" in s["reason"]
     # the victim beside it kept its share: it was not slowed to a timeout
-    assert attacked["by"]["a0_solution_beside_spinners.ipynb"]["seconds"] < LIMITS["wall_s"] / 2
+    assert attacked["by"]["a0_solution_beside_spinners.ipynb"]["seconds"] < 120
 
 
-def test_huge_numbers_fail_only_their_tests(attacked):
-    s = attacked["by"]["huge_int_return.ipynb"]
-    assert s["status"] == "ok" and set(s["failed"]) == {t for t in (
-        "q4_plain_conv", "q4_strided_conv", "q4_conv_with_bias", "q4_grouped_conv",
-        "q5_cifar_resnet20", "q5_resnet18", "q5_biased_net")}
-    assert s["points"] == MAX - 7
+def check_hostile_values(by: dict) -> None:
+    """A value the child cannot write, or an exception whose message raises, fails its test or cell only."""
+    s = by["huge_int_return.ipynb"]
+    q45 = {f"q4_{t}" for t in ("plain_conv", "strided_conv", "conv_with_bias", "grouped_conv")} | \
+          {f"q5_{t}" for t in ("cifar_resnet20", "resnet18", "biased_net")}
+    assert s["status"] == "ok" and set(s["failed"]) == q45 and s["points"] == MAX - 7
     msgs = {t["name"]: t["message"] for t in s["tests"]}
     assert msgs["q4_plain_conv"] == "malformed output (a number of 5001 digits)"
-
-
-def test_forged_records_are_judged_as_data(attacked):
-    s = attacked["by"]["forged_records.ipynb"]
+    s = by["c6_hostile_values.ipynb"]
     msgs = {t["name"]: t["message"] for t in s["tests"]}
-    assert s["status"] == "ok" and s["points"] == 0
-    assert msgs["q1_identity"] == "malformed output (a number of 5001 digits)"
-    assert msgs["q1_downsample"] == "malformed output (a number of 401 digits)"
-    assert msgs["q7_experiment"].startswith("output cannot be compared with the solution's (OverflowError")
-    assert msgs["q4_plain_conv"].startswith("output['macs'] is nan, expected")
+    assert s["status"] == "ok" and set(s["failed"]) == q45 and s["points"] == MAX - 7, s
+    assert msgs["q4_plain_conv"] == "malformed output (a number of 5001 digits)"
+    assert msgs["q5_resnet18"] == "raised _Boom: (its message cannot be shown)"
+    assert s["cell_errors"][-1]["error"] == "_Boom: (its message cannot be shown)"
 
 
-def test_a_forged_done_does_not_make_it_ok(attacked):
-    s = attacked["by"]["forged_done_exit.ipynb"]
-    assert s["status"] == "exited-early" and s["points"] == 0
+def test_hostile_values_fail_only_their_tests_and_cells(attacked):
+    check_hostile_values(attacked["by"])
+
+
+def check_forgeries(by: dict) -> None:
+    """Records forged from the cells never reach the results; one forged from a test fails that test."""
+    s = by["forged_records.ipynb"]
+    assert (s["status"], s["points"]) == ("ok", 0)
+    assert by["forged_done_exit.ipynb"]["status"] == "exited-early" and by["forged_done_exit.ipynb"]["points"] == 0
+    assert "exited (code 0) in cell" in by["forged_done_exit.ipynb"]["reason"]
+    s = by["c3_library_records_from_frames.ipynb"]  # (a): seeds read from the frames, the library's answers
+    assert s["points"] == 0, s
+    assert "q1: resnet_explorer.model.ShortcutA" in s["flags"]
+
+
+def test_forged_records_and_events_never_score(attacked):
+    check_forgeries(attacked["by"])
 
 
 def test_memory_is_limited_for_all_processes_together(attacked):
     s = attacked["by"]["memory_forks.ipynb"]
     assert s["status"] in ("ok", "memory-limit")
-    assert s["memory_peak_mb"] is not None and 1000 < s["memory_peak_mb"] <= LIMITS["memory_mb"]
+    assert s["memory_peak_mb"] is not None and 1000 < s["memory_peak_mb"] <= 5000
 
 
 def test_files_outside_the_output_folder_are_untouched(attacked):
@@ -383,14 +624,34 @@ def test_nothing_of_a_submission_survives_the_run(attacked):
     assert attacked["by"]["leftovers.ipynb"]["status"] == "ok"
 
 
+LIBRARY_FLAGS = ["q1: resnet_explorer.model.ShortcutA", "q2: resnet_explorer.model.BasicBlock",
+                 "q3: resnet_explorer.model.Bottleneck", "q4: torch.utils.flop_counter",
+                 "q5: torch.utils.flop_counter", "q6: resnet_explorer.analysis.layer_responses"]
+
+
+def check_library_answers(by: dict) -> None:
+    """The library's own answers score nothing, flagged, however they are reached or dressed up."""
+    for name in ("delegates.ipynb", "c4_library_compiled_as_package_file.ipynb", "c5_tracer_report_patched.ipynb"):
+        s = by[name]
+        assert s["status"] == "ok" and s["points"] == 2 and s["questions"]["q7"] == 2, (name, s)  # q7 may use train()
+        assert s["flags"] == LIBRARY_FLAGS, (name, s["flags"])
+
+
 def test_the_librarys_own_answers_score_nothing_and_are_flagged(attacked):
-    s = attacked["by"]["delegates.ipynb"]
-    assert s["status"] == "ok" and s["points"] == 2 and s["questions"]["q7"] == 2  # q7 may use train()
-    assert s["flags"] == ["q1: resnet_explorer.model.ShortcutA", "q2: resnet_explorer.model.BasicBlock",
-                          "q3: resnet_explorer.model.Bottleneck", "q4: torch.utils.flop_counter",
-                          "q5: torch.utils.flop_counter", "q6: resnet_explorer.analysis.layer_responses"]
+    check_library_answers(attacked["by"])
     row = next(r for r in csv.DictReader(attacked["csv"].open(newline="")) if r["submission"] == "delegates.ipynb")
     assert "q1: resnet_explorer.model.ShortcutA" in row["flags"]
+
+
+def check_twin_names(by: dict) -> None:
+    """4: café.ipynb in NFC and in NFD: two rows a person tells apart, each with its own score."""
+    twins = {n: s for n, s in by.items() if unicodedata.normalize("NFC", n).startswith("café.ipynb")}
+    assert len({unicodedata.normalize("NFC", n) for n in twins}) == 2 and all(" [" in n for n in twins)
+    assert sorted(s["points"] for s in twins.values()) == [0, MAX]
+
+
+def test_twin_names_get_rows_that_read_apart(attacked):
+    check_twin_names(attacked["by"])
 
 
 def test_the_instructor_folder_and_other_submissions_are_out_of_reach(attacked):
@@ -398,8 +659,7 @@ def test_the_instructor_folder_and_other_submissions_are_out_of_reach(attacked):
     assert s["points"] == 0 and s["status"] == "ok"
 
 
-def test_malformed_notebooks_and_odd_entries_get_their_rows(attacked):
-    by = attacked["by"]
+def check_odd_entries(by: dict) -> None:
     assert "cells[0].source: [1] is not valid" in by["bad_source.ipynb"]["reason"]
     assert "cells[0].metadata: 'x' is not of type 'object'" in by["bad_metadata.ipynb"]["reason"]
     assert "metadata.tags: 5 is not of type 'array'" in by["bad_tags.ipynb"]["reason"]
@@ -411,74 +671,9 @@ def test_malformed_notebooks_and_odd_entries_get_their_rows(attacked):
     for name, why in (("folder.ipynb", "a folder"), ("zero.ipynb", "a symbolic link to /dev/zero"),
                       ("linked_solution.ipynb", "a symbolic link"), ("notes.txt", "not a notebook")):
         assert by[name]["status"] == "skipped" and why in by[name]["reason"] and by[name]["points"] == 0
+
+
+def test_malformed_notebooks_and_odd_entries_get_their_rows(attacked):
+    check_odd_entries(attacked["by"])
     rows = list(csv.reader(attacked["csv"].open(newline="")))
-    assert len(rows) == 1 + attacked["entries"]
     assert ["'=HYPERLINK(1).ipynb", "invalid"] in [r[:2] for r in rows]
-
-
-# -- as an ordinary user ------------------------------------------------------------------------
-def _as_user(uid: int, argv: list[str]) -> list[str]:
-    """``argv`` run as ``uid`` where this interpreter (often under root's 0700 home) stays reachable."""
-    base = os.path.realpath(sys.base_prefix)
-    binds = ["--dev-bind", "/", "/"]
-    if base.startswith("/root/"):
-        binds += ["--tmpfs", "/root"]
-        parts = Path(base).parts
-        for i in range(2, len(parts)):
-            binds += ["--perms", "0755", "--dir", str(Path(*parts[:i]))]
-        binds += ["--ro-bind", base, base]
-    return ["bwrap", *binds, "--", "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-            "--inh-caps=-all", *argv]
-
-
-@pytest.fixture(scope="module")
-def as_user():
-    tmp = Path(tempfile.mkdtemp(prefix="grading-user-"))  # not under pytest's 0700 base: the user must reach it
-    try:
-        yield _grade_as_user(tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _grade_as_user(tmp: Path) -> dict:
-    uid = 60_000 + secrets.randbelow(1000) if os.geteuid() == 0 else os.getuid()
-    subs, out = tmp / "submissions", tmp / "out"
-    instructor = tmp / "instructor" / "resnet_basics"
-    shutil.copytree(INSTRUCTOR, instructor)
-    subs.mkdir()
-    out.mkdir()
-    student = _nb(STUDENT)
-    grader_file = tmp / "grader_owned.txt"  # the grader's own file: writable by the grader's uid
-    grader_file.write_text("mine\n")
-    for name, nb in {"solution": _nb(instructor / "resnet_basics.ipynb"), "escapes": _insert(student, ESCAPES),
-                     "leftovers": _insert(student, LEFTOVERS),
-                     "writes_grader_files": _insert(student, f"open({str(grader_file)!r}, 'w').write('owned')")}.items():
-        (subs / f"{name}.ipynb").write_text(json.dumps(nb))
-    for p in [tmp, *tmp.rglob("*")]:
-        os.chown(p, uid, uid, follow_symlinks=False)
-    os.chmod(tmp / "instructor", 0o700)
-    before = _hashes(instructor, subs, grader_file)
-    argv = [sys.executable, "-m", "resnet_explorer.cli", "grade", str(subs), "--assignment", str(instructor),
-            "--out", str(out / "scores.csv"), "--jobs", "2", "--timeout", "60", "--memory-mb", "5000",
-            "--seed", "7"]
-    if os.geteuid() == 0:
-        argv = _as_user(uid, argv)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(tmp)}
-    r = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp, timeout=900)
-    return {"r": r, "uid": uid, "out": out, "before": before, "after": _hashes(instructor, subs, grader_file),
-            "processes": _marked_processes(), "files": _marked_files()}
-
-
-def test_an_ordinary_user_grades_with_namespaces_and_nothing_survives(as_user):
-    r = as_user["r"]
-    assert r.returncode == 0, r.stderr[-2000:]
-    first = r.stdout.splitlines()[0]
-    assert first.startswith("isolation: bubblewrap+rlimits: private mount/PID/IPC/network namespaces")
-    data = json.loads((as_user["out"] / "scores.json").read_text())
-    by = {s["submission"]: s for s in data["submissions"]}
-    assert (by["solution.ipynb"]["status"], by["solution.ipynb"]["points"]) == ("ok", MAX)
-    assert all(by[n]["status"] == "ok" and by[n]["points"] == 0
-               for n in ("escapes.ipynb", "leftovers.ipynb", "writes_grader_files.ipynb"))
-    assert as_user["before"] == as_user["after"]  # the grader's own files, though its uid could write them
-    assert as_user["processes"] == [] and as_user["files"] == []
-    assert (as_user["out"] / "scores.csv").stat().st_uid == as_user["uid"]

@@ -2,7 +2,8 @@
 
 Each defence of the trusted parent is tried with its attack: records and notebooks with
 huge numbers or malformed fields, odd file names and links in the submissions folder,
-formula cells, planted output links, forged records, delegated answers.
+formula cells, planted output links, forged records, delegated answers. The defences of the
+sandboxed side that can be tried without a sandbox are in tests/test_grading_child.py.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from resnet_explorer.grading.grade import grade_one
 from resnet_explorer.grading.isolation import bwrap_argv, python_paths
 from resnet_explorer.grading.judge import judge
 from resnet_explorer.grading.notebook import parse_notebook
+from resnet_explorer.grading.records import Violation, parse_line, read_stream
 from resnet_explorer.grading.report import csv_safe, format_table, write_report
-from resnet_explorer.grading.sandbox import ChildResult, Limits, _status, parse_records
+from resnet_explorer.grading.sandbox import ChildResult, Ending, Limits, child_status
 from resnet_explorer.grading.submissions import scan, shown
 from resnet_explorer import model as ref
 
@@ -37,43 +39,98 @@ INSTRUCTOR = ROOT / "assignments" / "instructor" / "resnet_basics"
 SOLUTION = INSTRUCTOR / "resnet_basics.ipynb"
 
 
-# -- records from the child -------------------------------------------------------------------
-def test_records_with_huge_numbers_or_garbage_are_skipped_not_raised():
-    sys.set_int_max_str_digits(0)
-    try:
-        huge = json.dumps({"probe": "q4_plain_conv", "outputs": {"macs": 10**5000}})
-    finally:
-        sys.set_int_max_str_digits(4300)
-    raw = b"\n".join([b"not json", b"[1, 2]", b'{"event": 5}', huge.encode(), b"\xff\xfe",
-                      b'{"probe": "q1_identity", "outputs": {"out": 1}}',
-                      b'{"probe": "q1_identity", "outputs": {"out": 2}}',  # only the first counts
-                      b"[" * 100_000, b'{"event": "done"}'])
-    probes, cell_errors, events = parse_records(raw)
-    assert probes["q1_identity"]["outputs"] == {"out": 1}
-    assert repr(probes["q4_plain_conv"]["outputs"]["macs"]) == "<a number of 5001 digits>"
-    assert events == ["probe", "probe", "probe", "done"] and cell_errors == []
+# -- records from the child: one strict reader --------------------------------------------------
+TESTS3 = ["q4_plain_conv", "q7_experiment", "q1_identity"]
+
+
+def _lines(*objs) -> bytes:
+    return b"".join((o if isinstance(o, bytes) else json.dumps(o).encode()) + b"\n" for o in objs)
+
+
+START, DONE = {"event": "start", "uid": 5}, {"event": "done"}
+CELLS = {"event": "cells", "errors": [], "ended": None, "not_carried": []}
+
+
+def _stream(*middle, cells=CELLS, end=(DONE,)) -> bytes:
+    return _lines(START, cells, *middle, *end)
+
+
+def _good_records():
+    return [{"probe": "q4_plain_conv", "outputs": {"macs": 100}},
+            {"use": "resnet_explorer.count", "probe": "q7_experiment"},
+            {"probe": "q7_experiment", "error": "RuntimeError: no"},
+            {"probe": "q1_identity", "outputs": {"out": {"__array__": "<f8", "shape": [2], "data": "AAAAAAAA8D8AAAAAAAAAQA=="},
+                                                 "n": {"__float__": "nan"}, "big": {"__bigint__": 5001}}}]
+
+
+def test_a_well_formed_report_is_read_and_a_cut_last_line_ignored():
+    s = read_stream(_stream(*_good_records()) + b'{"event": "do', TESTS3, 3)
+    assert s.violation == "" and s.done and s.uses == [("q7_experiment", "resnet_explorer.count")]
+    assert s.records["q4_plain_conv"].outputs == {"macs": 100} and s.records["q7_experiment"].error == "RuntimeError: no"
+    out = s.records["q1_identity"].outputs
+    assert out["out"].tolist() == [1.0, 2.0] and np.isnan(out["n"]) and repr(out["big"]) == "<a number of 5001 digits>"
+
+
+BIG = "9" * 500
+FORGED = [  # (line, what the reason says): each is the whole row's violation
+    (b'{"event": "cells", "errors": [{"cell": ' + BIG.encode() + b', "error": "x"}], "ended": null, "not_carried": []}',
+     "a number of 500 digits"),  # the cells event forged with a 500-digit cell number
+    (b'{"event": "cells", "errors": [{"cell": NaN, "error": "x"}], "ended": null, "not_carried": []}', "NaN"),
+    (b'{"probe": "q4_plain_conv", "outputs": {"macs": Infinity}}', "Infinity"),
+    (b'{"probe": "q4_plain_conv", "outputs": {"macs": 1e999}}', "not finite"),
+    (b'{"probe": "q4_plain_conv", "probe": "q1_identity", "outputs": 1}', "a key twice"),
+    (b"[" * 100_000, "nested too deeply"),
+    (b"\xff\xfe", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"probe": "q1_identity", "outputs": 1}', "out of order"),  # a later test's record first
+    (b'{"probe": "q4_plain_conv", "outputs": {"__array__": "<f8", "shape": [1000000000000], "data": ""}}', "array"),
+    (b'{"probe": "q4_plain_conv", "outputs": {"__pickle__": "x"}}', "unknown tag"),
+    (b'{"probe": "q4_plain_conv", "outputs": 1, "uses": []}', "keys"),
+    (b'{"event": "done"}', "the end after 0 of 3 tests"),
+]
+
+
+@pytest.mark.parametrize("line,why", FORGED)
+def test_a_line_the_child_does_not_write_makes_the_row_invalid(line, why):
+    s = read_stream(_stream(line, *_good_records()), TESTS3, 3)
+    assert s.violation.startswith("line 3 of its results: ") and why in s.violation, s.violation
+    status, reason = child_status(s, Ending(0), Limits())
+    r = judge(_assignment(None), ChildResult(status, s, reason),
+              {"q4_plain_conv": {"macs": 100}, "q7_experiment": {"x": 1}, "q1_identity": {"out": 1}}, "x", [])
+    assert r.status == "invalid" and r.points == 0 and "did not write" in r.reason
+
+
+def test_a_forged_cells_event_after_the_real_one_is_caught():
+    """The attack of a probe wrapper writing a cells event with a 500-digit cell after the real event."""
+    forged = {"event": "cells", "errors": [{"cell": 1, "error": "x"}], "ended": None, "not_carried": []}
+    s = read_stream(_stream(forged, *_good_records()), TESTS3, 3)
+    assert s.violation == "line 3 of its results: a cells event out of order ('q4_plain_conv' was due)"
+    assert parse_line(json.dumps({"a": [1.5, -2, "x", None, True]}).encode()) == {"a": [1.5, -2, "x", None, True]}
+    with pytest.raises(Violation, match="a number of 401 digits"):
+        parse_line(b'{"a": ' + b"1" * 401 + b"}")
 
 
 def _tests(*names: str) -> list[dict]:
     return [{"name": n, "seed": 1, "question": n[:2]} for n in names]
 
 
-def test_a_forged_done_is_not_ok():
+def test_the_status_says_how_the_child_ended():
     limits = Limits()
-    probes = {"q1_identity": {}}
-    # the submission wrote "done" and exited 0 before the probes ran
-    assert _status(0, True, ["start", "done"], {}, _tests("q1_identity"), limits, False, False, 0, 1.0, "")[0] \
-        == "exited-early"
-    # a forged "done" in the middle, then the real end: ok
-    assert _status(0, True, ["start", "done", "probe", "done"], probes, _tests("q1_identity"), limits,
-                   False, False, 0, 1.0, "")[0] == "ok"
-    # "done" but killed: not ok
-    assert _status(137, True, ["start", "probe", "done"], probes, _tests("q1_identity"), limits,
-                   False, False, 0, 1.0, "")[0] == "crashed"
-    assert _status(137, True, ["start"], {}, _tests("q1_identity"), limits, False, False, 1, 1.0, "") == \
+    whole = read_stream(_stream(*_good_records()), TESTS3, 3)
+    assert child_status(whole, Ending(0), limits) == ("ok", "")
+    assert child_status(whole, Ending(137, via_bwrap=True), limits)[0] == "crashed"  # done, but killed
+    cut = read_stream(_stream(*_good_records()[:2], end=()), TESTS3, 3)
+    assert child_status(cut, Ending(0), limits) == ("exited-early", "the process exited (code 0) without reporting every test")
+    assert child_status(cut, Ending(137, via_bwrap=True, ooms=1), limits) == \
         ("memory-limit", "killed by the memory limit (6144 MB for all its processes together)")
-    assert _status(-signal.SIGXCPU, False, ["start"], {}, _tests("q1_identity"), limits, False, False, 0, 1.0,
-                   "")[0] == "cpu-limit"
+    assert child_status(cut, Ending(-signal.SIGXCPU), limits)[0] == "cpu-limit"
+    ended = dict(CELLS, ended={"after": 2, "code": 0})  # a cell called os._exit(0): the later cells did not run
+    s = read_stream(_stream(*_good_records(), cells=ended), TESTS3, 3)
+    assert child_status(s, Ending(0), limits) == ("exited-early", "the cells' process exited (code 0) in cell 3 "
+                                                  "(the later cells did not run; the tests ran on what the cells before it defined)")
+    killed = dict(CELLS, ended={"after": 0, "signal": 11})
+    s = read_stream(_stream(*_good_records(), cells=killed), TESTS3, 3)
+    assert child_status(s, Ending(0), limits)[0] == "crashed" and "SIGSEGV in cell 1" in child_status(s, Ending(0), limits)[1]
 
 
 # -- judging -----------------------------------------------------------------------------------
@@ -85,38 +142,42 @@ def _assignment(tmp_path: Path, forbidden: dict | None = None):
     return a
 
 
+def _child(*records, status="ok") -> ChildResult:
+    return ChildResult(status, read_stream(_stream(*records), TESTS3, 3))
+
+
 def test_judging_huge_or_malformed_outputs_fails_only_that_test(tmp_path):
     a = _assignment(tmp_path)
     out = np.ones((2, 2))
     reference = {"q4_plain_conv": {"macs": 100}, "q7_experiment": {"results": {"cifar-plain8": 0.5}},
                  "q1_identity": {"out": out}}
-    probes = parse_records(b"\n".join([
-        json.dumps({"probe": "q4_plain_conv", "outputs": {"macs": int("9" * 500)}}).encode(),
-        json.dumps({"probe": "q7_experiment", "outputs": {"results": {"cifar-plain8": 10**399}}}).encode(),
-        json.dumps({"probe": "q1_identity", "uses": [],
-                    "outputs": {"out": {"__array__": "<f8", "shape": [10**18, 10**18], "data": ""}}}).encode(),
-    ]))[0]
-    r = judge(a, ChildResult("ok", probes), reference, "x.ipynb", [])
+    r = judge(a, _child({"probe": "q4_plain_conv", "outputs": {"macs": {"__bigint__": 500}}},
+                        {"probe": "q7_experiment", "outputs": {"results": {"cifar-plain8": int("9" * 399)}}},
+                        {"probe": "q1_identity", "outputs": {"out": {"__float__": "nan"}}}), reference, "x.ipynb", [])
     msgs = {t.name: t.message for t in r.tests}
-    assert r.points == 0
+    assert r.points == 0 and r.status == "ok"
     assert msgs["q4_plain_conv"] == "malformed output (a number of 500 digits)"
     assert msgs["q7_experiment"].startswith("output cannot be compared with the solution's (OverflowError")
-    assert msgs["q1_identity"].startswith("malformed output (")
+    assert msgs["q1_identity"] == "output['out'] should be a tensor, got float"
 
 
-def test_forbidden_calls_and_missing_call_reports_score_nothing(tmp_path):
-    a = _assignment(tmp_path)
+def test_forbidden_calls_score_nothing_and_count_against_the_question_that_forbids_them(tmp_path):
+    a = _assignment(tmp_path, {"q1": ["resnet_explorer.model.ShortcutA"], "q4": ["resnet_explorer.count"]})
     reference = {"q4_plain_conv": {"macs": 1}, "q7_experiment": {"x": 1}, "q1_identity": {"out": 1}}
-    good = {"q4_plain_conv": {"outputs": {"macs": 1}}, "q7_experiment": {"outputs": {"x": 1}}}
-    r = judge(a, ChildResult("ok", {**good, "q1_identity": {"outputs": {"out": 1}, "uses": []}}), reference, "a", [])
+    good = [{"probe": "q4_plain_conv", "outputs": {"macs": 1}}, {"probe": "q7_experiment", "outputs": {"x": 1}}]
+    r = judge(a, _child(*good, {"probe": "q1_identity", "outputs": {"out": 1}}), reference, "a", [])
     assert r.points == 4 and r.flags == []
-    r = judge(a, ChildResult("ok", {**good, "q1_identity": {"outputs": {"out": 1},
-                                                             "uses": ["resnet_explorer.model.ShortcutA"]}}),
-              reference, "a", [])
+    r = judge(a, _child(*good, {"use": "resnet_explorer.model.ShortcutA", "probe": "q1_identity"},
+                        {"probe": "q1_identity", "outputs": {"out": 1}}), reference, "a", [])
     assert r.points == 3 and r.flags == ["q1: resnet_explorer.model.ShortcutA"]
-    assert "calls resnet_explorer.model.ShortcutA" in r.tests[2].message
-    r = judge(a, ChildResult("ok", {**good, "q1_identity": {"outputs": {"out": 1}}}), reference, "a", [])  # forged
-    assert r.points == 3 and "does not say which code it ran" in r.tests[2].message
+    assert "call resnet_explorer.model.ShortcutA" in r.tests[2].message
+    # the library's count called while q7's test ran: computing q4's answer elsewhere is q4's flag
+    r = judge(a, _child(good[0], {"use": "resnet_explorer.count", "probe": "q7_experiment"}, good[1],
+                        {"probe": "q1_identity", "outputs": {"out": 1}}), reference, "a", [])
+    assert r.points == 3 and r.flags == ["q4: resnet_explorer.count (called in q7_experiment)"]
+    r = judge(a, _child(*good, {"use": "(the call tracer was removed while the probe ran)", "probe": "q1_identity"},
+                        {"probe": "q1_identity", "outputs": {"out": 1}}), reference, "a", [])
+    assert r.points == 3 and r.flags == ["q1: (the call tracer was removed while the probe ran)"]
 
 
 def test_the_grader_failing_on_one_submission_is_that_rows_error(monkeypatch):
@@ -218,6 +279,51 @@ def test_csv_cells_are_formula_safe_and_the_table_has_one_line_per_row(tmp_path)
     assert all(not c.startswith(("=", "+", "-", "@")) for r in rows[1:] for c in r)
     assert csv_safe(" =x") == " =x" and csv_safe("\t=x") == "'\t=x"
     assert len(format_table(_report(names + ["a\nb"])).splitlines()) == 1 + 6
+
+
+def _strict(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_report_is_strict_json_and_written_whatever_a_row_holds(tmp_path, capsys):
+    class TooLong:  # what a forged cells event once left in a row
+        pass
+
+    report = _report(["a.ipynb", "b.ipynb", "c.ipynb", "d.ipynb"])
+    rows = report["submissions"]
+    rows[0]["cell_errors"] = [{"cell": TooLong(), "error": float("nan")}]
+    rows[1]["points"], rows[1]["seconds"] = float("nan"), float("inf")
+    rows[2]["reason"], rows[2]["tests"] = "bob\udcff", [{"n": 10**5000, "m": -float("inf")}]
+    rows[3]["questions"] = {}  # cannot be written as a CSV row at all
+    csv_path, json_path = write_report(report, tmp_path / "s.csv")
+    data = _strict(json_path.read_text())
+    by = {s["submission"]: s for s in data["submissions"]}
+    assert list(by) == ["a.ipynb", "b.ipynb", "c.ipynb", "d.ipynb"]
+    assert by["a.ipynb"]["status"] == "invalid" and by["a.ipynb"]["cell_errors"][0]["error"] is None
+    assert "TooLong" in by["a.ipynb"]["cell_errors"][0]["cell"]
+    assert by["b.ipynb"]["status"] == by["d.ipynb"]["status"] == "error"
+    assert "could not write this row" in by["b.ipynb"]["reason"]
+    assert by["c.ipynb"]["reason"].endswith("\\udcff") and by["c.ipynb"]["tests"][0]["m"] is None
+    assert by["c.ipynb"]["tests"][0]["n"].startswith("a number of about 5000 digits")
+    assert [r[0] for r in csv.reader(csv_path.open(newline=""))] == ["submission", *by]
+    print(format_table(report))
+    assert len(capsys.readouterr().out.splitlines()) == 5
+
+
+def test_names_that_read_alike_get_rows_that_do_not(tmp_path):
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "café.ipynb"), unicodedata.normalize("NFD", "café.ipynb")
+    for name in (nfc, nfd, unicodedata.normalize("NFD", "thé.ipynb")):
+        (tmp_path / name).write_bytes(SOLUTION.read_bytes())
+    shown_names = [e.shown for e in scan(tmp_path)]
+    read = [unicodedata.normalize("NFC", n) for n in shown_names]
+    assert len(set(read)) == 3, shown_names  # as a person reads them: three rows, three names
+    assert sorted(read)[:2] == sorted(f"{nfc} [{__import__('hashlib').sha256(n.encode()).hexdigest()[:10]}]"
+                                      for n in (nfc, nfd))
+    assert "thé.ipynb" in read and all(n == unicodedata.normalize("NFC", n) for n in shown_names)
 
 
 def test_output_links_planted_in_a_shared_folder_are_replaced_not_followed(tmp_path):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ..errors import GradingError
 from .assignment import Assignment, HiddenTest, load_assignment, test_seeds
 from .isolation import MODES, Level, level as isolation_level
-from .judge import SubmissionResult, TestResult, _outputs, decode, difference, forbidden_use, judge
+from .judge import SubmissionResult, TestResult, difference, forbidden_uses, judge, record_problem
 from .notebook import (MAX_NOTEBOOK_BYTES, PLACEHOLDER, answered, code_cells, parse_notebook, read_notebook,
                        written_answers)
 from .report import format_table, write_report
@@ -27,7 +27,7 @@ from .sandbox import Limits, run_notebook
 from .submissions import Entry, scan
 
 __all__ = ["Assignment", "GradingError", "HiddenTest", "MAX_NOTEBOOK_BYTES", "PLACEHOLDER", "SubmissionResult",
-           "TestResult", "answered", "code_cells", "decode", "difference", "format_table", "grade_folder",
+           "TestResult", "answered", "code_cells", "difference", "format_table", "grade_folder",
            "judge", "load_assignment", "parse_notebook", "read_notebook", "test_seeds", "write_report", "written_answers"]
 
 
@@ -36,13 +36,15 @@ def _reference(assignment: Assignment, tests: list[dict], limits: Limits, sandbo
     child = run_notebook(code_cells(nb), assignment.probes_source, tests, limits,
                          forbidden=assignment.forbidden, sandbox=sandbox)
     reference, broken = {}, []
+    flagged = forbidden_uses(child.stream, assignment)
     for t in assignment.tests:
         record = child.probes.get(t.name)
-        value, problem = _outputs(record)
-        problem = problem or forbidden_use(record, assignment.forbidden.get(t.question, []))
+        problem = record_problem(record)
+        if t.question in flagged:
+            problem = f"it calls {', '.join(flagged[t.question])}, which {t.question} may not use"
         if problem:
             broken.append(f"{t.name} ({problem})")
-        reference[t.name] = value
+        reference[t.name] = None if record is None else record.outputs
     if broken or child.status != "ok":
         detail = "; ".join(broken[:3]) or child.reason
         raise GradingError(f"the solution {assignment.solution} does not run cleanly in the sandbox: "
@@ -155,5 +157,6 @@ def _row_details(r: SubmissionResult, assignment: Assignment) -> dict[str, Any]:
         "cpu_seconds": r.cpu_seconds,
         "memory_peak_mb": r.memory_peak_mb,
         "flags": r.flags,
+        "not_carried": r.not_carried,
         "tests": [asdict(t) for t in r.tests],
     }

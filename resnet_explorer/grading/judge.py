@@ -1,48 +1,23 @@
-"""Judging in the trusted process: a child's reported data decoded and compared with the solution's.
+"""Judging in the trusted process: a child's checked report compared with the solution's.
 
-Nothing the child reports is trusted: arrays come as base64 with a whitelisted dtype
-(nothing is unpickled), and every value is checked for its type before it is compared.
+The report was read by `records` (types, sizes, finite numbers, order) before it gets here;
+each test's outputs are compared with the solution's, and the tests of a question whose
+forbidden library code the answers ran score nothing, with a flag.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .assignment import Assignment, HiddenTest
-from .sandbox import ChildResult, TooLong
+from .integrity import TAMPERED
+from .records import Record, Stream, contains_unreadable
+from .sandbox import ChildResult
 
 MAX_MESSAGE = 600
-
-_DTYPES = {"<f8": np.float64, "<i8": np.int64}
-
-
-def decode(value: Any, depth: int = 0) -> Any:
-    """A child's reported value as plain Python / numpy, without trusting anything in it."""
-    if depth > 20:
-        raise ValueError("nested too deep")
-    if isinstance(value, dict):
-        if "__array__" in value:
-            dtype = _DTYPES.get(value.get("__array__"))
-            shape = value.get("shape")
-            if dtype is None or not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-                raise ValueError("malformed array")
-            data = base64.b64decode(str(value.get("data", "")), validate=True)
-            arr = np.frombuffer(data, dtype=dtype)
-            if arr.size != int(np.prod(shape)):
-                raise ValueError("array data does not match its shape")
-            return arr.reshape(shape)
-        return {str(k): decode(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decode(v, depth + 1) for v in value]
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    if isinstance(value, TooLong):
-        raise ValueError(f"a number of {value.digits} digits")
-    raise ValueError(f"unexpected {type(value).__name__}")
 
 
 def _fmt(x: Any) -> str:
@@ -50,8 +25,7 @@ def _fmt(x: Any) -> str:
     return text if len(text) < 200 else text[:199] + "…"
 
 
-def difference(got: Any, want: Any, test: HiddenTest, where: str = "output") -> str | None:
-    """None when ``got`` matches ``want``; else what differs, in one sentence."""
+def _difference_in(got: Any, want: Any, test: HiddenTest, where: str) -> str | None:
     if isinstance(want, dict):
         if not isinstance(got, dict):
             return f"{where} should be a dict, got {type(got).__name__}"
@@ -60,11 +34,19 @@ def difference(got: Any, want: Any, test: HiddenTest, where: str = "output") -> 
             parts = ([f"missing {', '.join(missing[:5])}"] if missing else []) + \
                     ([f"unexpected {', '.join(extra[:5])}"] if extra else [])
             return f"{where} keys differ: {'; '.join(parts)}"
-        for k in want:
-            msg = difference(got[k], want[k], test, f"{where}[{k!r}]")
-            if msg:
-                return msg
-        return None
+        return next((m for k in want if (m := difference(got[k], want[k], test, f"{where}[{k!r}]"))), None)
+    if isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            return f"{where} should be a list of {len(want)}"
+        return next((m for i, (g, w) in enumerate(zip(got, want)) if (m := difference(g, w, test, f"{where}[{i}]"))),
+                    None)
+    return None
+
+
+def difference(got: Any, want: Any, test: HiddenTest, where: str = "output") -> str | None:
+    """None when ``got`` matches ``want``; else what differs, in one sentence."""
+    if isinstance(want, (dict, list)):
+        return _difference_in(got, want, test, where)
     if isinstance(want, np.ndarray):
         if not isinstance(got, np.ndarray):
             return f"{where} should be a tensor, got {type(got).__name__}"
@@ -81,47 +63,25 @@ def difference(got: Any, want: Any, test: HiddenTest, where: str = "output") -> 
             return f"{where} is {_fmt(got)}, expected {want:,}"
         return None
     if isinstance(want, float):
-        if isinstance(got, bool) or not isinstance(got, (int, float)) or not np.isclose(got, want, rtol=test.rtol, atol=test.atol):
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or \
+                not np.isclose(got, want, rtol=test.rtol, atol=test.atol):
             return f"{where} is {_fmt(got)}, expected {want:.6g}"
-        return None
-    if isinstance(want, list):
-        if not isinstance(got, list) or len(got) != len(want):
-            return f"{where} should be a list of {len(want)}"
-        for i, (g, w) in enumerate(zip(got, want)):
-            msg = difference(g, w, test, f"{where}[{i}]")
-            if msg:
-                return msg
         return None
     return f"{where}: cannot compare a {type(want).__name__}"
 
 
-def _outputs(record: dict | None) -> tuple[Any, str | None]:
-    if record is None:
-        return None, "not run (the process ended before this test)"
-    if "error" in record:
-        return None, _clip(f"raised {record['error']}")
-    try:
-        return decode(record.get("outputs")), None
-    except Exception as e:  # anything in a child's record is the child's problem, not the grader's
-        return None, _clip(f"malformed output ({e})")
-
-
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
-def forbidden_use(record: dict | None, names: list[str]) -> str | None:
-    """Why a test's record shows a forbidden call (None when clean). Its question is watched
-    (``names``), so a genuine record says what it ran; one that does not was not made by the probe."""
-    if not names or record is None:
-        return None
-    used = record.get("uses")
-    if not isinstance(used, list) or not all(isinstance(u, str) for u in used):
-        return "not graded: the record of this test does not say which code it ran (not made by the probe)"
-    if used:
-        return _clip(f"not graded: the answer calls {', '.join(used)}, which this question may not use "
-                     f"(the assignment forbids {', '.join(names)})")
-    return None
+def record_problem(record: Record | None) -> str | None:
+    """Why a test's record has no usable output (None when it has one)."""
+    if record is None:
+        return "not run (the process ended before this test)"
+    if record.error is not None:
+        return clip(f"raised {record.error}")
+    unreadable = contains_unreadable(record.outputs)
+    return f"malformed output (a number of {unreadable.digits} digits)" if unreadable else None
 
 
 def compare(got: Any, want: Any, test: HiddenTest) -> str | None:
@@ -129,7 +89,28 @@ def compare(got: Any, want: Any, test: HiddenTest) -> str | None:
     try:
         return difference(got, want, test)
     except Exception as e:
-        return _clip(f"output cannot be compared with the solution's ({type(e).__name__}: {e})")
+        return clip(f"output cannot be compared with the solution's ({type(e).__name__}: {e})")
+
+
+def forbidden_uses(stream: Stream, assignment: Assignment) -> dict[str, list[str]]:
+    """{question: what its answers ran that it may not} from the uses the tests reported.
+
+    A use counts against the question of the test it happened in when that question forbids
+    it; otherwise against the questions that forbid it (an answer computing another question's
+    result with the library: "(called in q1_identity)"). A removed tracer counts against its test."""
+    question = {t.name: t.question for t in assignment.tests}
+    found: dict[str, list[str]] = {}
+    for test, name in stream.uses:
+        own = question.get(test)
+        if name == TAMPERED or name in assignment.forbidden.get(own, []):
+            targets, label = [own], name
+        else:
+            targets = [q for q, names in assignment.forbidden.items() if name in names]
+            label = f"{name} (called in {test})"
+        for q in targets:
+            if q is not None and label not in found.setdefault(q, []):
+                found[q].append(label)
+    return found
 
 
 @dataclass
@@ -154,6 +135,7 @@ class SubmissionResult:
     cpu_seconds: float = 0.0
     memory_peak_mb: float | None = None
     flags: list[str] = field(default_factory=list)  # forbidden library code the answers called
+    not_carried: list[str] = field(default_factory=list)  # what of the notebook did not reach the tests
 
     @property
     def points(self) -> float:
@@ -169,21 +151,22 @@ def judge(assignment: Assignment, child: ChildResult, reference: dict[str, Any],
     """The submission's score: each test's outputs compared with the solution's, here in the trusted process."""
     result = SubmissionResult(name, child.status, child.reason, cell_errors=child.cell_errors,
                               written=written, seconds=round(child.seconds, 1), cpu_seconds=child.cpu_seconds,
-                              memory_peak_mb=child.memory_peak_mb)
+                              memory_peak_mb=child.memory_peak_mb, not_carried=child.stream.not_carried)
+    flagged = {} if child.status == "invalid" else forbidden_uses(child.stream, assignment)
+    for q, labels in flagged.items():
+        result.flags += [f"{q}: {label[:200]}" for label in labels[:10]]
     for test in assignment.tests:
         record = child.probes.get(test.name)
-        got, problem = _outputs(record)
-        if problem is None:
-            problem = compare(got, reference[test.name], test)
-        flagged = forbidden_use(record, assignment.forbidden.get(test.question, []))
-        if flagged:
-            problem = flagged
-            used = record.get("uses") if isinstance(record, dict) else None
-            for u in used[:10] if isinstance(used, list) and used else ["(no call report)"]:
-                flag = f"{test.question}: {str(u)[:200]}"
-                if flag not in result.flags:
-                    result.flags.append(flag)
-        if problem and child.status != "ok" and test.name not in child.probes:
+        problem = record_problem(record)
+        if child.status == "invalid":
+            problem = "not graded: something other than the grader wrote into its results channel (see the reason)"
+        elif problem is None:
+            problem = compare(record.outputs, reference[test.name], test)
+        if test.question in flagged and child.status != "invalid":
+            problem = clip(f"not graded: the answers call {', '.join(flagged[test.question])}, which this "
+                           f"question may not use (the assignment forbids "
+                           f"{', '.join(assignment.forbidden.get(test.question, []))})")
+        if problem and child.status not in ("ok", "invalid") and record is None:
             problem = f"not run: {child.status} ({child.reason})"
         ok = problem is None
         result.tests.append(TestResult(test.name, test.question, test.points if ok else 0.0,

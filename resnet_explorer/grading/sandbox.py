@@ -1,9 +1,11 @@
 """Run one untrusted notebook in its own sandbox, with limits, and read back its data.
 
-The child (`resnet_explorer.grading.child`) gets, on stdin, the notebook's code cells, the
-probe source, the probes' seeds and the library functions it may not call; it never sees
-the hidden tests, the solution or the expected values, and it reports only data. What
-holds it (`isolation.level`, measured once):
+The child (`resnet_explorer.grading.child`) gets, on stdin, the notebook's code cells and the
+library functions it may not call, and on a second descriptor the probe source and the
+probes' seeds, which it reads only after the cells have run in a process of their own; it
+never sees the hidden tests, the solution or the expected values, and it reports only data,
+read here by `records.read_stream`. Both job files are opened read-only for it and, like its
+output files, have no name left on disk while it runs. What holds it (`isolation.level`, measured once):
 
 - bubblewrap namespaces where bwrap works: it sees only the interpreter, its packages and
   the package directory, its own tmpfs ``HOME``, ``/tmp``, ``/var/tmp``, ``/dev/shm``; no
@@ -14,7 +16,7 @@ holds it (`isolation.level`, measured once):
   drops to a random uid above 200000: it cannot write the grader's files, nor signal or
   ptrace the grader or another child);
 - rlimits on every process (CPU seconds, address space, file size, processes, no core
-  files) and a soft per-cell and per-probe time limit (``SIGALRM``).
+  files) and a soft per-cell and per-test time limit (CPU time, or time spent not running).
 
 The parent measures the submission's CPU time (cgroup, or the processes of its PID
 namespace or uid), kills it at ``cpu_s`` of CPU or ``wall_s`` of wall time, then kills
@@ -34,14 +36,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import procs
 from .isolation import SANDBOX_HOME, Level, bwrap_argv, level as isolation_level
+from .records import Record, Stream, read_stream
 
 MAX_RESULT_BYTES = 64 * 2**20
 MAX_LOG_BYTES = 20_000
-MAX_INT_DIGITS = 400  # a longer number in a record is malformed (Python's own limit is 4300)
 POLL_S = 0.25
 # joins the cgroups given as arguments (count, then the cgroup.procs files), then runs the rest
 _JOIN = 'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 97; shift; n=$((n - 1)); done; exec "$@"'
@@ -58,8 +60,9 @@ class Limits:
     build of torch maps ~3.3 GB at import); ``cpus``: its CPU quota where a cgroup holds it;
     ``file_mb``: the largest file, and the size of each of its tmpfs (HOME, /tmp, …);
     ``nproc``: processes (per cgroup, or per uid); ``cell_s``, ``probe_s``: the soft limits of
-    one cell and one hidden test, small beside ``cpu_s`` so that a function that never returns
-    (one cell plus each test that calls it) leaves the other questions their time.
+    one cell and one hidden test (its own CPU time, or time spent waiting without running: a
+    neighbour's load counts for neither), small beside ``cpu_s`` so that a function that never
+    returns (one cell plus each test that calls it) leaves the other questions their time.
     """
 
     wall_s: float = 600.0
@@ -80,21 +83,23 @@ class Limits:
 
 @dataclass
 class ChildResult:
-    """What came back from one child: its records, how it ended, the tail of its output."""
+    """What came back from one child: its checked report (`records.Stream`), how it ended, the tail of its output."""
 
-    status: str  # ok | timeout | cpu-limit | memory-limit | crashed | exited-early
-    probes: dict[str, dict] = field(default_factory=dict)  # name -> {"outputs": …} or {"error": …}
-    cell_errors: list[dict] = field(default_factory=list)
+    status: str  # ok | timeout | cpu-limit | memory-limit | crashed | exited-early | invalid
+    stream: Stream = field(default_factory=Stream)
     reason: str = ""
     log_tail: str = ""
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     memory_peak_mb: float | None = None
 
+    @property
+    def probes(self) -> dict[str, Record]:
+        return self.stream.records
 
-def isolation(mode: str = "auto") -> str:
-    """How children are isolated on this machine, in one line."""
-    return isolation_level(mode).describe()
+    @property
+    def cell_errors(self) -> list[dict]:
+        return self.stream.cell_errors
 
 
 def _kill_uid(uid: int) -> None:
@@ -122,53 +127,37 @@ def _remove_owned(uid: int, roots: tuple[str, ...] = ("/tmp", "/var/tmp", "/dev/
                 pass
 
 
-def _read_capped(path: Path, limit: int, from_end: bool = False) -> bytes:
-    """At most ``limit`` bytes of ``path``: its first ones, or (``from_end``) its last ones."""
-    with open(path, "rb") as f:
-        if from_end:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
-        return f.read(limit)
+def read_capped(f: BinaryIO, limit: int, from_end: bool = False) -> bytes:
+    """At most ``limit`` bytes of the open file ``f``: its first ones, or (``from_end``) its last ones."""
+    size = os.fstat(f.fileno()).st_size
+    f.seek(max(0, size - limit) if from_end else 0)
+    return f.read(limit)
 
 
-class TooLong:
-    """A number of more than `MAX_INT_DIGITS` digits in a record (decoding it fails: malformed)."""
-
-    def __init__(self, digits: int):
-        self.digits = digits
-
-    def __repr__(self) -> str:
-        return f"<a number of {self.digits} digits>"
-
-
-def _bounded_int(text: str) -> int | TooLong:
-    return TooLong(len(text)) if len(text.lstrip("-")) > MAX_INT_DIGITS else int(text)
+def _private_file(folder: Path, name: str, content: bytes | None = None) -> BinaryIO:
+    """A file with no name left on disk: read-only with ``content`` (a job), else empty and writable."""
+    path = folder / name
+    with open(path, "xb") as f:
+        f.write(content or b"")
+    handle = open(path, "rb" if content is not None else "r+b")
+    path.unlink()
+    return handle
 
 
-def parse_records(raw: bytes) -> tuple[dict[str, dict], list[dict], list[str]]:
-    """(probe records by name, the cell errors, the events in order) from the child's result lines.
-
-    A line that is not a JSON object (or holds a number too long to read) is skipped."""
-    probes: dict[str, dict] = {}
-    cell_errors: list[dict] = []
-    events: list[str] = []
-    for line in raw.decode("utf-8", "replace").splitlines():
-        try:
-            rec = json.loads(line, parse_int=_bounded_int)
-        except (ValueError, RecursionError):
-            continue
-        if not isinstance(rec, dict):
-            continue
-        if isinstance(rec.get("event"), str):
-            events.append(rec["event"])
-            if rec["event"] == "cells" and isinstance(rec.get("errors"), list):
-                cell_errors = [e for e in rec["errors"] if isinstance(e, dict)]
-        elif isinstance(rec.get("probe"), str):
-            events.append("probe")
-            probes.setdefault(rec["probe"], rec)  # the first record of a probe counts
-    return probes, cell_errors, events
-
-
-_parse_records = parse_records
+def _job_items(probes_source: str, tests: list[dict], forbidden: dict[str, list[str]]) -> bytes:
+    """The job's second part: length-prefixed JSON items, read one at a time by the child. Each test
+    watches the code its own question and every later test's question may not run (a use that could
+    only help a test already reported is not watched)."""
+    items: list[dict] = [{"source": probes_source}]
+    for i, t in enumerate(tests):
+        watch = sorted({n for later in tests[i:] for n in forbidden.get(later.get("question"), [])}
+                       | set(forbidden.get(t.get("question"), [])))
+        items.append({"name": t["name"], "seed": t["seed"], "watch": watch})
+    out = b""
+    for item in items:
+        data = json.dumps(item).encode()
+        out += len(data).to_bytes(8, "little") + data
+    return out
 
 
 class _Members:
@@ -209,6 +198,38 @@ class _Members:
         procs.kill_all(self.pids)
 
 
+def _command(lvl: Level, limits: Limits, as_root: bool, group: Any) -> list[str]:
+    cmd = [sys.executable, "-I", "-m", "resnet_explorer.grading.child"]
+    if lvl.bwrap:
+        cmd = bwrap_argv(lvl.bwrap, limits.file_mb * 2**20, as_root) + cmd
+    if group is not None:
+        files = [str(f) for f in group.procs_files]
+        cmd = ["/bin/sh", "-c", _JOIN, "sh", str(len(files)), *files, *cmd]
+    return cmd
+
+
+def _watch(proc: subprocess.Popen, members: _Members, limits: Limits, start: float) -> tuple[float, bool, bool]:
+    """Wait for the child, measuring its CPU time: (CPU seconds, over the CPU limit, over the wall limit)."""
+    cpu = 0.0
+    try:
+        while True:
+            try:
+                proc.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            members.find_namespace()
+            cpu = max(cpu, members.cpu_seconds())
+            if cpu > limits.cpu_s:
+                return cpu, True, False
+            if time.monotonic() - start > limits.wall_s:
+                return cpu, False, True
+        return max(cpu, members.cpu_seconds()), False, False
+    finally:
+        members.kill()
+        proc.wait()
+
+
 def run_notebook(cells: list[str], probes_source: str, tests: list[dict], limits: Limits,
                  workroot: Path | None = None, forbidden: dict[str, list[str]] | None = None,
                  sandbox: Level | None = None) -> ChildResult:
@@ -216,7 +237,7 @@ def run_notebook(cells: list[str], probes_source: str, tests: list[dict], limits
     lvl = sandbox or isolation_level()
     root = Path(tempfile.mkdtemp(prefix="resnet-grade-", dir=workroot))
     os.chmod(root, 0o711)
-    private = root / "parent"  # the child's output files: opened here, written by the child through its fds
+    private = root / "parent"  # the child's files, opened here, unlinked before it starts
     private.mkdir(mode=0o700)
     as_root = os.geteuid() == 0
     uid = 200_000 + secrets.randbelow(1_000_000_000) if as_root else None
@@ -228,95 +249,106 @@ def run_notebook(cells: list[str], probes_source: str, tests: list[dict], limits
         if uid is not None:
             os.chown(work, uid, uid)
         workdir = str(work)
-    job = json.dumps({"cells": cells, "probes": probes_source, "tests": tests, "forbidden": forbidden or {},
-                      "limits": limits.for_child(), "uid": uid, "workdir": workdir})
+    names = sorted({n for names in (forbidden or {}).values() for n in names})
     env = {"PATH": "/usr/bin:/bin" if lvl.bwrap else os.environ.get("PATH", "/usr/bin:/bin"),
            "HOME": workdir, "TMPDIR": workdir, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-I", "-m", "resnet_explorer.grading.child"]
-    if lvl.bwrap:
-        cmd = bwrap_argv(lvl.bwrap, limits.file_mb * 2**20, as_root) + cmd
     group = None
-    if lvl.cgroup is not None:
-        group = lvl.cgroup.create(limits.memory_mb * 2**20, limits.nproc, limits.cpus)
-        files = [str(f) for f in group.procs_files]
-        cmd = ["/bin/sh", "-c", _JOIN, "sh", str(len(files)), *files, *cmd]
     start = time.monotonic()
-    timed_out = over_cpu = False
-    cpu = 0.0
     try:
-        with open(private / "result", "wb") as res, open(private / "log", "wb") as log, \
-                open(private / "job", "w+") as job_file:
-            job_file.write(job)
-            job_file.seek(0)
-            proc = subprocess.Popen(cmd, stdin=job_file, stdout=res, stderr=log, cwd=root, env=env,
-                                    start_new_session=True, close_fds=True)
-            members = _Members(proc, lvl, group, uid)
-            try:
-                while True:
-                    try:
-                        proc.wait(timeout=POLL_S)
-                        break
-                    except subprocess.TimeoutExpired:
-                        pass
-                    members.find_namespace()
-                    cpu = max(cpu, members.cpu_seconds())
-                    if cpu > limits.cpu_s:
-                        over_cpu = True
-                        break
-                    if time.monotonic() - start > limits.wall_s:
-                        timed_out = True
-                        break
-                cpu = max(cpu, members.cpu_seconds())
-            finally:
-                members.kill()
-                proc.wait()
-        seconds = time.monotonic() - start
-        peak = group.memory_peak() if group is not None else None
-        ooms = group.oom_kills() if group is not None else 0
-        raw = _read_capped(private / "result", MAX_RESULT_BYTES)
-        log_bytes = _read_capped(private / "log", 4 * 2**20, from_end=True)  # the tail is what tells
+        with _private_file(private, "result") as res, _private_file(private, "log") as log, \
+                _private_file(private, "probes", _job_items(probes_source, tests, forbidden or {})) as second:
+            job = json.dumps({"cells": cells, "forbidden": names, "limits": limits.for_child(), "uid": uid,
+                              "workdir": workdir, "probes_fd": second.fileno(), "n_tests": len(tests),
+                              "may_kill": bool(lvl.bwrap) or uid is not None}).encode()
+            with _private_file(private, "job", job) as first:
+                if lvl.cgroup is not None:
+                    group = lvl.cgroup.create(limits.memory_mb * 2**20, limits.nproc, limits.cpus)
+                proc = subprocess.Popen(_command(lvl, limits, as_root, group), stdin=first, stdout=res, stderr=log,
+                                        cwd=root, env=env, start_new_session=True, close_fds=True,
+                                        pass_fds=(second.fileno(),))
+            cpu, over_cpu, timed_out = _watch(proc, _Members(proc, lvl, group, uid), limits, start)
+            seconds = time.monotonic() - start
+            peak = group.memory_peak() if group is not None else None
+            ooms = group.oom_kills() if group is not None else 0
+            raw = read_capped(res, MAX_RESULT_BYTES)
+            tail = read_capped(log, 4 * 2**20, from_end=True).decode("utf-8", "replace")[-MAX_LOG_BYTES:]
     finally:
         if group is not None:
             group.remove()
         if uid is not None and not lvl.bwrap:
             _remove_owned(uid)
         shutil.rmtree(root, ignore_errors=True)
-    probes, cell_errors, events = parse_records(raw)
-    tail = log_bytes.decode("utf-8", "replace")[-MAX_LOG_BYTES:]
-    status, reason = _status(proc.returncode, bool(lvl.bwrap), events, probes, tests, limits,
-                             timed_out, over_cpu, ooms, cpu, tail)
-    return ChildResult(status, probes, cell_errors, reason, tail, seconds, round(cpu, 2),
+    stream = read_stream(raw, [t["name"] for t in tests], len(cells))
+    ending = Ending(proc.returncode, bool(lvl.bwrap), timed_out, over_cpu, ooms, cpu, tail)
+    status, reason = child_status(stream, ending, limits)
+    return ChildResult(status, stream, reason, tail, seconds, round(cpu, 2),
                        None if peak is None else round(peak / 2**20, 1))
 
 
-def _status(rc: int | None, via_bwrap: bool, events: list[str], probes: dict, tests: list[dict], limits: Limits,
-            timed_out: bool, over_cpu: bool, ooms: int, cpu: float, tail: str) -> tuple[str, str]:
-    """How the child ended: ``ok`` only when it exited 0 right after its last record, ``done``,
-    with every probe reported (a forged ``done`` from the submission does not make it ok)."""
-    if timed_out:
-        return "timeout", f"killed after {limits.wall_s:g} s of wall time"
-    if over_cpu:
-        return "cpu-limit", f"killed after {cpu:.0f} s of CPU time (limit {limits.cpu_s} s, all its processes)"
-    sig = -rc if rc is not None and rc < 0 else (rc - 128 if via_bwrap and rc is not None and 128 < rc < 160 else None)
-    complete = bool(events) and events[-1] == "done" and all(t["name"] in probes for t in tests)
-    if rc == 0 and complete:
-        return "ok", ""
-    if sig == signal.SIGKILL and ooms:
-        return "memory-limit", (f"killed by the memory limit ({limits.memory_mb} MB for all its processes "
-                                "together)")
-    if sig in (signal.SIGXCPU, signal.SIGKILL) and "start" in events and \
-            (sig == signal.SIGXCPU or cpu >= 0.9 * limits.cpu_s):
+@dataclass
+class Ending:
+    """How a child's process ended, as the parent saw it."""
+
+    rc: int | None
+    via_bwrap: bool = False
+    timed_out: bool = False
+    over_cpu: bool = False
+    ooms: int = 0
+    cpu: float = 0.0
+    tail: str = ""
+
+    @property
+    def signal(self) -> int | None:
+        rc = self.rc
+        if rc is not None and rc < 0:
+            return -rc
+        return rc - 128 if self.via_bwrap and rc is not None and 128 < rc < 160 else None
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return str(sig)
+
+
+def _killed(sig: int | None, e: Ending, limits: Limits, started: bool) -> tuple[str, str] | None:
+    if sig == signal.SIGKILL and e.ooms:
+        return "memory-limit", f"killed by the memory limit ({limits.memory_mb} MB for all its processes together)"
+    if sig in (signal.SIGXCPU, signal.SIGKILL) and started and (sig == signal.SIGXCPU or e.cpu >= 0.9 * limits.cpu_s):
         return "cpu-limit", f"killed by the CPU-time limit ({limits.cpu_s} s) (signal {sig})"
     if sig is not None:
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        return "crashed", f"killed by signal {name}"
-    reason = f"the process exited (code {rc}) before finishing"
-    if rc == 0:
+        return "crashed", f"killed by signal {_signal_name(sig)}"
+    return None
+
+
+def _cells_ended(ended: dict, e: Ending, limits: Limits) -> tuple[str, str]:
+    where = (f"in cell {ended['after'] + 1} (the later cells did not run; the tests ran on what the cells "
+             "before it defined)")
+    if "signal" in ended:
+        status, reason = _killed(ended["signal"], e, limits, True) or ("crashed", "killed")
+        return status, f"the cells' process was {reason} {where}"
+    return "exited-early", f"the cells' process exited (code {ended['code']}) {where}"
+
+
+def child_status(stream: Stream, e: Ending, limits: Limits) -> tuple[str, str]:
+    """How the child ended: ``ok`` only when it exited 0 right after its report's end, every test reported
+    and its cells all ran; ``invalid`` when its channel holds what the child does not write."""
+    if stream.violation:
+        return "invalid", f"its results channel holds something the grader did not write: {stream.violation}"
+    if e.timed_out:
+        return "timeout", f"killed after {limits.wall_s:g} s of wall time"
+    if e.over_cpu:
+        return "cpu-limit", f"killed after {e.cpu:.0f} s of CPU time (limit {limits.cpu_s} s, all its processes)"
+    if e.rc == 0 and stream.done:
+        return _cells_ended(stream.ended, e, limits) if stream.ended else ("ok", "")
+    killed = _killed(e.signal, e, limits, "start" in stream.events)
+    if killed:
+        return killed
+    reason = f"the process exited (code {e.rc}) before finishing"
+    if e.rc == 0:
         reason = "the process exited (code 0) without reporting every test"
-    if "MemoryError" in tail or "out of memory" in tail:
+    if "MemoryError" in e.tail or "out of memory" in e.tail:
         reason += "; it ran out of memory"
     return "exited-early", reason

@@ -5,13 +5,19 @@ Each entry of the folder becomes one `Entry`: a notebook to grade (a regular fil
 symbolic link, from an extracted zip say, is never followed to the solution or to
 ``/dev/zero``), or a row saying why it is not graded (a link, a folder, a device, another
 kind of file, the solution itself by a hard link). Names are shown escaped (`shown`): a
-newline, a control character or a byte that is not UTF-8 cannot fake a row or break the table.
+newline, a control character or a byte that is not UTF-8 cannot fake a row or break the table;
+and in one form (`display_names`: Unicode NFC, so ``café`` typed either way reads the same), with
+a short digest of the name's bytes where two entries would read alike, so no row can pass
+for another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +41,18 @@ def shown(name: str) -> str:
     return "".join(out)
 
 
+def display_names(names: list[str]) -> list[str]:
+    """Each name as rows show and key it: `shown`, in NFC, plus ``[digest]`` of its bytes while two read alike."""
+    out = [unicodedata.normalize("NFC", shown(n)) for n in names]
+    for _ in range(4):  # a name that itself ends like a digest collides once more at most
+        counts = Counter(out)
+        if max(counts.values(), default=1) == 1:
+            break
+        out = [d if counts[d] == 1 else f"{d} [{hashlib.sha256(os.fsencode(n)).hexdigest()[:10]}]"
+               for d, n in zip(out, names)]
+    return out
+
+
 @dataclass
 class Entry:
     """One entry of the submissions folder: its bytes when it is a notebook to grade, else why not."""
@@ -42,10 +60,10 @@ class Entry:
     name: str  # as the folder lists it
     data: bytes | None = None
     skipped: str = ""
+    shown: str = ""  # as rows show it (`display_names`)
 
-    @property
-    def shown(self) -> str:
-        return shown(self.name)
+    def __post_init__(self) -> None:
+        self.shown = self.shown or unicodedata.normalize("NFC", shown(self.name))
 
 
 def _kind(mode: int) -> str:
@@ -76,9 +94,9 @@ def scan(folder: Path, solution: Path | None = None) -> list[Entry]:
                 own = (st.st_dev, st.st_ino)
             except OSError:
                 pass
-        entries = []
-        for name in sorted(os.listdir(dfd)):
-            entries.append(_entry(dfd, name, own))
+        entries = [_entry(dfd, name, own) for name in sorted(os.listdir(dfd))]
+        for e, display in zip(entries, display_names([e.name for e in entries])):
+            e.shown = display
         return entries
     finally:
         os.close(dfd)
