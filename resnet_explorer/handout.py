@@ -56,8 +56,8 @@ def _sha256(data: bytes) -> str:
 
 def _read_nofollow(path: Path) -> bytes | None:
     """The bytes of a regular file at ``path``; None for a link, a folder or anything else."""
-    try:
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+    try:  # never waiting on a FIFO put in its place
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | NOFOLLOW)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
@@ -82,8 +82,17 @@ def _folder(path: Path) -> Path:
 
 
 def hand_out(sources: Iterable[Path], folder: str | os.PathLike) -> Handout:
-    """Copy each file of ``sources`` into ``folder`` by its name, keeping the user's edits."""
+    """Copy each file of ``sources`` into ``folder`` by its name, keeping the user's edits; a
+    folder that cannot be written (read-only, immutable, full) is one line."""
     folder = _folder(Path(folder))
+    try:
+        return _copy(sources, folder)
+    except OSError as e:
+        raise UsageError(f"cannot write in {folder} ({e.strerror or e}): give a folder you can write in "
+                         "(whatever was there is kept)") from None
+
+
+def _copy(sources: Iterable[Path], folder: Path) -> Handout:
     manifest = None if (folder / MANIFEST).is_symlink() else read_json(folder / MANIFEST)
     written = manifest.get("sha256") if isinstance(manifest, dict) else None
     written = {k: v for k, v in written.items() if isinstance(v, str)} if isinstance(written, dict) else {}

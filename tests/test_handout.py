@@ -198,3 +198,22 @@ def test_a_packaged_notebook_runs_in_the_working_directory_not_in_site_packages(
     monkeypatch.setattr(N, "execute", fake_execute)
     assert N.main(["run", "--smoke"]) == 0 and seen == {"00_x.ipynb": work}  # not the package folder
     assert N.main(["run", "--smoke", str(outside)]) == 0 and seen["mine.ipynb"] is None  # its own folder
+
+
+def test_a_read_only_folder_or_a_planted_fifo_is_one_line_not_a_wait(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], capture_output=True, text=True)
+    assert r.returncode == 0, f"this test mounts a read-only tmpfs and needs root: {r.stderr.strip()}"
+    try:
+        for command in (["notebooks", str(ro)], ["assignment", "new", str(ro)]):
+            rc, _, err = _run(command, capsys)
+            assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+            assert f"cannot write in {ro} (Read-only file system): give a folder you can write in" in err, err
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.mkfifo(shared / "00_quickstart.ipynb")  # a reader would wait on it for ever
+    rc, out, _ = _run(["notebooks", str(shared)], capsys)
+    assert rc == 0 and "00_quickstart.ipynb" in out and "not files (never followed)" in out
