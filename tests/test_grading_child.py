@@ -226,6 +226,23 @@ def test_junk_written_into_the_definitions_pipe_costs_nothing_else():
     assert ended == {"after": 2, "code": 0} and ns["f"]() == 1 and "g" not in ns
 
 
+def test_a_cell_cannot_write_into_what_the_grading_process_holds():
+    """A cell writes into every descriptor; a pipe the grading process holds open (its channel to the
+    parent, a log) receives nothing: the fork kept only its own channel and stderr."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    try:
+        junk = ("import os\nfor fd in range(3, 1024):\n    try:\n        os.write(fd, b'forged')\n"
+                "    except OSError:\n        pass")
+        ns, errors, ended, _ = _run_cells(["def f():\n    return 1", junk])
+        assert ended is None and errors == [] and ns["f"]() == 1
+        with pytest.raises(BlockingIOError):
+            os.read(r, 100)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_the_cells_report_stays_within_what_the_reader_takes():
     """A name of 5,000 characters that cannot be carried, errors in every cell, an early end."""
     cells = [f"{'x' * 5000} = (i for i in range(3))"] + ["raise ValueError('e' * 10000)"] * 3 + ["import os\nos._exit(9)"]

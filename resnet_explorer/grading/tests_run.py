@@ -213,16 +213,18 @@ def outcome(data: bytes, status: int, cpu: float, idled: bool, limit_s: float, k
 
 
 def fork_reporting(work: Callable[[int], None], close: list[int]) -> tuple[int, int]:
-    """Fork a process that closes ``close`` (what it must not keep), runs ``work`` with the writing end of a
-    new pipe and exits: (its pid, the reading end)."""
+    """Fork a process that closes ``close`` (what it must not keep) and every other descriptor but stderr,
+    runs ``work`` with the writing end of a new pipe and exits: (its pid, the reading end)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            os.close(r)
             for fd in close:
                 os.close(fd)
+            # whatever else this process holds (its parent's channels, files) is not the submission's to write
+            os.closerange(3, w)
+            os.closerange(w + 1, os.sysconf("SC_OPEN_MAX"))
             work(w)
         except BaseException:
             code = 70
