@@ -195,14 +195,17 @@ POINTS = """(sel) => { const gd = document.querySelector(sel + ' .js-plotly-plot
   return gd && gd.data ? gd.data.map((t) => (t.x || []).length) : null; }"""
 
 
-def open_notebook(page, lab: Lab, name: str, run: bool = True) -> None:
+def open_notebook(page, lab: Lab, name: str, run: bool = True, wait: bool = True) -> None:
+    """Open ``name`` in a workspace of its own and, with ``run``, Run All; with ``wait``, until every
+    cell has run (the command's promise: a cell that waits for training keeps it pending)."""
     page.set_default_timeout(WAIT)
     # a workspace of its own, reset: only this notebook opens (not those of earlier tests)
     page.goto(f"{lab.url}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={lab.token}")
     wait_current(page, name)
     page.wait_for_function(IDLE)
     if run:
-        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        run_all = "window.jupyterapp.commands.execute('notebook:run-all-cells')"
+        page.evaluate(run_all if wait else f"() => {{ {run_all}; }}")
 
 
 def close_notebook(page, lab: Lab, name: str, screenshot: str | None = None) -> None:

@@ -256,7 +256,7 @@ def test_run_all_in_smoke_mode_stop_stops_within_5_s(lab, browser):
     notebook_03(lab.root / "03-smoke.ipynb", mode="smoke", iters=LONG)
     page = browser.new_page()
     try:
-        open_notebook(page, lab, "03-smoke.ipynb")
+        open_notebook(page, lab, "03-smoke.ipynb", wait=False)  # Run All ends only after the Stop below
         progress = page.locator(".rx-progress")
         expect(progress).to_contain_text("run 1/2 cifar-plain8: iteration")
         assert page.evaluate(IDLE) is False  # the smoke cell waits: the kernel is busy
