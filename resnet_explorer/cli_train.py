@@ -27,9 +27,6 @@ from .zoo import FIG6_DEPTHS
 def _resumed_recipe(args: argparse.Namespace):
     """On ``--resume``: the recipe that ``--recipe``/``--iters``/``--set`` ask for, built on
     the run's own (so that `train` can say what differs); None when none of them is given."""
-    import dataclasses
-
-    from .recipes import RecipeError
     from .runs import RunDir
 
     run = RunDir(args.out)
@@ -39,14 +36,7 @@ def _resumed_recipe(args: argparse.Namespace):
     if args.recipe and args.recipe != saved.name:
         return recipe_from_args(args, args.recipe)
     sets = parse_sets(args.set)
-    iters = sets.pop("iters", args.iters)
-    recipe = saved.with_iters(iters) if iters is not None else saved
-    try:
-        return dataclasses.replace(recipe, **sets).validate()
-    except TypeError:
-        fields = sorted(f.name for f in dataclasses.fields(recipe))
-        raise RecipeError(f"recipe has no field(s) {', '.join(sorted(set(sets) - set(fields)))}: "
-                          f"use {', '.join(fields)}") from None
+    return saved.override(**{"iters": args.iters, **sets})
 
 
 def _check_resumed_arch(args: argparse.Namespace) -> None:
