@@ -308,21 +308,22 @@ def part_fig1(a: argparse.Namespace) -> int:
     head = f"Fig. 1 nets at cifar-paper ({a.iters} iterations), {a.device}, --compile {mode}; {why}"
 
     def write(*_) -> None:
-        rows = fig1_rows(runs, [n for n, _ in nets], a.iters)
-        _write(a.tables, "fig1", fig1_table(rows, head), {"head": head, "runs": rows})
+        rows = fig1_rows(runs, [n for n, _ in nets], a.iters, a.width)
+        _write(a.tables, "fig1", fig1_table(rows, head, a.log_every * 128), {"head": head, "runs": rows})
 
     _, stopped = run_jobs(jobs, jobs_n, log=lambda m: print(m, flush=True), on_done=write)
     write()
     print((a.tables / "fig1.md").read_text(), flush=True)
-    rows = fig1_rows(runs, [n for n, _ in nets], a.iters)
+    rows = fig1_rows(runs, [n for n, _ in nets], a.iters, a.width)
     return 0 if not stopped and all(r["iters"] == a.iters for r in rows) else 1
 
 
-def fig1_rows(runs: Path, names: list[str], planned: int) -> list[dict]:
+def fig1_rows(runs: Path, names: list[str], planned: int, width: int | None = None) -> list[dict]:
     """Each net's records, compared at the largest iteration all of them logged (train error)
-    and evaluated (test error)."""
+    and evaluated (test error); Table 6's error only for exactly the net trained (the paper's width)."""
+    from resnet_explorer import paper
     from resnet_explorer.runs import read_metrics
-    from resnet_explorer.zoo import PUBLISHED
+    from resnet_explorer.zoo import get_spec
 
     metrics = {n: read_metrics(runs / n) if (runs / n / "metrics.jsonl").is_file() else [] for n in names}
     logged = [{r["iter"] for r in m if r["kind"] == "train"} for m in metrics.values()]
@@ -336,7 +337,7 @@ def fig1_rows(runs: Path, names: list[str], planned: int) -> list[dict]:
         first = train[0]["wall_time"] if train else None
         pick = lambda kind, it, key: next((r[key] for r in m if r["kind"] == kind and r["iter"] == it), None)  # noqa: E731
         kind, depth = n.split("-")
-        paper = PUBLISHED.get(f"cifar-{kind}{depth}")
+        table6 = paper.exact_figure(get_spec(f"cifar-{kind}{depth}", width=width), paper.CIFAR10)
         rows.append({"name": n, "residual": kind == "resnet", "depth": int(depth),
                      "iters": max((r["iter"] for r in m), default=0), "planned_iters": planned,
                      "wall_s": max((r["wall_time"] for r in m if "wall_time" in r), default=None),
@@ -345,11 +346,13 @@ def fig1_rows(runs: Path, names: list[str], planned: int) -> list[dict]:
                      "at_train_iter": at_train, "train_error": pick("train", at_train, "train_error"),
                      "at_eval_iter": at_eval, "test_error": pick("eval", at_eval, "test_error"),
                      "final_test_error": next((r["test_error"] for r in reversed(m) if r["kind"] == "eval"), None),
-                     "table6_error": paper.cifar10_error if paper and kind == "resnet" else None})
+                     "table6_error": table6.value if table6 else None,
+                     "table6_source": table6.cite if table6 else None})
     return rows
 
 
-def fig1_table(rows: list[dict], head: str) -> str:
+def fig1_table(rows: list[dict], head: str, images: int | None = None) -> str:
+    """The four nets' table; ``images``: how many images a logged training error is averaged over."""
     f = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
     it_t, it_e = (rows[0]["at_train_iter"], rows[0]["at_eval_iter"]) if rows else (None, None)
@@ -360,24 +363,36 @@ def fig1_table(rows: list[dict], head: str) -> str:
         lines.append(f"| {r['name']} | {done} | {f(r['wall_s'], '.1f')} | {f(r['ms_per_step'], '.2f')} | "
                      f"{f(r['first_window_s'], '.1f')} | {f(r['projected_s'], '.0f')} | {pct(r['train_error'])} | "
                      f"{pct(r['test_error'])} | {pct(r['final_test_error'])} | {f(r['table6_error'], '.2f')} |")
-    return "\n".join(lines + ["", f"Orderings of Fig. 1 / 6 on training error at iteration {it_t} (all four):"]
-                     + orderings(rows))
+    cited = sorted({r["table6_source"] for r in rows if r.get("table6_source")})
+    notes = [f"Table 6 %: the paper's test error of the same net (64k iterations; {c})." for c in cited]
+    return "\n".join(lines + notes + ["", f"Orderings of Fig. 1 / 6 on training error at iteration {it_t} (all four):"]
+                      + orderings(rows, images))
 
 
-def orderings(rows: list[dict]) -> list[str]:
-    """Fig. 1 / 6 on training error: deeper plain is worse, ResNet beats plain at depth, deeper ResNet is better."""
+def orderings(rows: list[dict], images: int | None = None) -> list[str]:
+    """Fig. 1 / 6 on training error: deeper plain is worse, ResNet beats plain at depth, deeper ResNet is
+    no worse; each holds, fails or is too close to call (`verdict`: the noise of errors averaged over
+    ``images`` images each; unknown ``images``: by the sign alone)."""
+    from resnet_explorer import verdict as v
+
     by = {(r["residual"], r["depth"]): r["train_error"] for r in rows}
     depths = sorted({r["depth"] for r in rows})
     lo, hi = depths[0], depths[-1]
-    claims = [(f"plain-{hi} > plain-{lo}", (False, hi), (False, lo), lambda a, b: a > b),
-              (f"resnet-{hi} < plain-{hi}", (True, hi), (False, hi), lambda a, b: a < b),
-              (f"resnet-{hi} <= resnet-{lo}", (True, hi), (True, lo), lambda a, b: a <= b)]
+    # (claim, the side that should be larger, the side that should be smaller)
+    claims = [(f"plain-{hi} > plain-{lo}", (False, hi), (False, lo)),
+              (f"resnet-{hi} < plain-{hi}", (False, hi), (True, hi)),
+              (f"resnet-{hi} <= resnet-{lo}", (True, lo), (True, hi))]
     out = []
-    for text, x, y, test in claims:
-        va, vb = by.get(x), by.get(y)
-        verdict = "n/a" if va is None or vb is None else ("holds" if test(va, vb) else "FAILS")
-        values = "" if verdict == "n/a" else f" ({100 * va:.2f} vs {100 * vb:.2f} %)"
-        out.append(f"- {text}: {verdict}{values}")
+    for text, big, small in claims:
+        vb, vs = by.get(big), by.get(small)
+        if vb is None or vs is None:
+            out.append(f"- {text}: {v.LABELS[v.UNKNOWN]}")
+            continue
+        margin = vb - vs
+        noise = v.difference_noise(v.standard_error(vb, images), v.standard_error(vs, images))
+        verdict = v.decide(margin, noise)
+        a, b = (vs, vb) if "<" in text else (vb, vs)  # the values in the claim's own order
+        out.append(f"- {text}: {v.LABELS[verdict]} ({100 * a:.2f} vs {100 * b:.2f} %; {v.explain(verdict, margin, noise)})")
     return out
 
 

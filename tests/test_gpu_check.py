@@ -224,3 +224,36 @@ def test_the_probe_trusts_only_a_timed_coherent_step():
     assert best == "step" and "Fastest correct step: step" in text
     text, best = probe_table([eager, row("reduce-overhead", 2.4), row("step", 1.1, fp32=0.6)], "head", bn)
     assert best == "reduce-overhead"
+
+
+def test_fig1_orderings_hold_fail_or_are_too_close_to_call():
+    """Each Fig. 1 / 6 ordering gets the three-way verdict: a gap inside the noise of training errors
+    averaged over the logged images is a tie, never a hold or a failure."""
+    import gpu_check
+
+    row = lambda name, residual, depth, err: dict(name=name, residual=residual, depth=depth, train_error=err)  # noqa: E731
+    rows = [row("resnet-20", True, 20, 0.100), row("plain-20", False, 20, 0.120),
+            row("resnet-56", True, 56, 0.099), row("plain-56", False, 56, 0.080)]
+    plain, beats, deeper = gpu_check.orderings(rows, images=100 * 128)
+    assert plain.startswith("- plain-56 > plain-20: ✗ FAILS (8.00 vs 12.00 %")
+    assert beats.startswith("- resnet-56 < plain-56: ✗ FAILS (9.90 vs 8.00 %")
+    assert deeper.startswith("- resnet-56 <= resnet-20: ≈ too close to call at this budget (9.90 vs 10.00 %")
+    # the same gap on 10x the images and 10x the gap: decided
+    rows[2]["train_error"] = 0.09
+    assert "✓ holds" in gpu_check.orderings(rows, images=1000 * 128)[2]
+
+
+def test_fig1_shows_table_6_only_for_the_net_the_paper_measured(tmp_path):
+    """The paper's error sits beside ResNet-20/56 at the paper's width 16, with its table and source;
+    a narrower net, or a plain one (Table 6 has none), gets no paper number."""
+    import gpu_check
+
+    for name in ("resnet-20", "plain-20"):
+        (tmp_path / name).mkdir()
+    paper = gpu_check.fig1_rows(tmp_path, ["resnet-20", "plain-20"], 10, width=16)
+    assert [r["table6_error"] for r in paper] == [8.75, None]
+    assert paper[0]["table6_source"].startswith("Table 6, He et al. 2015")
+    narrow = gpu_check.fig1_rows(tmp_path, ["resnet-20", "plain-20"], 10, width=8)
+    assert [r["table6_error"] for r in narrow] == [None, None]
+    table = gpu_check.fig1_table(paper, "head", images=128)
+    assert "| 8.75 |" in table and "Table 6 %: the paper's test error of the same net (64k iterations; Table 6, He" in table

@@ -99,7 +99,9 @@ def test_the_wheel_holds_the_walkthrough_and_the_student_notebook_and_no_solutio
     assert sorted(n.split("/")[-1] for n in names if n.startswith("resnet_explorer/walkthrough/")) == sorted(
         WALKTHROUGH + ["README.md"])
     assert "resnet_explorer/student_assignments/resnet_basics/resnet_basics.ipynb" in names
-    assert not [n for n in names if any(w in n for w in ("instructor", "hidden_tests", "probes", "tests/"))]
+    # no instructor folder, probes or hidden tests (the module that unpacks a teacher's bundle holds none)
+    assert not [n for n in names if any(w in n for w in ("instructor/", "hidden_tests", "probes", "tests/"))]
+    assert "resnet_explorer/instructor.py" in names
     instructor = ROOT / "assignments" / "instructor" / "resnet_basics"
     secret = {p.read_bytes() for p in instructor.iterdir() if p.is_file()}
     with zipfile.ZipFile(wheel) as z:  # nor the content of a solution or a hidden test, under any name
