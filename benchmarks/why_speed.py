@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from resnet_explorer.experiments import train_subset_error  # noqa: E402
+from resnet_explorer.run_analysis import train_subset_error  # noqa: E402
 from resnet_explorer.why.gradients import gradients  # noqa: E402
 from resnet_explorer.why.landscape import LossAt, filter_normalized, landscape  # noqa: E402
 from resnet_explorer.why.lesion import lesion  # noqa: E402

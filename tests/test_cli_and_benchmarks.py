@@ -143,3 +143,15 @@ def test_demo_orderings_benchmark_runs_on_a_tiny_setting(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "--milestones '80%' is invalid: use numbers separated by commas, e.g. 1600,1800" in bad.stderr
+
+
+@pytest.mark.slow
+def test_notebook_smoke_times_benchmark_runs_on_one_notebook():
+    """The script runs notebook 07 in smoke mode once and prints its row, the medians and the load."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "notebook_smoke_times.py"), "--notebooks", "07",
+                        "--reps", "1", "--busy", "0"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    row = next(line for line in r.stdout.splitlines() if line.startswith("07_vgg_alexnet_baselines"))
+    wall, cpu, ok = row.split()[2:5]
+    assert float(wall) > 0 and float(cpu) > 0 and ok == "ok"
+    assert "medians" in r.stdout and "load average at the end" in r.stdout

@@ -131,3 +131,23 @@ def test_draws_text():
     r = {"net": "n", "base_error": 0.25, "random": [{"count": 2, "errors": [0.5, 0.7], "mean": 0.6}]}
     assert draws_text([r], 2) == "2 blocks deleted: n 60.0 % (50.0–70.0 over 2 draws)"
     assert draws_text([r], 0) == "0 blocks deleted: n 25.0 % (intact)"
+
+
+@pytest.mark.slow
+def test_the_why_speed_benchmark_runs_and_prints_its_table(tmp_path):
+    """benchmarks/why_speed.py on the demo's four nets, 4 wide and trained for 2 iterations (its
+    figures mean nothing here): the landscape's points/s beside the naive loop, with the same errors
+    at every point (--skip-studies: the studies' rows are the library's calls at the CLI's defaults,
+    about a minute even on these nets, each tested in test_why.py)."""
+    import subprocess
+    import sys
+
+    demo = tiny_runs(tmp_path / "demo", 2, {f"{kind}-{d}": f"cifar-{kind}{d}" for kind in ("plain", "resnet")
+                                              for d in (20, 56)})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "why_speed.py"
+    r = subprocess.run([sys.executable, str(script), "--demo", str(demo), "--points", "2", "--repeat", "1",
+                        "--skip-studies"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "round 1  ours" in r.stdout and "round 1  naive" in r.stdout
+    assert "same errors at every point; ours / naive:" in r.stdout
