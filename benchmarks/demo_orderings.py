@@ -7,9 +7,9 @@ Runs the demo's experiment (`resnet-explorer demo` on a CPU: `experiments.cpu_de
 `cpu-demo` recipe on the `synthetic-demo` data) once per training seed 0..N-1 (the seed
 sets the initial weights and the batch order; the dataset stays the same) and prints one
 row per seed: each net's final training error (eval-mode pass over a fixed training
-subset) and test error, and whether each ordering held; then, per ordering, how many
-seeds it held for, its smallest margin across seeds, and the seed-to-seed spread (max -
-min) of the nets it compares. The same table follows on test error. Runs already in
+subset) and test error, and each ordering's verdict (`verdict`: holds, FAILS, or tie when the
+margin is within the measurement's noise); then, per ordering, how many seeds gave each verdict,
+its smallest margin across seeds, and the seed-to-seed spread (max - min) of the nets it compares. The same table follows on test error. Runs already in
 ``--out`` are reused (an experiment directory per seed), so an interrupted benchmark
 continues where it stopped.
 """
@@ -21,6 +21,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+
+from resnet_explorer.verdict import FAILS, HOLDS, TIE, UNKNOWN  # noqa: E402
+
+# a seed's verdict: within the measurement's noise (``verdict.decide``) is a tie, not a hold or a failure
+SHORT = {HOLDS: "holds", FAILS: "FAILS", TIE: "tie", UNKNOWN: "n/a"}
 
 
 def _pct(x: float | None) -> str:
@@ -37,20 +43,20 @@ def table(results: list[dict], key: str, title: str) -> list[str]:
     for r in results:
         by = {x["name"]: x for x in r["summary"]["runs"]}
         cells = [f"{_pct(by[n][key]):>10}" for n in names]
-        verdicts = [("holds" if o["holds"] else "FAILS" if o["holds"] is not None else "n/a").rjust(10)
-                    for o in r["summary"][which]]
+        verdicts = [SHORT[o.get("verdict")].rjust(10) for o in r["summary"][which]]
         lines.append(f"{r['seed']:>4}  " + "  ".join(cells) + "  " + "  ".join(verdicts) + f"  {r['seconds']:5.0f}s")
     for i, claim in enumerate(claims):
         items = [r["summary"][which][i] for r in results]
         margins = [o["margin"] for o in items if o["margin"] is not None]
-        held = sum(bool(o["holds"]) for o in items)
+        counts = {v: sum(o.get("verdict") == v for o in items) for v in (HOLDS, TIE, FAILS)}
         involved = sorted({n for o in items for n in o["values"]})
         spreads = []
         for n in involved:
             values = [o["values"][n] for o in items if n in o["values"]]
             spreads.append(max(values) - min(values))
         spread = max(spreads, default=0.0)
-        lines.append(f"ordering {i + 1}: {claim}: holds for {held} of {len(items)} seeds; smallest margin "
+        tally = ", ".join(f"{SHORT[v].strip()} {counts[v]}" for v in (HOLDS, TIE, FAILS))
+        lines.append(f"ordering {i + 1}: {claim}: of {len(items)} seeds {tally}; smallest margin "
                      f"{_pct(min(margins) if margins else None).strip()} points; largest seed-to-seed spread "
                      f"of {' / '.join(involved)}: {_pct(spread).strip()} points")
     return lines

@@ -129,10 +129,15 @@ def test_demo_orderings_benchmark_runs_on_a_tiny_setting(tmp_path):
         rows = [lines[block + 2].split(), lines[block + 3].split()]
         assert [row[0] for row in rows] == ["0", "1"]
         assert all(0 <= float(v) <= 100 for row in rows for v in row[1:5])
-        assert all(v in ("holds", "FAILS") for row in rows for v in row[5:8])
+        assert all(v in ("holds", "FAILS", "tie") for row in rows for v in row[5:8])
+        # on 64 images a 4-iteration net's gaps are mostly noise: the verdicts say so, not holds/FAILS
+        assert any(v == "tie" for row in rows for v in row[5:8])
         summary = [line for line in lines[block:] if line.startswith("ordering ")][:3]
         assert [s.split(":")[0] for s in summary] == ["ordering 1", "ordering 2", "ordering 3"]
-        assert all("of 2 seeds; smallest margin" in s and "seed-to-seed spread" in s for s in summary)
+        assert all("of 2 seeds holds " in s and ", tie " in s and ", FAILS " in s and "smallest margin" in s
+                   and "seed-to-seed spread" in s for s in summary)
+        for s in summary:  # the three counts add up to the seeds
+            assert sum(int(x.split()[-1]) for x in s.split("of 2 seeds ")[1].split(";")[0].split(", ")) == 2
     # the runs are kept in --out: one experiment per seed, analysed (eval-mode training error)
     analysis = json.loads((tmp_path / "b" / "seed1" / "resnet-14" / "analysis.json").read_text())
     assert analysis["train_subset"]["images"] == 64 and 0 <= analysis["train_subset"]["error"] <= 1
