@@ -370,29 +370,17 @@ def fig1_table(rows: list[dict], head: str, images: int | None = None) -> str:
 
 
 def orderings(rows: list[dict], images: int | None = None) -> list[str]:
-    """Fig. 1 / 6 on training error: deeper plain is worse, ResNet beats plain at depth, deeper ResNet is
-    no worse; each holds, fails or is too close to call (`verdict`: the noise of errors averaged over
-    ``images`` images each; unknown ``images``: by the sign alone)."""
-    from resnet_explorer import verdict as v
+    """Fig. 1 / 6 on training error, as the demo's report decides them (`report.orderings`): each
+    holds, fails or is too close to call for the noise of errors averaged over ``images`` images
+    each (unknown ``images``: by the sign alone)."""
+    from resnet_explorer.report import orderings as decided, verdict_text
+    from resnet_explorer.verdict import explain
 
-    by = {(r["residual"], r["depth"]): r["train_error"] for r in rows}
-    depths = sorted({r["depth"] for r in rows})
-    lo, hi = depths[0], depths[-1]
-    # (claim, the side that should be larger, the side that should be smaller)
-    claims = [(f"plain-{hi} > plain-{lo}", (False, hi), (False, lo)),
-              (f"resnet-{hi} < plain-{hi}", (False, hi), (True, hi)),
-              (f"resnet-{hi} <= resnet-{lo}", (True, lo), (True, hi))]
     out = []
-    for text, big, small in claims:
-        vb, vs = by.get(big), by.get(small)
-        if vb is None or vs is None:
-            out.append(f"- {text}: {v.LABELS[v.UNKNOWN]}")
-            continue
-        margin = vb - vs
-        noise = v.difference_noise(v.standard_error(vb, images), v.standard_error(vs, images))
-        verdict = v.decide(margin, noise)
-        a, b = (vs, vb) if "<" in text else (vb, vs)  # the values in the claim's own order
-        out.append(f"- {text}: {v.LABELS[verdict]} ({100 * a:.2f} vs {100 * b:.2f} %; {v.explain(verdict, margin, noise)})")
+    for o in decided([{**r, "train_images": images} for r in rows], "train_error"):
+        values = " vs ".join(f"{100 * x:.2f}" for x in o["values"].values())
+        how = explain(o["verdict"], o["margin"], o["noise"])
+        out.append(f"- {o['claim']}: {verdict_text(o)}" + (f" ({values} %; {how})" if values else ""))
     return out
 
 

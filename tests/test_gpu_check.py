@@ -236,8 +236,8 @@ def test_fig1_orderings_hold_fail_or_are_too_close_to_call():
             row("resnet-56", True, 56, 0.099), row("plain-56", False, 56, 0.080)]
     plain, beats, deeper = gpu_check.orderings(rows, images=100 * 128)
     assert plain.startswith("- plain-56 > plain-20: ✗ FAILS (8.00 vs 12.00 %")
-    assert beats.startswith("- resnet-56 < plain-56: ✗ FAILS (9.90 vs 8.00 %")
-    assert deeper.startswith("- resnet-56 <= resnet-20: ≈ too close to call at this budget (9.90 vs 10.00 %")
+    assert beats.startswith("- ResNet-56 < plain-56: ✗ FAILS (9.90 vs 8.00 %")
+    assert deeper.startswith("- ResNet-56 <= ResNet-20: ≈ too close to call at this budget (9.90 vs 10.00 %")
     # the same gap on 10x the images and 10x the gap: decided
     rows[2]["train_error"] = 0.09
     assert "✓ holds" in gpu_check.orderings(rows, images=1000 * 128)[2]
