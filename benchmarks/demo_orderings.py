@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 
-from resnet_explorer.verdict import FAILS, HOLDS, TIE, UNKNOWN  # noqa: E402
+from resnet_explorer.verdict import FAILS, HOLDS, TIE, UNKNOWN
 
 # a seed's verdict: within the measurement's noise (``verdict.decide``) is a tie, not a hold or a failure
 SHORT = {HOLDS: "holds", FAILS: "FAILS", TIE: "tie", UNKNOWN: "n/a"}
