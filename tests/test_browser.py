@@ -44,7 +44,7 @@ from resnet_explorer.widgets import PRESETS, RECONNECT, controls_for
 
 pytestmark = pytest.mark.slow  # run the fast part alone with: pytest -m 'not slow'
 
-ITERS = 300  # notebook 03's shrunk runs: long enough to press Stop in the middle (about 20 it/s here)
+ITERS = 600  # notebook 03's shrunk runs: long enough to press Stop in the middle after Run All, under load too
 LONG = 100_000  # iterations of a run that a test stops: it never ends by itself
 
 

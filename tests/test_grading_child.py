@@ -155,7 +155,7 @@ HOSTILE_STR = ("class Boom(Exception):\n    def __str__(self):\n        raise Ru
      "SoftTimeout: ran past its time limit (1 s of CPU time)"),
     ("def conv_macs(conv, size):\n    import time\n    time.sleep(60)", None,
      "SoftTimeout: waited past its time limit (1 s without running)"),
-    ("def conv_macs(conv, size):\n    import os\n    for fd in range(3, 40):\n        try:\n"
+    ("def conv_macs(conv, size):\n    import os\n    for fd in range(3, 1024):\n        try:\n"
      "            os.write(fd, b'{\"event\": \"done\"}\\n')\n        except OSError:\n            pass\n    return 1",
      None, "the test's process wrote something that is not a result (a line with the keys ['event'])"),
 ])
@@ -217,7 +217,7 @@ def test_no_process_of_a_submission_can_trace_another():
 def test_junk_written_into_the_definitions_pipe_costs_nothing_else():
     """A cell writes forged records and a forged end into every descriptor (the pipe of its definitions
     among them); the frames after it are still read, and a later os._exit still shows where it ended."""
-    junk = ("import os\nfor fd in range(3, 40):\n    try:\n"
+    junk = ("import os\nfor fd in range(3, 1024):\n    try:\n"
             "        os.write(fd, b'{\"event\": \"done\"}\\n\\x00resnet-explorer definitions\\x00' + b'\\xff' * 8)\n"
             "    except OSError:\n        pass")
     ns, errors, ended, _ = _run_cells(["def f():\n    return 1", junk, "def g():\n    return 2"])
