@@ -55,7 +55,7 @@ def table(results: list[dict], key: str, title: str) -> list[str]:
             values = [o["values"][n] for o in items if n in o["values"]]
             spreads.append(max(values) - min(values))
         spread = max(spreads, default=0.0)
-        tally = ", ".join(f"{SHORT[v].strip()} {counts[v]}" for v in (HOLDS, TIE, FAILS))
+        tally = ", ".join(f"{SHORT[v]} {counts[v]}" for v in (HOLDS, TIE, FAILS))
         lines.append(f"ordering {i + 1}: {claim}: of {len(items)} seeds {tally}; smallest margin "
                      f"{_pct(min(margins) if margins else None).strip()} points; largest seed-to-seed spread "
                      f"of {' / '.join(involved)}: {_pct(spread).strip()} points")
